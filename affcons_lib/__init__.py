@@ -1,0 +1,1 @@
+"""affcons_lib."""

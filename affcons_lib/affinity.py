@@ -1,0 +1,280 @@
+"""Affinities: from labels (targets), from embeddings (f(θ2)), and where they are known.
+
+An *affinity* for offset ``o`` at voxel ``v`` says whether ``v`` and ``v + o`` belong
+to the same instance. Offsets follow the field's convention (torch-em, waterz,
+pytorch_connectomics): ``o = (dz, dy, dx)`` in 3D or ``(dy, dx)`` in 2D, all entries
+non-positive, so channel ``c`` at ``v`` links ``v`` to a neighbour *before* it. An
+edge whose neighbour falls outside the array is undefined and masked out.
+
+All arrays are channel-first: affinities have shape ``(C, *spatial)``, one channel
+per offset, in the order of the offsets.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = [
+    "OFFSETS_3D",
+    "OFFSETS_2D",
+    "N_NEAREST_3D",
+    "N_NEAREST_2D",
+    "check_offsets",
+    "widen_borders",
+    "affinities_from_labels",
+    "labeled_region_mask",
+    "affinities_from_embeddings",
+    "affinity_entropy",
+]
+
+#: The paper's 3D offsets (AC3, CREMI-C): nearest neighbours first (what waterz
+#: consumes), then z at 2, 3, 4 and in-plane at 3, 9, 27 -- 12 channels.
+OFFSETS_3D: tuple[tuple[int, int, int], ...] = (
+    (-1, 0, 0), (0, -1, 0), (0, 0, -1),
+    (-2, 0, 0), (0, -3, 0), (0, 0, -3),
+    (-3, 0, 0), (0, -9, 0), (0, 0, -9),
+    (-4, 0, 0), (0, -27, 0), (0, 0, -27),
+)
+#: Number of leading nearest-neighbour channels in :data:`OFFSETS_3D`.
+N_NEAREST_3D = 3
+
+#: The paper's 2D offsets (CVPPP, BBBC039): (-s, 0) and (0, -s) for s in 1, 3, 5,
+#: 9, 27 -- 10 channels; the first two are the attractive edges of the mutex
+#: watershed, the rest repulsive.
+OFFSETS_2D: tuple[tuple[int, int], ...] = tuple(
+    o for s in (1, 3, 5, 9, 27) for o in ((-s, 0), (0, -s))
+)
+#: Number of leading nearest-neighbour channels in :data:`OFFSETS_2D`.
+N_NEAREST_2D = 2
+
+
+def check_offsets(offsets: Sequence[Sequence[int]], ndim: int, name: str = "offsets") -> tuple:
+    """Validate offsets for arrays with ``ndim`` spatial axes; return them as tuples.
+
+    Raises
+    ------
+    ValueError
+        If ``offsets`` is empty, an offset has the wrong length, is not integral, or
+        is all zeros (an edge from a voxel to itself).
+    """
+    try:
+        offs = tuple(tuple(int(d) for d in o) for o in offsets)
+        integral = all(float(d) == int(d) for o in offsets for d in o)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name}: expected a sequence of integer tuples, got {offsets!r}") from err
+    if not offs:
+        raise ValueError(f"{name}: expected at least one offset, got none")
+    if not integral:
+        raise ValueError(f"{name}: offsets must be integers, got {offsets!r}")
+    for o in offs:
+        if len(o) != ndim:
+            raise ValueError(
+                f"{name}: offset {o} has {len(o)} entries but the array has {ndim} spatial axes"
+            )
+        if all(d == 0 for d in o):
+            raise ValueError(f"{name}: the zero offset {o} links a voxel to itself")
+    return offs
+
+
+def _edge_slices(offset: Sequence[int], shape: Sequence[int]) -> tuple[tuple, tuple]:
+    """Slices ``(at_v, at_v_plus_o)`` selecting every voxel ``v`` whose neighbour
+    ``v + o`` lies inside an array of ``shape``. Empty when |o| exceeds the shape."""
+    at_v, at_nb = [], []
+    for d, n in zip(offset, shape):
+        d = int(d)
+        if abs(d) >= n:
+            return (slice(0, 0),) * len(shape), (slice(0, 0),) * len(shape)
+        if d <= 0:
+            at_v.append(slice(-d, n))
+            at_nb.append(slice(0, n + d))
+        else:
+            at_v.append(slice(0, n - d))
+            at_nb.append(slice(d, n))
+    return tuple(at_v), tuple(at_nb)
+
+
+def _check_labels(labels, name: str = "labels") -> np.ndarray:
+    labels = np.asarray(labels)
+    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
+        raise TypeError(f"{name}: expected an integer label array, got dtype {labels.dtype}")
+    if labels.ndim not in (2, 3):
+        raise ValueError(f"{name}: expected a 2D (Y, X) or 3D (Z, Y, X) array, got shape {labels.shape}")
+    return labels
+
+
+def widen_borders(labels: np.ndarray) -> np.ndarray:
+    """Mark instance borders as boundary (label 0), in-plane.
+
+    A voxel becomes boundary when its 3×3 in-plane window (per z-slice in 3D) holds
+    more than one id, label 0 counted as an id. This thickens membranes so that
+    affinities across a border are 0 on both of its sides, as the superhuman /
+    PEA pipelines do.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (Y, X) or (Z, Y, X)
+
+    Returns
+    -------
+    ndarray, same shape and dtype as ``labels``
+    """
+    labels = _check_labels(labels)
+    size = (3, 3) if labels.ndim == 2 else (1, 3, 3)
+    hi = ndimage.maximum_filter(labels, size=size, mode="nearest")
+    lo = ndimage.minimum_filter(labels, size=size, mode="nearest")
+    out = labels.copy()
+    out[hi != lo] = 0
+    return out
+
+
+def affinities_from_labels(
+    labels: np.ndarray,
+    offsets: Sequence[Sequence[int]],
+    *,
+    background_is_instance: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Affinity targets of a label array.
+
+    ``affs[c, v] = 1`` if ``labels[v] == labels[v + offsets[c]]``, else 0.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (Y, X) or (Z, Y, X)
+        Instance labels; 0 is background / boundary.
+    offsets : sequence of C int tuples, each of length ``labels.ndim``
+    background_is_instance : bool, default False
+        False (EM convention, waterz): an edge touching label 0 has target 0, so
+        boundary voxels cut every edge. True (nuclei on dark background): two
+        background pixels are linked (target 1), a background–nucleus edge is 0.
+
+    Returns
+    -------
+    affs : ndarray of float32, shape (C, *labels.shape)
+        Targets in {0, 1}; 0 where undefined.
+    valid : ndarray of bool, shape (C, *labels.shape)
+        True where ``v + offsets[c]`` lies inside the array.
+    """
+    labels = _check_labels(labels)
+    offsets = check_offsets(offsets, labels.ndim)
+    affs = np.zeros((len(offsets),) + labels.shape, dtype=np.float32)
+    valid = np.zeros((len(offsets),) + labels.shape, dtype=bool)
+    for c, o in enumerate(offsets):
+        at_v, at_nb = _edge_slices(o, labels.shape)
+        a, b = labels[at_v], labels[at_nb]
+        same = a == b
+        if not background_is_instance:
+            same &= a != 0
+        affs[c][at_v] = same
+        valid[c][at_v] = True
+    return affs, valid
+
+
+def labeled_region_mask(annotated: np.ndarray, offsets: Sequence[Sequence[int]]) -> np.ndarray:
+    """Edges whose affinity target is known under sparse instance annotation.
+
+    Annotated instances are complete, so an edge is known when both endpoints are
+    annotated (same or different instance) or when it crosses the boundary of an
+    annotated instance: the endpoint outside it belongs to another instance, so the
+    target is 0. Only edges with *neither* endpoint annotated are unknown.
+
+    Parameters
+    ----------
+    annotated : ndarray, shape (Y, X) or (Z, Y, X)
+        Bool mask of annotated voxels, or a sparse label array (non-zero =
+        annotated) such as :func:`affcons_lib.data.annotate_instances` returns.
+    offsets : sequence of C int tuples
+
+    Returns
+    -------
+    ndarray of bool, shape (C, *annotated.shape)
+        The labeled region M; False also where the edge leaves the array.
+    """
+    annotated = _check_labels(annotated, "annotated") != 0
+    offsets = check_offsets(offsets, annotated.ndim)
+    mask = np.zeros((len(offsets),) + annotated.shape, dtype=bool)
+    for c, o in enumerate(offsets):
+        at_v, at_nb = _edge_slices(o, annotated.shape)
+        mask[c][at_v] = annotated[at_v] | annotated[at_nb]
+    return mask
+
+
+def affinities_from_embeddings(emb, offsets: Sequence[Sequence[int]], *, clip_negative: bool = True):
+    """Affinities of f(θ2): cosine similarity of L2-normalised pixel embeddings.
+
+    ``aff[c, v] = <e(v), e(v + o_c)> / (|e(v)| |e(v + o_c)|)``, differentiable.
+
+    Parameters
+    ----------
+    emb : torch.Tensor or ndarray, shape (N, E, *spatial) or (E, *spatial)
+        Embeddings with E channels; ``len(spatial)`` must equal the offsets' length.
+    offsets : sequence of C int tuples
+    clip_negative : bool, default True
+        Clip similarities at 0 so that the result is an affinity in [0, 1] (PEA /
+        the paper); False returns the raw cosine similarity in [-1, 1].
+
+    Returns
+    -------
+    Same type as ``emb``, float, shape (N, C, *spatial) or (C, *spatial); 0 where
+    ``v + o`` leaves the array (use :func:`affinities_from_labels`' ``valid`` to mask).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    is_numpy = isinstance(emb, np.ndarray)
+    x = torch.from_numpy(emb) if is_numpy else emb
+    if not torch.is_tensor(x) or not torch.is_floating_point(x):
+        raise TypeError(f"emb: expected a floating-point tensor or array, got {type(emb).__name__}"
+                        f" of dtype {getattr(emb, 'dtype', None)}")
+    offs = list(offsets)
+    if not offs:
+        raise ValueError("offsets: expected at least one offset, got none")
+    n_spatial = len(offs[0])
+    if x.ndim == n_spatial + 1:
+        batched, x = False, x.unsqueeze(0)
+    elif x.ndim == n_spatial + 2:
+        batched = True
+    else:
+        raise ValueError(
+            f"emb: expected shape (N, E, *spatial) or (E, *spatial) with {n_spatial} spatial axes "
+            f"to match the offsets, got {tuple(x.shape)}"
+        )
+    offs = check_offsets(offs, n_spatial)
+    shape = tuple(x.shape[2:])
+    x = F.normalize(x, p=2, dim=1, eps=1e-6)
+    out = x.new_zeros((x.shape[0], len(offs)) + shape)
+    for c, o in enumerate(offs):
+        at_v, at_nb = _edge_slices(o, shape)
+        sim = (x[(slice(None), slice(None)) + at_v] * x[(slice(None), slice(None)) + at_nb]).sum(1)
+        if clip_negative:
+            sim = sim.clamp_min(0.0)
+        # index_put keeps autograd intact; slices write a view of `out`.
+        out[(slice(None), c) + at_v] = sim
+    if not batched:
+        out = out[0]
+    return out.numpy() if is_numpy else out
+
+
+def affinity_entropy(affs, eps: float = 1e-6):
+    """Binary entropy of affinities, per channel: H(a) = -a ln a - (1-a) ln(1-a).
+
+    Low entropy (a near 0 or 1) marks a confident prediction; the maximum, ln 2 at
+    a = 0.5, an unreliable one.
+
+    Parameters
+    ----------
+    affs : torch.Tensor or ndarray of float, any shape, values in [0, 1]
+    eps : float
+        Clamp so that log(0) never occurs.
+
+    Returns
+    -------
+    Same type and shape as ``affs``, values in [0, ln 2].
+    """
+    if isinstance(affs, np.ndarray):
+        a = np.clip(affs, eps, 1 - eps)
+        return -(a * np.log(a) + (1 - a) * np.log1p(-a))
+    a = affs.clamp(eps, 1 - eps)
+    return -(a * a.log() + (1 - a) * (-a).log1p())

@@ -1,0 +1,154 @@
+"""Where data is found, and the dataset names the notebooks and configs accept.
+
+The project finds data through the environment variable ``AFFCONS_DATA_DIR``
+(default ``data/``). The Makefile and CI point it at ``../shared/data`` when that
+folder exists. Nothing here downloads: see :mod:`affcons_lib.data.fetch`.
+
+Dataset names
+-------------
+3D (:func:`load_volume`)
+    ``auto``       the real FIB-SEM volume if present, else generated data;
+    ``fibsem``     the real FIB-SEM volume (error if absent);
+    ``synthetic``  :func:`~affcons_lib.data.make_em_volume`;
+    a path        any CREMI-layout HDF5 file.
+2D (:func:`load_image`)
+    ``auto``       the real DSB2018 nuclei image if present, else generated data;
+    ``nuclei``     the real DSB2018 image (error if absent);
+    ``synthetic``  :func:`~affcons_lib.data.make_nuclei_image`;
+    a path        a folder with ``img2d.tif`` + ``mask2d.tif``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .._paths import project_root
+from .readers import read_cremi, read_image_pair
+from .synthetic import make_em_volume, make_nuclei_image
+
+__all__ = [
+    "data_dir",
+    "FIBSEM_FILE",
+    "NUCLEI_DIR",
+    "real_volume_path",
+    "real_image_dir",
+    "Dataset",
+    "load_volume",
+    "load_image",
+    "normalize_raw",
+]
+
+FIBSEM_FILE = "neuroproof_training_sample2.h5"
+NUCLEI_DIR = "dsb2018_nuclei_sample"
+
+
+def data_dir() -> Path:
+    """The data folder: ``$AFFCONS_DATA_DIR``, else the repository's ``data/``
+    (found from the current directory, so notebooks/ works too), else ``./data``."""
+    env = os.environ.get("AFFCONS_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    root = project_root()
+    return (root if root is not None else Path.cwd()) / "data"
+
+
+def real_volume_path() -> Path | None:
+    """Path of the real FIB-SEM volume, or None when it is not present."""
+    p = data_dir() / FIBSEM_FILE
+    return p if p.is_file() else None
+
+
+def real_image_dir() -> Path | None:
+    """Folder of the real DSB2018 nuclei sample, or None when it is not present."""
+    p = data_dir() / NUCLEI_DIR
+    return p if (p / "img2d.tif").is_file() and (p / "mask2d.tif").is_file() else None
+
+
+@dataclass
+class Dataset:
+    """Raw data with dense labels and a word on where they came from."""
+
+    raw: np.ndarray  # float32 in [0, 1]
+    labels: np.ndarray  # uint64 / uint32 instance ids, 0 = background
+    source: str  # human-readable origin, for captions
+    real: bool
+
+
+def normalize_raw(raw: np.ndarray) -> np.ndarray:
+    """Scale raw data of any dtype to float32 in [0, 1] by a contrast stretch
+    between its 0.1th and 99.9th percentiles (robust to 16-bit images that use a
+    fraction of their range, and to a few hot pixels)."""
+    raw = np.asarray(raw)
+    x = raw.astype(np.float32)
+    lo, hi = (float(v) for v in np.percentile(x, [0.1, 99.9])) if x.size else (0.0, 1.0)
+    if hi <= lo:
+        return np.zeros_like(x)
+    return np.clip((x - lo) / (hi - lo), 0, 1).astype(np.float32, copy=False)
+
+
+def load_volume(dataset: str = "auto", *, roi=None, synthetic_shape=(32, 128, 128), seed: int = 0) -> Dataset:
+    """Load a 3D EM volume by name (see the module docstring).
+
+    Parameters
+    ----------
+    dataset : str
+        ``auto``, ``fibsem``, ``synthetic`` or a path to a CREMI-layout file.
+    roi : tuple of 3 slices, optional
+        Crop of a real volume to read.
+    synthetic_shape : (Z, Y, X)
+        Shape of generated data.
+    seed : int
+        Seed of generated data.
+    """
+    if dataset in ("auto", "fibsem"):
+        path = real_volume_path()
+        if path is None:
+            if dataset == "fibsem":
+                raise FileNotFoundError(
+                    f"dataset='fibsem': {data_dir() / FIBSEM_FILE} not found; set AFFCONS_DATA_DIR "
+                    "or run `python -m affcons_lib.data.fetch fibsem --dest data/`"
+                )
+            raw, labels = make_em_volume(synthetic_shape, seed=seed)
+            return Dataset(raw, labels, f"generated EM-like volume {tuple(synthetic_shape)}, seed {seed}", False)
+        raw, labels = read_cremi(path, roi=roi)
+        return Dataset(normalize_raw(raw), labels, f"FIB-SEM (FlyEM NeuroProof sample 2) {raw.shape}", True)
+    if dataset == "synthetic":
+        raw, labels = make_em_volume(synthetic_shape, seed=seed)
+        return Dataset(raw, labels, f"generated EM-like volume {tuple(synthetic_shape)}, seed {seed}", False)
+    path = Path(dataset).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"dataset={dataset!r}: not 'auto', 'fibsem', 'synthetic', nor an existing CREMI-layout file"
+        )
+    raw, labels = read_cremi(path, roi=roi)
+    return Dataset(normalize_raw(raw), labels, f"{path.name} {raw.shape}", True)
+
+
+def load_image(dataset: str = "auto", *, synthetic_shape=(256, 256), seed: int = 0) -> Dataset:
+    """Load a 2D nuclei image by name (see the module docstring)."""
+    if dataset in ("auto", "nuclei"):
+        folder = real_image_dir()
+        if folder is None:
+            if dataset == "nuclei":
+                raise FileNotFoundError(
+                    f"dataset='nuclei': {data_dir() / NUCLEI_DIR} with img2d.tif and mask2d.tif not found; "
+                    "set AFFCONS_DATA_DIR or run `python -m affcons_lib.data.fetch dsb2018 --dest data/`"
+                )
+            raw, labels = make_nuclei_image(synthetic_shape, seed=seed)
+            return Dataset(raw, labels, f"generated nuclei image {tuple(synthetic_shape)}, seed {seed}", False)
+        img, labels = read_image_pair(folder / "img2d.tif", folder / "mask2d.tif")
+        return Dataset(normalize_raw(img), labels, f"DSB2018 nuclei sample {img.shape}", True)
+    if dataset == "synthetic":
+        raw, labels = make_nuclei_image(synthetic_shape, seed=seed)
+        return Dataset(raw, labels, f"generated nuclei image {tuple(synthetic_shape)}, seed {seed}", False)
+    folder = Path(dataset).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"dataset={dataset!r}: not 'auto', 'nuclei', 'synthetic', nor a folder with img2d.tif + mask2d.tif"
+        )
+    img, labels = read_image_pair(folder / "img2d.tif", folder / "mask2d.tif")
+    return Dataset(normalize_raw(img), labels, f"{folder.name} {img.shape}", True)

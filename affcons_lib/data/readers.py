@@ -1,0 +1,309 @@
+"""Readers for the real formats the paper uses.
+
+Every reader returns plain numpy arrays with documented axes, in the file's own
+dtype (raw is not normalised here; see :func:`affcons_lib.data.normalize_raw`),
+and fails with :class:`DataFormatError` (or ``FileNotFoundError``) naming the
+file, key and what was expected.
+
+| dataset          | reader              | raw                        | labels              |
+|------------------|---------------------|----------------------------|---------------------|
+| CREMI (A/B/C)    | :func:`read_cremi`  | (Z, Y, X) uint8            | (Z, Y, X) uint64    |
+| AC3/AC4, SNEMI3D | :func:`read_snemi`  | (Z, Y, X) uint8            | (Z, Y, X) integer   |
+| BBBC039 v1       | :func:`read_bbbc039`| list of (Y, X) uint16      | list of (Y, X) int32|
+| CVPPP A1         | :func:`read_cvppp`  | list of (Y, X, 3) uint8    | list of (Y, X) int32|
+| 2D TIFF/PNG pair | :func:`read_image_pair` | (Y, X[, C])            | (Y, X) integer      |
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = [
+    "DataFormatError",
+    "read_cremi",
+    "read_snemi",
+    "read_bbbc039",
+    "read_cvppp",
+    "read_image_pair",
+    "read_label_image",
+]
+
+CREMI_RAW = "volumes/raw"
+CREMI_LABELS = "volumes/labels/neuron_ids"
+
+
+class DataFormatError(ValueError):
+    """A data file exists but does not hold what the reader expects."""
+
+
+def _existing(path, what: str = "file") -> Path:
+    p = Path(os.fspath(path)).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"{what} not found: {p}")
+    return p
+
+
+def _check_labels(labels: np.ndarray, where: str) -> np.ndarray:
+    if not np.issubdtype(labels.dtype, np.integer):
+        if np.issubdtype(labels.dtype, np.floating) and labels.size and np.all(labels == np.round(labels)):
+            hint = " (the values are whole numbers: convert them with .astype(np.uint64) first)"
+        else:
+            hint = ""
+        raise DataFormatError(f"{where}: expected an integer label array, got dtype {labels.dtype}{hint}")
+    if np.issubdtype(labels.dtype, np.signedinteger) and labels.size and labels.min() < 0:
+        raise DataFormatError(f"{where}: labels must be non-negative, found {labels.min()}")
+    return labels
+
+
+def _check_same_shape(raw_shape, labels_shape, where: str, spatial: int | None = None) -> None:
+    rs = tuple(raw_shape[:spatial]) if spatial else tuple(raw_shape)
+    if rs != tuple(labels_shape):
+        raise DataFormatError(f"{where}: image shape {tuple(raw_shape)} does not match label shape {tuple(labels_shape)}")
+
+
+def _h5_dataset(f, key: str, path: Path):
+    if key not in f:
+        found = []
+        f.visit(lambda name: found.append(name) if hasattr(f[name], "shape") else None)
+        raise DataFormatError(f"{path}: no dataset '{key}'; datasets in the file: {found or 'none'}")
+    ds = f[key]
+    if not hasattr(ds, "shape"):
+        raise DataFormatError(f"{path}: '{key}' is a group, not a dataset")
+    return ds
+
+
+def read_cremi(
+    path,
+    *,
+    raw_key: str = CREMI_RAW,
+    labels_key: str | None = CREMI_LABELS,
+    roi: Sequence[slice] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a CREMI-layout HDF5 volume.
+
+    Parameters
+    ----------
+    path : str or Path
+        An HDF5 file such as CREMI's ``sample_C_20160501.hdf`` or the shared
+        ``neuroproof_training_sample2.h5``.
+    raw_key, labels_key : str
+        Datasets to read; ``labels_key=None`` reads only the raw data.
+    roi : tuple of 3 slices, optional
+        Read only this region (h5py reads just those chunks).
+
+    Returns
+    -------
+    raw : ndarray, shape (Z, Y, X), the file's dtype (uint8 for EM)
+    labels : ndarray of unsigned int, shape (Z, Y, X), or None
+        Instance ids, 0 = no instance. In CREMI's *padded* files the labels cover
+        a sub-region of the raw data given by their ``offset`` attribute (nm); raw
+        is then cropped to that region.
+
+    Raises
+    ------
+    FileNotFoundError, DataFormatError
+    """
+    import h5py
+
+    p = _existing(path, "CREMI volume")
+    roi = tuple(roi) if roi is not None else (slice(None),) * 3
+    try:
+        f = h5py.File(p, "r")
+    except OSError as err:
+        raise DataFormatError(f"{p}: not a readable HDF5 file ({err})") from err
+    with f:
+        raw_ds = _h5_dataset(f, raw_key, p)
+        if raw_ds.ndim != 3:
+            raise DataFormatError(f"{p}:{raw_key}: expected a 3D (Z, Y, X) volume, got shape {raw_ds.shape}")
+        if labels_key is None:
+            return raw_ds[roi], None
+        lab_ds = _h5_dataset(f, labels_key, p)
+        _check_labels(np.empty(0, lab_ds.dtype), f"{p}:{labels_key}")
+        if lab_ds.shape != raw_ds.shape:
+            offset = lab_ds.attrs.get("offset")
+            res = raw_ds.attrs.get("resolution")
+            if offset is None or res is None:
+                _check_same_shape(raw_ds.shape, lab_ds.shape, f"{p} ({raw_key} vs {labels_key})")
+            start = [int(round(o / r)) for o, r in zip(offset, res)]
+            crop = tuple(slice(s, s + n) for s, n in zip(start, lab_ds.shape))
+            raw = raw_ds[crop][roi]
+        else:
+            raw = raw_ds[roi]
+        labels = _check_labels(lab_ds[roi], f"{p}:{labels_key}")
+    return raw, labels
+
+
+def _read_array(path: Path, key: str) -> np.ndarray:
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5", ".hdf"):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return _h5_dataset(f, key, path)[...]
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        return tifffile.imread(path)
+    raise DataFormatError(f"{path}: unknown format '{suffix}', expected .h5/.hdf5/.hdf or .tif/.tiff")
+
+
+def read_snemi(raw_path, labels_path=None, *, raw_key: str = "main", labels_key: str = "main"):
+    """Read AC3/AC4 (Kasthuri et al.; SNEMI3D) volumes, from HDF5 or TIFF stacks.
+
+    The field's copies store AC3/AC4 as HDF5 files with one dataset (``main`` by
+    convention) or, for SNEMI3D, as multi-page TIFFs (``train-input.tif``,
+    ``train-labels.tif``).
+
+    Parameters
+    ----------
+    raw_path, labels_path : str or Path
+        ``.h5``/``.hdf5``/``.hdf`` or ``.tif``/``.tiff``; ``labels_path`` optional.
+    raw_key, labels_key : str
+        Dataset names inside HDF5 files.
+
+    Returns
+    -------
+    raw : ndarray, shape (Z, Y, X)
+    labels : ndarray of int, shape (Z, Y, X), or None
+    """
+    rp = _existing(raw_path, "raw volume")
+    raw = _read_array(rp, raw_key)
+    if raw.ndim != 3:
+        raise DataFormatError(f"{rp}: expected a 3D (Z, Y, X) volume, got shape {raw.shape}")
+    if labels_path is None:
+        return raw, None
+    lp = _existing(labels_path, "label volume")
+    labels = _check_labels(_read_array(lp, labels_key), str(lp))
+    _check_same_shape(raw.shape, labels.shape, f"{rp} vs {lp}")
+    return raw, labels
+
+
+def read_label_image(path) -> np.ndarray:
+    """Read a 2D instance-label image (PNG or TIFF) as int32 ids, 0 = background.
+
+    * palette or gray PNG / TIFF: the stored values are the ids (CVPPP, DSB2018);
+    * RGB(A) PNG: each colour is an id, and connected regions of one colour are
+      distinct instances -- BBBC039 encodes touching nuclei by different colours.
+    """
+    p = _existing(path, "label image")
+    if p.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        lab = tifffile.imread(p)
+    else:
+        from PIL import Image
+
+        with Image.open(p) as im:
+            lab = np.asarray(im)  # mode 'P' gives palette indices, not colours
+    if lab.ndim == 3:
+        from skimage.measure import label as connected
+
+        rgb = lab[..., :3].astype(np.int64)
+        code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+        return connected(code, background=0, connectivity=1).astype(np.int32)
+    if lab.ndim != 2:
+        raise DataFormatError(f"{p}: expected a 2D label image, got shape {lab.shape}")
+    return _check_labels(lab, str(p)).astype(np.int32)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        return tifffile.imread(path)
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB") if im.mode in ("P", "RGBA", "CMYK") else im)
+
+
+def read_image_pair(image_path, label_path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a 2D image and its instance labels (TIFF or PNG), e.g. the DSB2018
+    sample ``img2d.tif`` / ``mask2d.tif``.
+
+    Returns
+    -------
+    image : ndarray, shape (Y, X) or (Y, X, C), the file's dtype
+    labels : ndarray of int32, shape (Y, X)
+    """
+    ip = _existing(image_path, "image")
+    image = _read_image(ip)
+    labels = read_label_image(label_path)
+    _check_same_shape(image.shape, labels.shape, f"{ip} vs {label_path}", spatial=2)
+    return image, labels
+
+
+def _split_names(root: Path, split: str) -> list[str]:
+    f = root / "metadata" / f"{split}.txt"
+    if not f.exists():
+        raise FileNotFoundError(f"BBBC039 split list not found: {f} (from metadata.zip)")
+    return [Path(line.strip()).stem for line in f.read_text().splitlines() if line.strip()]
+
+
+def read_bbbc039(root, split: str | None = None):
+    """Read BBBC039 v1 (nuclei of U2OS cells, fluorescence).
+
+    Layout as unpacked from the Broad's ``images.zip``, ``masks.zip`` and
+    ``metadata.zip``: ``root/images/*.tif`` (520×696, uint16), ``root/masks/*.png``
+    (touching nuclei in different colours) and ``root/metadata/{training,
+    validation,test}.txt`` (100 / 50 / 50 names).
+
+    Parameters
+    ----------
+    root : str or Path
+    split : {'training', 'validation', 'test'}, optional
+        Read only the images of that split; all images by default.
+
+    Returns
+    -------
+    images : list of ndarray, each (Y, X) uint16
+    labels : list of ndarray, each (Y, X) int32
+    names : list of str
+    """
+    root = _existing(root, "BBBC039 folder")
+    img_dir, mask_dir = root / "images", root / "masks"
+    for d in (img_dir, mask_dir):
+        if not d.is_dir():
+            raise FileNotFoundError(f"BBBC039 sub-folder not found: {d}")
+    if split is None:
+        names = sorted(p.stem for p in mask_dir.glob("*.png"))
+    elif split in ("training", "validation", "test"):
+        names = _split_names(root, split)
+    else:
+        raise ValueError(f"split: expected 'training', 'validation', 'test' or None, got {split!r}")
+    if not names:
+        raise DataFormatError(f"{mask_dir}: no *.png masks found")
+    images, labels = [], []
+    for name in names:
+        img, lab = read_image_pair(img_dir / f"{name}.tif", mask_dir / f"{name}.png")
+        images.append(img)
+        labels.append(lab)
+    return images, labels, names
+
+
+def read_cvppp(folder):
+    """Read CVPPP A1 (Arabidopsis rosettes): ``plantNNN_rgb.png`` with
+    ``plantNNN_label.png`` (palette PNG, one index per leaf, 0 = background).
+
+    Returns
+    -------
+    images : list of ndarray, each (Y, X, 3) uint8
+    labels : list of ndarray, each (Y, X) int32
+    names : list of str (``plantNNN``)
+    """
+    folder = _existing(folder, "CVPPP folder")
+    rgbs = sorted(folder.glob("*_rgb.png"))
+    if not rgbs:
+        raise DataFormatError(f"{folder}: no *_rgb.png images found (expected CVPPP A1 layout)")
+    images, labels, names = [], [], []
+    for rgb in rgbs:
+        name = rgb.name[: -len("_rgb.png")]
+        img, lab = read_image_pair(rgb, folder / f"{name}_label.png")
+        images.append(img[..., :3])
+        labels.append(lab)
+        names.append(name)
+    return images, labels, names

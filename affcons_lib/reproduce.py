@@ -1,0 +1,83 @@
+"""Run every notebook in order with papermill: ``make reproduce``.
+
+    python -m affcons_lib.reproduce [--notebooks notebooks] [--runs runs]
+                                    [--figures figures] [-p NAME VALUE ...]
+
+Executed copies go to ``runs/``; notebooks save their figures through
+:func:`affcons_lib.viz.save_figure`, which writes to ``$AFFCONS_FIGURES_DIR`` (set
+here to ``--figures``). ``-p`` passes a parameter to every notebook that declares
+it in its ``parameters`` cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _declared_parameters(nb_path: Path) -> set[str]:
+    """Names assigned in the notebook's cell tagged ``parameters``."""
+    import ast
+
+    nb = json.loads(nb_path.read_text())
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            src = "".join(cell.get("source", []))
+            names = set()
+            for node in ast.parse(src).body:
+                targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+                names |= {t.id for t in targets if isinstance(t, ast.Name)}
+            return names
+    return set()
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def run_all(notebooks: Path, runs: Path, figures: Path, params: dict, kernel: str | None = None) -> int:
+    import papermill as pm
+
+    paths = sorted(notebooks.glob("[0-9]*.ipynb"))
+    if not paths:
+        print(f"no notebooks in {notebooks}/ yet: nothing to run")
+        return 0
+    runs.mkdir(parents=True, exist_ok=True)
+    figures.mkdir(parents=True, exist_ok=True)
+    os.environ["AFFCONS_FIGURES_DIR"] = str(figures.resolve())
+    for path in paths:
+        declared = _declared_parameters(path)
+        unknown = set(params) - declared
+        use = {k: v for k, v in params.items() if k in declared}
+        if unknown:
+            print(f"{path.name}: ignoring parameters it does not declare: {', '.join(sorted(unknown))}")
+        t0 = time.time()
+        print(f"running {path.name} {use or ''}", flush=True)
+        pm.execute_notebook(str(path), str(runs / path.name), parameters=use, cwd=str(path.parent),
+                            kernel_name=kernel, progress_bar=False)
+        print(f"  done in {time.time() - t0:.0f} s -> {runs / path.name}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m affcons_lib.reproduce", description=__doc__.splitlines()[0])
+    parser.add_argument("--notebooks", type=Path, default=Path("notebooks"))
+    parser.add_argument("--runs", type=Path, default=Path("runs"))
+    parser.add_argument("--figures", type=Path, default=Path("figures"))
+    parser.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
+    parser.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
+                        help="parameter for every notebook that declares it (VALUE parsed as JSON if it can be)")
+    args = parser.parse_args(argv)
+    params = {k: _parse_value(v) for k, v in args.p}
+    return run_all(args.notebooks, args.runs, args.figures, params, args.kernel)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Figures: consistent colours for labels, and atomic saving to ``figures/``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ._paths import project_root
+
+__all__ = ["figures_dir", "save_figure", "label_cmap", "show_labels"]
+
+
+def figures_dir() -> Path:
+    """``$AFFCONS_FIGURES_DIR`` if set (``make reproduce`` sets it), else the
+    repository's ``figures/`` when run from inside it, else ``./figures``."""
+    env = os.environ.get("AFFCONS_FIGURES_DIR")
+    if env:
+        return Path(env)
+    root = project_root()
+    return (root if root is not None else Path.cwd()) / "figures"
+
+
+def save_figure(fig, name: str, formats=("png", "pdf"), dpi: int = 150) -> list[Path]:
+    """Save ``fig`` as ``figures/NAME.png`` and ``.pdf``, each written to a temporary
+    file first and renamed, so an interrupted run never leaves half a figure."""
+    out_dir = figures_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        final = out_dir / f"{name}.{fmt}"
+        tmp = out_dir / f".{name}.{fmt}.part"
+        fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, final)
+        paths.append(final)
+    return paths
+
+
+def label_cmap(n: int = 4096, seed: int = 0):
+    """A random colour map for instance ids, label 0 black."""
+    from matplotlib.colors import ListedColormap
+
+    colours = np.random.default_rng(seed).uniform(0.15, 1.0, (n, 3))
+    colours[0] = 0
+    return ListedColormap(colours)
+
+
+def show_labels(ax, labels: np.ndarray, title: str | None = None, seed: int = 0):
+    """Draw a 2D label image with distinct colours per id (0 black)."""
+    labels = np.asarray(labels)
+    ids, inv = np.unique(labels, return_inverse=True)
+    # ids become 0..k-1 with 0 kept at 0 when present, so colours do not depend on id size
+    shown = inv.reshape(labels.shape) + (0 if ids[0] == 0 else 1)
+    ax.imshow(shown, cmap=label_cmap(max(int(shown.max()) + 1, 2), seed), interpolation="nearest",
+              vmin=0, vmax=max(int(shown.max()), 1))
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
