@@ -1,0 +1,52 @@
+"""Every notebook runs (at its smoke parameters), is committed clean, and starts
+with its papermill parameters cell."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+SMOKE = yaml.safe_load((ROOT / "notebooks" / "smoke.yaml").read_text()) or {}
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks found"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_without_outputs_and_parameters_first(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert code, f"{path.name} has no code cell"
+    assert "parameters" in code[0].get("metadata", {}).get("tags", []), \
+        f"{path.name}: the first code cell must be tagged 'parameters'"
+    dirty = [i for i, c in enumerate(code) if c.get("outputs") or c.get("execution_count")]
+    assert not dirty, f"{path.name}: code cells {dirty} were committed with outputs; clear them"
+    # narrative: every code cell after the parameters is preceded by a markdown cell
+    cells = nb["cells"]
+    for i, c in enumerate(cells):
+        if c["cell_type"] == "code" and c is not code[0]:
+            assert i > 0 and cells[i - 1]["cell_type"] == "markdown", \
+                f"{path.name}: code cell {i} has no markdown cell before it"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_at_smoke_scale(path, tmp_path, monkeypatch):
+    import papermill as pm
+
+    assert path.name in SMOKE, f"{path.name}: add its smoke parameters to notebooks/smoke.yaml"
+    monkeypatch.setenv("AFFCONS_FIGURES_DIR", str(tmp_path / "figures"))
+    out = tmp_path / path.name
+    pm.execute_notebook(str(path), str(out), parameters=SMOKE[path.name], cwd=str(path.parent),
+                        progress_bar=False, kernel_name="python3")
+    executed = json.loads(out.read_text())
+    errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    figs = list((tmp_path / "figures").glob("*.png"))
+    assert figs, f"{path.name} wrote no figure"
+    assert all(f.with_suffix(".pdf").exists() for f in figs)
