@@ -1,0 +1,84 @@
+"""f(θ2) forward+backward on one 1x1x18x160x160 patch, against a single large conv3d.
+
+    python benchmarks/bench_models.py [--device cuda] [--repeat 3]
+
+Prints the time of one forward+backward pass of f(θ2), the GMAC/s it achieves
+(forward MACs from affcons_lib.complexity, backward counted as twice the forward,
+the usual rule), and the GMAC/s of one large torch.nn.functional.conv3d
+forward+backward on the same device in the same run. The ratio says how much of the
+machine's convolution throughput the whole network reaches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from affcons_lib import affinity, complexity, models
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeat):
+    fn()  # warm-up (allocations, cuDNN autotuning)
+    sync(device)
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--shape", type=int, nargs=3, default=[18, 160, 160])
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    shape = (1, 1, *args.shape)
+
+    net = models.build("embedding3d").to(device).train()
+    macs = complexity.count(models.build("embedding3d"), shape, offsets=affinity.OFFSETS_3D)["macs"]
+    x = torch.randn(shape, device=device)
+
+    def step():
+        net.zero_grad(set_to_none=True)
+        emb = net(x)
+        affinity.affinities_from_embeddings(emb, affinity.OFFSETS_3D).mean().backward()
+
+    t_net = timed(step, device, args.repeat)
+    net_rate = 3 * macs / t_net / 1e9
+
+    c = 64
+    a = torch.randn(1, c, *args.shape, device=device, requires_grad=True)
+    w = torch.randn(c, c, 3, 3, 3, device=device, requires_grad=True)
+    conv_macs = c * c * 27 * a[0, 0].numel()
+
+    def conv_step():
+        a.grad = w.grad = None
+        F.conv3d(a, w, padding=1).sum().backward()
+
+    t_conv = timed(conv_step, device, args.repeat)
+    conv_rate = 3 * conv_macs / t_conv / 1e9
+
+    print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else torch.get_num_threads()} "
+          f"{'' if device.type == 'cuda' else 'threads'})")
+    print(f"f(θ2) forward+backward on {shape}: {t_net:.3f} s, {3 * macs / 1e9:.1f} GMAC -> {net_rate:.1f} GMAC/s")
+    print(f"one conv3d {c}->{c} 3x3x3 forward+backward on {tuple(a.shape)}: {t_conv:.3f} s, "
+          f"{3 * conv_macs / 1e9:.1f} GMAC -> {conv_rate:.1f} GMAC/s")
+    print(f"ratio network/conv3d throughput: {net_rate / conv_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
