@@ -1,0 +1,244 @@
+"""Compiled core of the mutex watershed (Wolf et al. 2020), used when the C++
+package affogato is not importable. See :func:`affcons_lib.postprocess.mutex_watershed`.
+
+Kruskal's order: edges by decreasing weight. An attractive edge merges its two
+clusters unless a mutex (a "must not merge" constraint) separates them; a
+repulsive edge adds a mutex between its clusters unless they are already one.
+
+Clusters are a union-find forest. Mutexes live in an open-addressing hash set of
+pairs of current roots, and each root keeps a linked list of the clusters it is
+mutex with (as any pixel of theirs, resolved with find). When two clusters merge,
+the shorter list is re-keyed onto the surviving root, dropping duplicates, and
+spliced into the longer one (small into large: each entry moves O(log n) times),
+so "are these two roots mutex?" is one hash look-up.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, inline="always")
+def _find(parent, x):
+    root = x
+    while parent[root] != root:
+        root = parent[root]
+    while parent[x] != root:  # path compression
+        nxt = parent[x]
+        parent[x] = root
+        x = nxt
+    return root
+
+
+_EMPTY = -1
+
+
+@njit(cache=True, inline="always")
+def _slot(key, mask):
+    # Fibonacci hashing: the high bits of key * 2^64/phi are well mixed; take the
+    # top 32 (tables stay below 2^32 slots) and keep the bits the mask allows
+    h = np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)
+    return np.int64(h >> np.uint64(32)) & mask
+
+
+@njit(cache=True)
+def _contains(table, key):
+    mask = table.shape[0] - 1
+    i = _slot(key, mask)
+    while True:
+        k = table[i]
+        if k == key:
+            return True
+        if k == _EMPTY:
+            return False
+        i = (i + 1) & mask
+
+
+@njit(cache=True)
+def _insert(table, key):
+    """Insert ``key``; True when it was not there yet. The caller keeps the load
+    below two thirds."""
+    mask = table.shape[0] - 1
+    i = _slot(key, mask)
+    while True:
+        k = table[i]
+        if k == key:
+            return False
+        if k == _EMPTY:
+            table[i] = key
+            return True
+        i = (i + 1) & mask
+
+
+@njit(cache=True)
+def _rebuilt(table, parent, n_pixels, needed):
+    """A new table holding only the live pairs (both ids still roots): pairs of
+    merged-away roots are never looked up again. Sized for ``needed`` more keys at
+    a load of at most one half. Returns (table, number of keys)."""
+    live = 0
+    for k in table:
+        if k != _EMPTY:
+            a, b = k // n_pixels, k % n_pixels
+            if parent[a] == a and parent[b] == b:
+                live += 1
+    size = 1 << 16
+    while size < 3 * (live + needed):
+        size *= 2
+    out = np.full(size, _EMPTY, np.int64)
+    for k in table:
+        if k != _EMPTY:
+            a, b = k // n_pixels, k % n_pixels
+            if parent[a] == a and parent[b] == b:
+                _insert(out, k)
+    return out, live
+
+
+@njit(cache=True, inline="always")
+def _pair(a, b, n):
+    return a * n + b if a < b else b * n + a
+
+
+# Per root, (head, tail, length) of its partner list sit side by side, and per
+# list entry (partner, next): each is one cache line, and these accesses are
+# random, so the time goes into cache misses.
+HEAD, TAIL, LEN = 0, 1, 2
+PARTNER, NEXT = 0, 1
+
+
+@njit(cache=True, inline="always")
+def _link(root, i, lists, entries):
+    """Append list entry ``i`` to ``root``'s partner list."""
+    entries[i, NEXT] = -1
+    if lists[root, HEAD] == -1:
+        lists[root, HEAD] = i
+    else:
+        entries[lists[root, TAIL], NEXT] = i
+    lists[root, TAIL] = i
+    lists[root, LEN] += 1
+
+
+@njit(cache=True)
+def mws_kruskal(sorted_edges, n_pixels, n_attractive, flat_offsets):  # pragma: no cover - compiled
+    """Run the mutex watershed over ``sorted_edges`` (edge ids ``c * n_pixels + p``
+    in processing order, all valid). Returns the root of every pixel."""
+    parent = np.arange(n_pixels, dtype=np.int32)
+    lists = np.empty((n_pixels, 3), np.int32)
+    lists[:, HEAD] = -1
+    lists[:, TAIL] = -1
+    lists[:, LEN] = 0
+    n_rep = 0
+    for e in sorted_edges:
+        if e // n_pixels >= n_attractive:
+            n_rep += 1
+    entries = np.empty((2 * n_rep + 1, 2), np.int32)
+    n_entries = 0
+    table = np.full(1 << 16, _EMPTY, np.int64)
+    n_keys = 0
+
+    for e in sorted_edges:
+        c = e // n_pixels
+        p = e - c * n_pixels
+        ru = _find(parent, p)
+        rv = _find(parent, p + flat_offsets[c])
+        if ru == rv:
+            continue
+        len_u, len_v = lists[ru, LEN], lists[rv, LEN]
+        # a root with no partner is mutex with nobody: skip the look-up
+        if len_u and len_v and _contains(table, _pair(ru, rv, n_pixels)):
+            continue
+        if 3 * (n_keys + len_u + len_v + 1) > 2 * table.shape[0]:  # load <= 2/3
+            table, n_keys = _rebuilt(table, parent, n_pixels, len_u + len_v + 1)
+        if c < n_attractive:
+            # merge: the root with the longer partner list stays root; the other's
+            # partners are re-keyed onto it, duplicates dropped (small into large)
+            if len_u < len_v:
+                ru, rv = rv, ru
+            parent[rv] = ru
+            i = lists[rv, HEAD]
+            while i != -1:
+                after = entries[i, NEXT]
+                r = _find(parent, entries[i, PARTNER])
+                if _insert(table, _pair(ru, r, n_pixels)):
+                    n_keys += 1
+                    entries[i, PARTNER] = r
+                    _link(ru, i, lists, entries)
+                i = after
+            lists[rv, HEAD] = -1
+            lists[rv, TAIL] = -1
+            lists[rv, LEN] = 0
+        else:
+            _insert(table, _pair(ru, rv, n_pixels))
+            n_keys += 1
+            entries[n_entries, PARTNER] = rv
+            _link(ru, n_entries, lists, entries)
+            entries[n_entries + 1, PARTNER] = ru
+            _link(rv, n_entries + 1, lists, entries)
+            n_entries += 2
+    roots = np.empty(n_pixels, np.int64)
+    for p in range(n_pixels):
+        roots[p] = _find(parent, p)
+    return roots
+
+
+MAX_INT32 = 2**31 - 1
+
+
+@njit(cache=True)
+def relabel_first_seen(roots, keep):  # pragma: no cover - compiled
+    """Consecutive labels from 1 in raster order of first appearance; 0 where
+    ``keep`` is False."""
+    n = roots.shape[0]
+    lut = np.zeros(n, np.int64)
+    out = np.zeros(n, np.int64)
+    nxt_label = 1
+    for p in range(n):
+        if not keep[p]:
+            continue
+        r = roots[p]
+        if lut[r] == 0:
+            lut[r] = nxt_label
+            nxt_label += 1
+        out[p] = lut[r]
+    return out
+
+
+@njit(cache=True)
+def edges_by_decreasing_weight(affs_flat, n_pixels, n_attractive, edge_ids):  # pragma: no cover - compiled
+    """Stable LSD radix sort (three 11-bit digits) of ``edge_ids`` by decreasing
+    weight, where the weight of edge ``c * n_pixels + p`` is ``affs_flat[e]`` for
+    an attractive channel and ``1 - affs_flat[e]`` for a repulsive one. The bit
+    pattern of a non-negative float32 orders like the float; ``edge_ids`` must be
+    increasing, so that stability breaks ties by increasing edge id."""
+    n = edge_ids.shape[0]
+    keys = np.empty(n, np.uint32)
+    count = np.zeros((3, 2049), np.int64)
+    split = n_attractive * n_pixels
+    for i in range(n):  # one read for the keys and all three histograms
+        e = edge_ids[i]
+        w = affs_flat[e] if e < split else np.float32(1.0) - affs_flat[e]
+        w = w + np.float32(0.0)  # -0.0 -> +0.0
+        k = np.uint32(0xFFFFFFFF) - np.asarray(w).view(np.uint32)[()]  # descending weight
+        keys[i] = k
+        count[0, (k & 0x7FF) + 1] += 1
+        count[1, ((k >> 11) & 0x7FF) + 1] += 1
+        count[2, (k >> 22) + 1] += 1
+    for d in range(3):
+        for b in range(2048):
+            count[d, b + 1] += count[d, b]
+    ids = edge_ids.copy()
+    keys_out = np.empty(n, np.uint32)
+    ids_out = np.empty_like(ids)
+    for d in range(3):
+        shift = 11 * d
+        pos = count[d]
+        for i in range(n):
+            k = keys[i]
+            b = (k >> shift) & 0x7FF
+            j = pos[b]
+            keys_out[j] = k
+            ids_out[j] = ids[i]
+            pos[b] = j + 1
+        keys, keys_out = keys_out, keys
+        ids, ids_out = ids_out, ids
+    return ids

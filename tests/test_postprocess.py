@@ -1,0 +1,227 @@
+import numpy as np
+import pytest
+
+from affcons_lib import affinity, metrics
+from affcons_lib import postprocess as pp
+
+
+# ------------------------------------------------------------------ mutex watershed
+def reference_mws(affs, offsets, n_attractive, strides=None, randomize_strides=False, mask=None, seed=0):
+    """The algorithm as written in the paper, in plain Python: all edges sorted by
+    decreasing weight (ties: increasing edge id), clusters as Python sets, mutexes
+    as a set of frozensets of cluster ids."""
+    shape = affs.shape[1:]
+    n = int(np.prod(shape))
+    valid = pp._valid_edges(shape, [tuple(o) for o in offsets], n_attractive, strides, randomize_strides,
+                            None if mask is None else mask.astype(bool), seed)
+    edges = []
+    for c, o in enumerate(offsets):
+        for p in np.ndindex(shape):
+            if not valid[(c,) + p]:
+                continue
+            q = tuple(a + b for a, b in zip(p, o))
+            a = float(np.float32(affs[(c,) + p]))
+            w = a if c < n_attractive else float(np.float32(1.0) - np.float32(a))
+            eid = c * n + int(np.ravel_multi_index(p, shape))
+            edges.append((-w, eid, int(np.ravel_multi_index(p, shape)), int(np.ravel_multi_index(q, shape)), c))
+    edges.sort()
+    cluster = {i: i for i in range(n)}          # pixel -> cluster id
+    members = {i: {i} for i in range(n)}        # cluster id -> pixels
+    mutex = set()                               # frozenset({a, b}) of cluster ids
+    for _, _, p, q, c in edges:
+        a, b = cluster[p], cluster[q]
+        if a == b:
+            continue
+        if c < n_attractive:
+            if frozenset((a, b)) in mutex:
+                continue
+            for x in members[b]:
+                cluster[x] = a
+            members[a] |= members.pop(b)
+            mutex = {frozenset(a if y == b else y for y in m) for m in mutex}
+        else:
+            mutex.add(frozenset((a, b)))
+    flat_mask = np.ones(n, bool) if mask is None else mask.ravel().astype(bool)
+    out, seen = np.zeros(n, np.int64), {}
+    for i in range(n):
+        if flat_mask[i]:
+            out[i] = seen.setdefault(cluster[i], len(seen) + 1)
+    return out.reshape(shape)
+
+
+CASES_2D = [((-1, 0), (0, -1), (-2, 0), (0, -2), (-3, -3)), ((-1, 0), (0, -1), (-4, 1), (1, -3))]
+CASES_3D = [((-1, 0, 0), (0, -1, 0), (0, 0, -1), (0, -3, 0), (0, 0, -3), (-2, -1, 1))]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_mws_matches_reference_2d(seed):
+    rng = np.random.default_rng(seed)
+    offsets = CASES_2D[seed % 2]
+    shape = (int(rng.integers(3, 9)), int(rng.integers(3, 9)))
+    affs = rng.random((len(offsets),) + shape).astype(np.float32)
+    if seed % 3 == 0:  # many exact ties
+        affs = np.round(affs * 4) / 4
+    n_attr = 2 if seed % 4 else 3
+    kwargs = {}
+    if seed % 5 == 1:
+        kwargs["strides"] = (2, 1)
+    if seed % 5 == 2:
+        kwargs.update(strides=(2, 2), randomize_strides=True, seed=seed)
+    if seed % 2 == 1:
+        kwargs["mask"] = rng.random(shape) > 0.2
+    ours = pp.mutex_watershed(affs, offsets, n_attr, use_affogato=False, **kwargs)
+    ref = reference_mws(affs, offsets, n_attr, **kwargs)
+    np.testing.assert_array_equal(ours, ref)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_mws_matches_reference_3d(seed):
+    rng = np.random.default_rng(100 + seed)
+    offsets = CASES_3D[0]
+    shape = (int(rng.integers(2, 4)), int(rng.integers(3, 6)), int(rng.integers(3, 6)))
+    affs = rng.random((len(offsets),) + shape).astype(np.float32)
+    if seed % 2:
+        affs = np.round(affs * 3) / 3
+    kwargs = {"strides": (1, 2, 2)} if seed % 3 == 0 else {}
+    if seed % 3 == 1:
+        kwargs["mask"] = rng.random(shape) > 0.25
+    ours = pp.mutex_watershed(affs, offsets, 3, use_affogato=False, **kwargs)
+    np.testing.assert_array_equal(ours, reference_mws(affs, offsets, 3, **kwargs))
+
+
+def test_mws_recovers_instances_from_clean_affinities():
+    from affcons_lib.data import make_nuclei_image
+
+    _, labels = make_nuclei_image((96, 96), n_nuclei=15, seed=4)
+    affs, _ = affinity.affinities_from_labels(labels, affinity.OFFSETS_2D, background_is_instance=True)
+    seg = pp.mutex_watershed(affs, affinity.OFFSETS_2D, 2, mask=labels > 0)
+    assert metrics.voi(seg, labels) == pytest.approx((0.0, 0.0), abs=1e-9)
+    assert (seg[labels == 0] == 0).all() and seg.max() == len(np.unique(labels)) - 1
+
+
+@pytest.mark.skipif(not pp.HAVE_AFFOGATO, reason="affogato (conda-forge) is not importable here")
+@pytest.mark.parametrize("seed", range(5))
+def test_mws_agrees_with_affogato(seed):  # pragma: no cover - conda environments
+    rng = np.random.default_rng(seed)
+    affs = rng.random((len(affinity.OFFSETS_2D), 40, 40)).astype(np.float32)  # continuous: no ties
+    ours = pp.mutex_watershed(affs, affinity.OFFSETS_2D, 2, use_affogato=False)
+    theirs = pp.mutex_watershed(affs, affinity.OFFSETS_2D, 2, use_affogato=True)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(affs=np.zeros((3, 8, 8), np.float32)), "3 channels do not match the 10 offsets"),
+        (dict(affs=np.full((10, 8, 8), np.nan, np.float32)), "NaN"),
+        (dict(mask=np.ones((7, 8), bool)), r"mask: shape \(7, 8\) does not match"),
+        (dict(n_attractive=0), "n_attractive"),
+        (dict(strides=(2,)), "strides"),
+        (dict(affs=np.zeros((10, 8, 8), np.int64)), "floating-point"),
+    ],
+)
+def test_mws_bad_input(kwargs, match):
+    args = dict(affs=np.random.default_rng(0).random((10, 8, 8)).astype(np.float32),
+                offsets=affinity.OFFSETS_2D, n_attractive=2)
+    args.update(kwargs)
+    with pytest.raises((ValueError, TypeError), match=match):
+        pp.mutex_watershed(args.pop("affs"), args.pop("offsets"), args.pop("n_attractive"), **args)
+
+
+def test_mws_affogato_forced_without_it():
+    if pp.HAVE_AFFOGATO:
+        pytest.skip("affogato is importable here")
+    with pytest.raises(ImportError, match="affogato"):
+        pp.mutex_watershed(np.zeros((2, 4, 4), np.float32), [(-1, 0), (0, -1)], 1, use_affogato=True)
+
+
+# -------------------------------------------------------------------------- waterz
+@pytest.fixture(scope="module")
+def em_case():
+    from affcons_lib.data import make_em_volume
+
+    _, gt = make_em_volume((8, 64, 64), n_neurites=10, seed=2)
+    affs, _ = affinity.affinities_from_labels(affinity.widen_borders(gt), affinity.OFFSETS_3D)
+    rng = np.random.default_rng(0)
+    noisy = np.clip(0.1 + 0.8 * affs + rng.normal(0, 0.05, affs.shape), 0, 1).astype(np.float32)
+    return noisy, gt
+
+
+def test_fragments_are_per_slice_and_cover_everything(em_case):
+    affs, gt = em_case
+    frags = pp.fragments_from_affinities(affs)
+    assert frags.dtype == np.uint64 and frags.shape == gt.shape
+    assert (frags > 0).all()
+    ids_per_slice = [set(np.unique(f)) for f in frags]
+    for a, b in zip(ids_per_slice, ids_per_slice[1:]):
+        assert not (a & b)  # no fragment crosses slices
+    # an over-segmentation: every fragment lies (almost) inside one gt object
+    split, merge = metrics.voi(frags, gt)
+    assert merge < 0.3 and split > merge
+
+
+def test_agglomerate_thresholds_monotone_and_sweep(em_case):
+    affs, gt = em_case
+    segs = pp.agglomerate(affs, [0.9, 0.1, 0.5])  # any order in, same order out
+    counts = [len(np.unique(s)) for s in segs]
+    assert counts[1] >= counts[2] >= counts[0]  # higher threshold merges more
+    result = pp.sweep_thresholds(affs, gt, [0.1, 0.3, 0.5, 0.7, 0.9])
+    assert result.best_index == int(np.argmin(result.voi))
+    # agglomeration improves on the fragments it starts from, and on merging all
+    assert result.voi[result.best_index] < 0.5 * sum(metrics.voi(pp.fragments_from_affinities(affs), gt))
+    assert result.voi[result.best_index] < sum(metrics.voi(np.ones_like(gt), gt))
+    np.testing.assert_array_equal(result.best_segmentation, pp.agglomerate(affs, [result.best_threshold])[0])
+
+
+def test_agglomerate_scorings_and_fragment_sources(em_case):
+    affs, gt = em_case
+    for scoring in ("median", "mean", "quantile_75"):
+        (seg,) = pp.agglomerate(affs, [0.5], scoring=scoring)
+        assert seg.shape == gt.shape
+    (own,) = pp.agglomerate(affs, [0.5], fragments="waterz")
+    given = pp.fragments_from_affinities(affs)
+    (from_given,) = pp.agglomerate(affs, [0.5], fragments=given)
+    np.testing.assert_array_equal(from_given, pp.agglomerate(affs, [0.5])[0])
+    assert own.shape == gt.shape
+
+
+def test_agglomerate_bad_input(em_case):
+    affs, gt = em_case
+    with pytest.raises(ValueError, match="scoring"):
+        pp.agglomerate(affs, [0.5], scoring="medianish")
+    with pytest.raises(ValueError, match="NaN"):
+        bad = affs.copy()
+        bad[0, 0, 0, 0] = np.nan
+        pp.agglomerate(bad, [0.5])
+    with pytest.raises(ValueError, match="at least 3 channels"):
+        pp.agglomerate(affs[:2], [0.5])
+    with pytest.raises(ValueError, match="fragments: shape"):
+        pp.agglomerate(affs, [0.5], fragments=np.ones((2, 2, 2), np.uint64))
+    with pytest.raises(ValueError, match="gt: shape"):
+        pp.sweep_thresholds(affs, gt[:2])
+
+
+# ------------------------------------------------------------------------- helpers
+def test_merge_small_objects():
+    seg = np.zeros((1, 6, 8), np.int64)
+    seg[0, :, :4] = 1
+    seg[0, :, 4:] = 2
+    seg[0, 2:4, 3:5] = 3  # a 4-pixel speck on the border
+    seg[0, 0, 0] = 0
+    out = pp.merge_small_objects(seg, min_size=5)
+    assert set(np.unique(out)) == {0, 1, 2}
+    assert out[0, 0, 0] == 0  # background untouched
+    assert (out[seg == 1] == 1).all() and (out[seg == 2] == 2).all()
+    np.testing.assert_array_equal(pp.merge_small_objects(seg, min_size=1), seg)
+    with pytest.raises(ValueError, match="heightmap"):
+        pp.merge_small_objects(seg, 5, heightmap=np.zeros((2, 2)))
+
+
+def test_foreground_mask():
+    p = np.zeros((10, 10), np.float32)
+    p[1:5, 1:5] = 0.9
+    p[8, 8] = 0.9
+    fg = pp.foreground_mask(p, 0.5, min_size=2)
+    assert fg[2, 2] and not fg[8, 8] and fg.sum() == 16
+    with pytest.raises(ValueError, match="NaN"):
+        pp.foreground_mask(np.full((2, 2), np.nan, np.float32))
