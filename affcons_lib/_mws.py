@@ -16,7 +16,7 @@ so "are these two roots mutex?" is one hash look-up.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 
 @njit(cache=True, inline="always")
@@ -203,42 +203,63 @@ def relabel_first_seen(roots, keep):  # pragma: no cover - compiled
     return out
 
 
-@njit(cache=True)
-def edges_by_decreasing_weight(affs_flat, n_pixels, n_attractive, edge_ids):  # pragma: no cover - compiled
-    """Stable LSD radix sort (three 11-bit digits) of ``edge_ids`` by decreasing
-    weight, where the weight of edge ``c * n_pixels + p`` is ``affs_flat[e]`` for
-    an attractive channel and ``1 - affs_flat[e]`` for a repulsive one. The bit
-    pattern of a non-negative float32 orders like the float; ``edge_ids`` must be
-    increasing, so that stability breaks ties by increasing edge id."""
+@njit(cache=True, parallel=True)
+def _weight_keys(affs_flat, n_pixels, n_attractive, edge_ids):  # pragma: no cover - compiled
+    """uint32 keys that sort ascending by decreasing weight. The weight of edge
+    ``c * n_pixels + p`` is ``affs_flat[e]`` on an attractive channel and
+    ``1 - affs_flat[e]`` on a repulsive one; the bit pattern of a non-negative
+    float32 orders like the float."""
     n = edge_ids.shape[0]
     keys = np.empty(n, np.uint32)
-    count = np.zeros((3, 2049), np.int64)
     split = n_attractive * n_pixels
-    for i in range(n):  # one read for the keys and all three histograms
+    for i in prange(n):
         e = edge_ids[i]
         w = affs_flat[e] if e < split else np.float32(1.0) - affs_flat[e]
         w = w + np.float32(0.0)  # -0.0 -> +0.0
-        k = np.uint32(0xFFFFFFFF) - np.asarray(w).view(np.uint32)[()]  # descending weight
-        keys[i] = k
-        count[0, (k & 0x7FF) + 1] += 1
-        count[1, ((k >> 11) & 0x7FF) + 1] += 1
-        count[2, (k >> 22) + 1] += 1
-    for d in range(3):
-        for b in range(2048):
-            count[d, b + 1] += count[d, b]
-    ids = edge_ids.copy()
-    keys_out = np.empty(n, np.uint32)
-    ids_out = np.empty_like(ids)
-    for d in range(3):
-        shift = 11 * d
-        pos = count[d]
-        for i in range(n):
+        keys[i] = np.uint32(0xFFFFFFFF) - np.asarray(w).view(np.uint32)[()]
+    return keys
+
+
+@njit(cache=True, parallel=True)
+def _radix_pass(keys, ids, keys_out, ids_out, shift, n_chunks):  # pragma: no cover - compiled
+    """One stable counting-sort pass on the 11-bit digit at ``shift``. Each chunk
+    of the input is counted and scattered by one thread; chunk-ordered offsets
+    within each bucket keep the pass stable."""
+    n = keys.shape[0]
+    chunk = (n + n_chunks - 1) // n_chunks
+    counts = np.zeros((n_chunks, 2048), np.int64)
+    for t in prange(n_chunks):
+        for i in range(t * chunk, min(n, (t + 1) * chunk)):
+            counts[t, (keys[i] >> shift) & 0x7FF] += 1
+    offsets = np.empty((n_chunks, 2048), np.int64)
+    total = 0
+    for b in range(2048):
+        for t in range(n_chunks):
+            offsets[t, b] = total
+            total += counts[t, b]
+    for t in prange(n_chunks):
+        pos = offsets[t].copy()
+        for i in range(t * chunk, min(n, (t + 1) * chunk)):
             k = keys[i]
             b = (k >> shift) & 0x7FF
             j = pos[b]
             keys_out[j] = k
             ids_out[j] = ids[i]
             pos[b] = j + 1
+
+
+def edges_by_decreasing_weight(affs_flat, n_pixels, n_attractive, edge_ids):
+    """``edge_ids`` (increasing) sorted by decreasing weight, ties by increasing
+    id: a stable LSD radix sort on three 11-bit digits of the weight keys."""
+    import numba
+
+    keys = _weight_keys(affs_flat, n_pixels, n_attractive, edge_ids)
+    ids = edge_ids.copy()
+    keys_out = np.empty_like(keys)
+    ids_out = np.empty_like(ids)
+    n_chunks = max(1, min(numba.get_num_threads(), len(ids) // 100_000))
+    for shift in (0, 11, 22):
+        _radix_pass(keys, ids, keys_out, ids_out, shift, n_chunks)
         keys, keys_out = keys_out, keys
         ids, ids_out = ids_out, ids
     return ids

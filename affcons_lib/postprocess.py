@@ -210,7 +210,8 @@ def agglomerate(affs: np.ndarray, thresholds: Sequence[float], *, scoring: str =
         else:
             raise ValueError(f"fragments: expected 'distance', 'waterz' or an array, got {fragments!r}")
     else:
-        frags = np.ascontiguousarray(fragments, dtype=np.uint64)
+        # a copy: waterz writes its segmentation into the fragments buffer
+        frags = np.array(fragments, dtype=np.uint64, order="C", copy=True)
         if frags.shape != nn.shape[1:]:
             raise ValueError(f"fragments: shape {frags.shape} does not match the affinities' {nn.shape[1:]}")
     if gt is not None:

@@ -180,7 +180,9 @@ def test_agglomerate_scorings_and_fragment_sources(em_case):
         assert seg.shape == gt.shape
     (own,) = pp.agglomerate(affs, [0.5], fragments="waterz")
     given = pp.fragments_from_affinities(affs)
+    kept = given.copy()
     (from_given,) = pp.agglomerate(affs, [0.5], fragments=given)
+    np.testing.assert_array_equal(given, kept)  # the caller's fragments are not overwritten
     np.testing.assert_array_equal(from_given, pp.agglomerate(affs, [0.5])[0])
     assert own.shape == gt.shape
 
@@ -225,3 +227,18 @@ def test_foreground_mask():
     assert fg[2, 2] and not fg[8, 8] and fg.sum() == 16
     with pytest.raises(ValueError, match="NaN"):
         pp.foreground_mask(np.full((2, 2), np.nan, np.float32))
+
+
+def test_radix_edge_order_matches_lexsort():
+    """The compiled (parallel) sort gives decreasing weight, ties by increasing id."""
+    from affcons_lib._mws import edges_by_decreasing_weight
+
+    rng = np.random.default_rng(0)
+    n_pixels, n_attr = 150_000, 2
+    affs = (np.round(rng.random(4 * n_pixels) * 50) / 50).astype(np.float32)  # many ties
+    edge_ids = np.sort(rng.choice(4 * n_pixels, 500_000, replace=False)).astype(np.int64)
+    w = np.where(edge_ids < n_attr * n_pixels, affs[edge_ids], np.float32(1) - affs[edge_ids])
+    want = edge_ids[np.lexsort((edge_ids, -w))]
+    np.testing.assert_array_equal(edges_by_decreasing_weight(affs, n_pixels, n_attr, edge_ids), want)
+    np.testing.assert_array_equal(edges_by_decreasing_weight(affs, n_pixels, n_attr, edge_ids.astype(np.int32)),
+                                  want)
