@@ -392,6 +392,10 @@ def mutex_watershed(affs: np.ndarray, offsets: Sequence[Sequence[int]], n_attrac
     sorted_edges = _edges_by_decreasing_weight(affs, n_attractive, valid)
     elem_strides = np.array([int(np.prod(shape[d + 1:])) for d in range(len(shape))], dtype=np.int64)
     flat_offsets = np.array([int(np.dot(o, elem_strides)) for o in offsets], dtype=np.int64)
+    # Repulsive edges after the last attractive one can never block a merge:
+    # stop there (exact, and it spares the mutex bookkeeping of the tail).
+    attractive = np.flatnonzero(sorted_edges < n_attractive * n_pixels)
+    sorted_edges = sorted_edges[: attractive[-1] + 1] if attractive.size else sorted_edges[:0]
     roots = mws_kruskal(sorted_edges, n_pixels, n_attractive, flat_offsets)
     keep = np.ones(n_pixels, bool) if mask is None else mask.ravel()
     return relabel_first_seen(roots, keep).reshape(shape)

@@ -26,7 +26,7 @@ def noisy_affinities(labels, offsets, background_is_instance, seed=0):
     return np.clip(0.1 + 0.8 * affs + rng.normal(0, 0.15, affs.shape), 0, 1).astype(np.float32)
 
 
-def best_of(fn, repeat=2):
+def best_of(fn, repeat=3):
     best, out = float("inf"), None
     for _ in range(repeat):
         t = time.perf_counter()
