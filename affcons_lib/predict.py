@@ -1,0 +1,92 @@
+"""Predict affinities of a whole volume / image with a trained f(θ2).
+
+    python -m affcons_lib.predict CHECKPOINT --out PRED.h5 [--part test|train|all]
+                                  [--tile 8 64 64] [--stride 4 32 32] [--branch embedding|affinity]
+
+Writes, atomically, an HDF5 file with ``affinities`` (C, *spatial; attribute
+``offsets``), ``entropy`` and the dense ``labels`` of the predicted part, which
+``python -m affcons_lib.evaluate`` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .inference import predict_affinities
+from .train import _split, load_checkpoint, prepare_data
+
+__all__ = ["predict_part", "default_tile", "main"]
+
+
+def default_tile(shape, patch, divisor: int, max_inplane: int = 256):
+    """Inference tiles: twice the training depth in z (3D), and in-plane the largest
+    multiple of the network's divisor up to ``max_inplane`` that fits the data --
+    few large tiles are much faster than many training-sized ones."""
+    tile = []
+    for i, (n, p) in enumerate(zip(shape, patch)):
+        if i < len(shape) - 2:
+            tile.append(min(n, 2 * p))
+        else:
+            tile.append(max(divisor, (min(n, max_inplane) // divisor) * divisor))
+    return tuple(tile)
+
+
+def predict_part(checkpoint, part: str = "test", *, tile=None, stride=None, branch: str = "embedding",
+                 device="cpu", prepared: dict | None = None):
+    """Affinities, entropy and dense labels of one part of the run's dataset."""
+    nets, cfg, _ = load_checkpoint(checkpoint, device)
+    if branch not in nets:
+        raise ValueError(f"branch={branch!r}: the checkpoint holds {sorted(nets)}")
+    prepared = prepared or prepare_data(cfg)
+    if part == "test":
+        raw, labels = prepared["raw_test"], prepared["labels_test"]
+    elif part == "train":
+        raw, labels = prepared["raw_train"], prepared["labels_train"]
+    elif part == "all":
+        raw = np.concatenate([prepared["raw_train"], prepared["raw_test"]], axis=0 if cfg.dim == 3 else 1)
+        labels = np.concatenate([prepared["labels_train"], prepared["labels_test"]], axis=0 if cfg.dim == 3 else 1)
+    else:
+        raise ValueError(f"part: expected 'test', 'train' or 'all', got {part!r}")
+    tile = tuple(tile) if tile else default_tile(raw.shape, cfg.patch, nets[branch].divisor)
+    stride = tuple(stride) if stride else tuple(max(1, (3 * t) // 4) for t in tile)
+    affs, entropy = predict_affinities(nets[branch], raw, prepared["offsets"], tile=tile, stride=stride)
+    return affs, entropy, labels, prepared["offsets"]
+
+
+def main(argv=None) -> int:
+    import h5py
+
+    ap = argparse.ArgumentParser(prog="python -m affcons_lib.predict", description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoint")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--part", default="test", choices=("test", "train", "all"))
+    ap.add_argument("--tile", type=int, nargs="+")
+    ap.add_argument("--stride", type=int, nargs="+")
+    ap.add_argument("--branch", default="embedding", choices=("embedding", "affinity"))
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+    try:
+        affs, entropy, labels, offsets = predict_part(args.checkpoint, args.part, tile=args.tile, stride=args.stride,
+                                                      branch=args.branch, device=args.device)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".part")
+    with h5py.File(tmp, "w") as f:
+        ds = f.create_dataset("affinities", data=affs, compression="gzip")
+        ds.attrs["offsets"] = np.asarray(offsets, dtype=np.int64)
+        f.create_dataset("entropy", data=entropy, compression="gzip")
+        f.create_dataset("labels", data=labels, compression="gzip")
+    os.replace(tmp, out)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

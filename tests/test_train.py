@@ -1,0 +1,257 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from affcons_lib import affinity, losses, train
+from affcons_lib.inference import predict_affinities, tile_starts
+
+TINY = ["widths=4,8", "patch=4,32,32", "batch=1", "dataset=synthetic", "progress=false", "log_every=1"]
+
+
+# ----------------------------------------------------------------------- losses
+def test_weighted_mse_ignores_unlabeled_pixels():
+    torch.manual_seed(0)
+    pred = torch.rand(2, 3, 4, 8, 8)
+    target = (torch.rand(2, 3, 4, 8, 8) > 0.3).float()
+    mask = torch.rand(2, 3, 4, 8, 8) > 0.5
+    a = losses.weighted_mse(pred, target, mask, n_nearest=1)
+    changed = pred.clone()
+    changed[~mask] = torch.rand(int((~mask).sum()))
+    target2 = target.clone()
+    target2[~mask] = 1 - target2[~mask]
+    assert losses.weighted_mse(changed, target2, mask, n_nearest=1) == pytest.approx(a.item(), rel=1e-6)
+    assert losses.weighted_mse(target, target, mask, n_nearest=1) == 0
+
+
+def test_balance_and_channel_weights():
+    target = torch.ones(1, 1, 10)
+    target[0, 0, :2] = 0  # 20 % boundary: minority class weighted 0.8 / 0.2 = 4
+    w = losses.balance_weights(target, torch.ones_like(target, dtype=torch.bool))
+    assert w[0, 0, 0] == pytest.approx(4.0) and w[0, 0, 5] == pytest.approx(1.0)
+    cw = losses.channel_weights(5, 2, 10.0)
+    assert cw.tolist() == [10, 10, 1, 1, 1]
+    # the nearest-neighbour channel counts 10 times as much
+    pred = torch.zeros(1, 2, 4)
+    tgt = torch.ones(1, 2, 4)
+    m = torch.zeros(1, 2, 4, dtype=torch.bool)
+    m[0, 0] = True
+    near = losses.weighted_mse(pred, tgt, m, n_nearest=1, balance=False)
+    m2 = torch.zeros_like(m)
+    m2[0, 1] = True
+    assert near == pytest.approx(10 * losses.weighted_mse(pred, tgt, m2, n_nearest=1, balance=False))
+
+
+def test_alpha_schedule_and_confident_mask():
+    assert losses.alpha_schedule(0, 100) == pytest.approx(0.005)
+    assert losses.alpha_schedule(100, 100) == 0
+    assert losses.alpha_schedule(50, 100) == pytest.approx(0.005 * 0.5 ** 1.5)
+    h = torch.arange(100, dtype=torch.float32).view(1, 1, 100)
+    region = torch.ones_like(h, dtype=torch.bool)
+    keep = losses.confident_mask(h, region, 0.1)
+    assert keep.sum() == 90 and not keep[0, 0, -1] and keep[0, 0, 0]
+    assert losses.confident_mask(h, region, 0.0).all()
+
+
+def test_cross_consistency_detach_option():
+    torch.manual_seed(0)
+    a1 = torch.rand(1, 3, 2, 8, 8, requires_grad=True)
+    a2 = torch.rand(1, 3, 2, 8, 8, requires_grad=True)
+    unl = torch.ones(1, 3, 2, 8, 8, dtype=torch.bool)
+    loss, info = losses.cross_consistency_loss(a1, a2, unl, alpha=0.0, n_nearest=1)
+    loss.backward()
+    g_detached = a1.grad.clone()
+    a1.grad = a2.grad = None
+    loss_r, _ = losses.cross_consistency_loss(a1, a2, unl, alpha=0.0, n_nearest=1, detach_targets=False)
+    loss_r.backward()
+    assert loss_r.item() == pytest.approx(loss.item())
+    assert not torch.allclose(a1.grad, g_detached)  # release: gradients through the targets too
+    assert info["confident1"] == 1.0
+    same, _ = losses.cross_consistency_loss(a1.detach(), a1.detach(), unl, alpha=0.0, n_nearest=1)
+    assert same == 0
+
+
+# ----------------------------------------------------------------------- config
+def test_config_yaml_and_typed_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("method: sparse_only\npatch: [8, 64, 64]\niterations: 7\n")
+    cfg = train.load_config(p, ["lr=0.001", "detach_targets=false", "widths=8,16,32", "voxel_budget=none"])
+    assert cfg.method == "sparse_only" and cfg.patch == (8, 64, 64) and cfg.iterations == 7
+    assert cfg.lr == 0.001 and cfg.detach_targets is False and cfg.widths == (8, 16, 32)
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["learning_rate=1"], "unknown config key"),
+        (["sparsity=-0.5"], "config.sparsity=-0.5"),
+        (["patch=8,60,60"], "multiples of 16"),
+        (["method=magic"], "config.method"),
+        (["iterations=ten"], "expected int"),
+        (["detach_targets=maybe"], "expected true or false"),
+    ],
+)
+def test_config_errors(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        train.load_config(None, overrides)
+
+
+def test_unknown_key_in_yaml(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("iterashuns: 3\n")
+    with pytest.raises(ValueError, match="iterashuns"):
+        train.load_config(p)
+
+
+def test_patch_larger_than_volume_fails_at_once(tmp_path):
+    cfg = train.load_config(None, TINY + ["patch=4,512,512", f"out_dir={tmp_path}"])
+    with pytest.raises(ValueError, match="larger than the training data"):
+        train.train(cfg)
+
+
+# ----------------------------------------------------------------------- sampler
+def test_sampler_never_yields_empty_patches():
+    from affcons_lib.data import annotate_instances, make_em_volume
+
+    raw, dense = make_em_volume((8, 64, 64), n_neurites=20, seed=0)
+    sparse = annotate_instances(dense, "random", fraction=0.1, seed=0)
+    s = train.PatchSampler(raw, sparse, affinity.OFFSETS_3D, patch=(4, 32, 32), sparse=True,
+                           background_is_instance=False, widen=True, n_nearest=3, min_labeled=0.05)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        r, target, mask, valid = s.sample_one(rng)
+        assert mask.mean() >= 0.05 and (mask <= valid).all()
+        assert r.shape == (4, 32, 32) and target.shape == (12, 4, 32, 32)
+    s.min_labeled, s.max_tries = 0.99, 5
+    with pytest.raises(RuntimeError, match="annotate more instances"):
+        s.sample_one(rng)
+
+
+# --------------------------------------------------------------------- inference
+def test_tile_starts_cover():
+    assert tile_starts(10, 4, 3) == [0, 3, 6]
+    assert tile_starts(4, 8, 2) == [0]
+
+
+def test_tiled_prediction_equals_whole_for_pointwise_model():
+    """With a model that looks at one voxel at a time, tiles must reproduce the
+    whole-image result exactly: this checks the blending and the border masks."""
+    class PointwiseEmbedding(torch.nn.Module):
+        kind, divisor = "embedding", 1
+
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    torch.manual_seed(0)
+    net = PointwiseEmbedding()
+    img = np.random.default_rng(0).random((40, 36)).astype(np.float32)
+    whole = affinity.affinities_from_embeddings(net(torch.from_numpy(img)[None, None]), affinity.OFFSETS_2D)[0]
+    whole = whole.detach().numpy()
+    for stride in [(8, 8), None]:
+        tiled, entropy = predict_affinities(net, img, affinity.OFFSETS_2D, tile=(16, 16), stride=stride)
+        # the edges some tile contains whole, by brute force
+        covered = np.zeros(tiled.shape, bool)
+        st = stride or (16 - 9, 16 - 9)
+        for y0 in tile_starts(40, 16, st[0]):
+            for x0 in tile_starts(36, 16, st[1]):
+                _, v = affinity.affinities_from_labels(np.zeros((16, 16), int), affinity.OFFSETS_2D)
+                covered[:, y0:y0 + 16, x0:x0 + 16] |= v
+        np.testing.assert_allclose(tiled[covered], whole[covered], atol=1e-5)
+        assert (tiled[~covered] == 0).all() and entropy.shape == tiled.shape
+    # the default stride covers every edge shorter than the tile
+    _, valid = affinity.affinities_from_labels(np.zeros(img.shape, int), affinity.OFFSETS_2D)
+    short = valid & np.array([max(map(abs, o)) < 16 for o in affinity.OFFSETS_2D])[:, None, None]
+    assert covered[short].all()
+
+
+# ------------------------------------------------------------------ train / resume
+@pytest.mark.parametrize("method", ["sparse_only", "crac", "full_supervision"])
+def test_train_runs_each_method(method, tmp_path):
+    cfg = train.load_config(None, TINY + [f"method={method}", "iterations=3", f"out_dir={tmp_path}"])
+    summary = train.train(cfg)
+    assert (tmp_path / "last.pt").is_file() and (tmp_path / "losses.csv").is_file()
+    nets, cfg2, ckpt = train.load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["iteration"] == 3 and cfg2.method == method
+    assert ("affinity" in nets) == (method == "crac")
+    assert np.isfinite(summary["last_losses"]["total"])
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_2d_training_and_evaluation(tmp_path):
+    from affcons_lib.evaluate import evaluate_2d
+    from affcons_lib.predict import predict_part
+
+    cfg = train.load_config(None, ["dim=2", "dataset=synthetic", "widths=4,8", "patch=32,32", "batch=1",
+                                   "iterations=2", "progress=false", f"out_dir={tmp_path}", "sparsity=0.3"])
+    train.train(cfg)
+    affs, ent, labels, offsets = predict_part(tmp_path / "last.pt", "test")
+    assert affs.shape == (10,) + labels.shape
+    scores = evaluate_2d(affs, labels, offsets)
+    assert 0 <= scores["aji"] <= 1 and scores["segmentation"].shape == labels.shape
+
+
+def _weights(path):
+    ckpt = torch.load(path, weights_only=False)
+    return {f"{n}.{k}": v for n, sd in ckpt["models"].items() for k, v in sd.items()}
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    base = TINY + ["method=crac", "iterations=12", "checkpoint_every=2", "seed=3"]
+    cmd = [sys.executable, "-m", "affcons_lib.train"]
+    # uninterrupted reference
+    ref_dir = tmp_path / "ref"
+    subprocess.run(cmd + sum([["--set", s] for s in base + [f"out_dir={ref_dir}"]], []), check=True, env=env)
+    # the same run, killed (SIGKILL) once a mid-way checkpoint exists, then resumed
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(cmd + sum([["--set", s] for s in base + [f"out_dir={run_dir}"]], []), env=env)
+    deadline = time.time() + 120
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        last = run_dir / "last.pt"
+        if last.is_file():
+            try:
+                it = torch.load(last, weights_only=False)["iteration"]
+            except Exception:  # being replaced right now: try again
+                it = 0
+            if 4 <= it < 12:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                killed_at = it
+                break
+        time.sleep(0.05)
+    if killed_at is None:
+        proc.kill()
+        pytest.skip("the run finished before it could be killed mid-way (machine too fast)")
+    subprocess.run(cmd + sum([["--set", s] for s in base + [f"out_dir={run_dir}", "resume=true"]], []),
+                   check=True, env=env)
+    a, b = _weights(ref_dir / "last.pt"), _weights(run_dir / "last.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resuming from iteration {killed_at}"
+    ref_log = (ref_dir / "losses.csv").read_text().splitlines()
+    run_log = (run_dir / "losses.csv").read_text().splitlines()
+    assert [r.split(",")[:-1] for r in ref_log] == [r.split(",")[:-1] for r in run_log]  # all but wall time
+
+
+def test_cli_help_and_errors(tmp_path):
+    for mod in ("affcons_lib.train", "affcons_lib.predict", "affcons_lib.evaluate"):
+        out = subprocess.run([sys.executable, "-m", mod, "--help"], capture_output=True, text=True)
+        assert out.returncode == 0 and "usage" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "affcons_lib.train", "--set", "sparsity=-1"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "config.sparsity=-1" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "affcons_lib.predict", str(tmp_path / "none.pt"), "--out",
+                          str(tmp_path / "p.h5")], capture_output=True, text=True)
+    assert out.returncode == 2 and "checkpoint not found" in out.stderr
