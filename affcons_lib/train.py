@@ -98,6 +98,9 @@ class TrainConfig:
 
         if self.dim not in (2, 3):
             bad("dim", "expected 2 or 3")
+        for name in ("widths", "patch", "snapshot_iters"):
+            if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in getattr(self, name)):
+                bad(name, "expected integers")
         if self.method not in METHODS:
             bad("method", f"expected one of {METHODS}")
         if self.annotation not in data.ANNOTATION_MODES:
@@ -153,11 +156,18 @@ def _coerce(value: str, annotation, name: str):
         except ValueError as err:
             raise ValueError(f"--set {name}={value}: expected {annotation.__name__}") from err
     if annotation is tuple or origin is tuple:
-        parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
-        try:
-            return tuple(int(p) if p.strip().lstrip("-").isdigit() else float(p) for p in parts)
-        except ValueError as err:
-            raise ValueError(f"--set {name}={value}: expected comma-separated numbers") from err
+        parts = [p.strip() for p in text.strip("()[] ").split(",") if p.strip()]
+
+        def item(p):
+            try:
+                return int(p)
+            except ValueError:
+                try:
+                    return float(p)
+                except ValueError:
+                    return p.strip("'\"")
+
+        return tuple(item(p) for p in parts)
     return text
 
 
@@ -384,7 +394,7 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
             "source": prepared["source"],
         }, path)
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     bar = tqdm(range(start, cfg.iterations + 1), disable=not cfg.progress, desc=cfg.method, leave=False)
     t_start, running = time.time(), {}

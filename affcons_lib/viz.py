@@ -9,7 +9,7 @@ import numpy as np
 
 from ._paths import project_root
 
-__all__ = ["figures_dir", "save_figure", "label_cmap", "show_labels"]
+__all__ = ["figures_dir", "save_figure", "label_cmap", "show_labels", "results_dir", "record_results"]
 
 
 def figures_dir() -> Path:
@@ -58,3 +58,26 @@ def show_labels(ax, labels: np.ndarray, title: str | None = None, seed: int = 0)
     if title:
         ax.set_title(title)
     return ax
+
+
+def results_dir() -> Path:
+    """``$AFFCONS_RESULTS_DIR`` if set, else ``runs/results`` in the repository."""
+    env = os.environ.get("AFFCONS_RESULTS_DIR")
+    if env:
+        return Path(env)
+    root = project_root()
+    return (root if root is not None else Path.cwd()) / "runs" / "results"
+
+
+def record_results(name: str, results: dict) -> Path:
+    """Write a notebook's key numbers to ``results_dir()/NAME.json`` (atomically),
+    so batch runs collect numbers from files rather than from printed text."""
+    import json
+
+    out_dir = results_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / f"{name}.json"
+    tmp = out_dir / f".{name}.json.part"
+    tmp.write_text(json.dumps(results, indent=2, default=float))
+    os.replace(tmp, final)
+    return final

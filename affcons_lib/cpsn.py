@@ -1,0 +1,299 @@
+"""The Confidence Pixel Selection Network (CPSN): learning where affinity
+predictions go wrong.
+
+Training data come from simulated mistakes (supplementary §1): snapshots of the
+segmentation networks saved during training (:class:`SnapshotBank`), one drawn at
+random each iteration and run with dropout of a random rate on its last two
+layers, predict affinities of an annotated patch. Where the prediction, thresholded
+at 0.5, disagrees with the target, the error target is 1:
+
+    m = |1[a >= 0.5] - A_gt|     on the annotated region only.
+
+The CPSN sees the image, one affinity channel and its entropy (I ⊕ A ⊕ H) and
+predicts the probability E that the affinity is wrong; trained with binary
+cross-entropy over the annotated region, error pixels up-weighted by the ratio of
+correct to erroneous ones. In ``crac`` training, after a warm-up, only pixels with
+E < 0.5 (and a passing entropy) enter the cross-consistency loss, for every channel.
+
+    python -m affcons_lib.cpsn CONFIG.yaml [--set key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import affinity, models
+from .train import (PatchSampler, TrainConfig, _atomic_save, _coerce, _device, _write_log, build_models,
+                    prepare_data)
+
+__all__ = ["SnapshotBank", "error_target", "cpsn_input", "cpsn_loss", "CPSNConfig", "train_cpsn",
+           "load_cpsn", "cpsn_confidence", "predict_errors", "precision_recall", "main"]
+
+PAPER_SNAPSHOTS = (1000, 5000, 10000, 50000, 100000)
+RELEASE_SNAPSHOTS = tuple(range(1000, 20001, 1000))
+
+
+class SnapshotBank:
+    """Segmentation networks saved during training, loaded lazily.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        A training run's ``out_dir`` holding ``snapshot_NNNNNNN.pt`` files.
+    iterations : sequence of int, optional
+        Which snapshots to use (paper: 1k, 5k, 10k, 50k, 100k; release: 1k-20k);
+        default: every snapshot in the folder. A requested one that is missing is
+        an error naming the file.
+    branches : sequence of str
+        ``("embedding", "affinity")`` (paper: both branches) or ``("embedding",)``
+        (release).
+    max_dropout : float
+        Each draw sets dropout on the last two layers to a rate in [0, max_dropout].
+    """
+
+    def __init__(self, run_dir, iterations=None, branches=("embedding", "affinity"), max_dropout: float = 0.1,
+                 device="cpu"):
+        self.run_dir = Path(run_dir)
+        if not self.run_dir.is_dir():
+            raise FileNotFoundError(f"snapshot folder not found: {self.run_dir}")
+        if iterations is None:
+            files = sorted(self.run_dir.glob("snapshot_*.pt"))
+            if not files:
+                raise FileNotFoundError(f"{self.run_dir}: no snapshot_*.pt files (train with snapshot_iters=...)")
+        else:
+            files = [self.run_dir / f"snapshot_{int(t):07d}.pt" for t in iterations]
+            for f in files:
+                if not f.is_file():
+                    raise FileNotFoundError(f"snapshot not found: {f}")
+        self.files, self.branches, self.device = files, tuple(branches), device
+        if not 0 <= max_dropout < 1:
+            raise ValueError(f"max_dropout: expected a rate in [0, 1), got {max_dropout}")
+        self.max_dropout = max_dropout
+        self._cache: dict = {}
+        self.entries = [(f, b) for f in files for b in self.branches]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _load(self, path: Path):
+        if path not in self._cache:
+            if len(self._cache) >= 4:  # a few in memory at a time
+                self._cache.pop(next(iter(self._cache)))
+            ckpt = torch.load(path, map_location=self.device, weights_only=False)
+            cfg = TrainConfig(**ckpt["config"])
+            nets = build_models(cfg)
+            for name, net in nets.items():
+                net.load_state_dict(ckpt["models"][name])
+                net.to(self.device).eval()
+            self._cache[path] = nets
+        return self._cache[path]
+
+    def draw(self, rng: np.random.Generator):
+        """One snapshot network, with dropout of a random rate that stays active in
+        eval mode; deterministic given ``rng``. Returns (network, description)."""
+        path, branch = self.entries[int(rng.integers(len(self.entries)))]
+        nets = self._load(path)
+        if branch not in nets:
+            raise ValueError(f"{path}: holds {sorted(nets)}, not the {branch!r} branch (train with method=crac)")
+        net = nets[branch]
+        rate = float(rng.uniform(0, self.max_dropout))
+        net.set_dropout(rate, always_on=True)
+        return net, f"{path.stem}/{branch} dropout {rate:.3f}"
+
+
+def error_target(aff: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """m = |1[a >= 0.5] - A_gt| on the annotated region, 0 elsewhere (float)."""
+    wrong = ((aff >= 0.5).float() - (target >= 0.5).float()).abs()
+    return wrong * mask.float()
+
+
+def cpsn_input(image: torch.Tensor, aff: torch.Tensor) -> torch.Tensor:
+    """Stack I ⊕ A_c ⊕ H_c for every affinity channel c.
+
+    image (N, 1, *S), aff (N, C, *S) -> (N*C, 3, *S): channel c of sample n is row
+    n*C + c.
+    """
+    n, c = aff.shape[:2]
+    img = image.expand(n, c, *image.shape[2:])
+    x = torch.stack([img, aff, affinity.affinity_entropy(aff)], dim=2)  # N, C, 3, *S
+    return x.reshape(n * c, 3, *aff.shape[2:])
+
+
+def cpsn_loss(pred: torch.Tensor, error: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy over the annotated region; error pixels weighted by
+    (#correct / #error) so both classes count alike. Pixels outside ``mask``
+    contribute nothing."""
+    m = mask.float()
+    n_err = (error * m).sum()
+    n_ok = ((1 - error) * m).sum()
+    w_err = (n_ok / n_err.clamp_min(1.0)).clamp_min(1.0)
+    weight = m * torch.where(error > 0.5, w_err, torch.ones_like(error))
+    bce = F.binary_cross_entropy(pred.clamp(1e-6, 1 - 1e-6), error, reduction="none")
+    return (weight * bce).sum() / m.sum().clamp_min(1.0)
+
+
+@dataclass
+class CPSNConfig:
+    """A CPSN training run. Data, patches and offsets follow the segmentation run
+    in ``snapshot_dir`` (its saved config)."""
+
+    snapshot_dir: str = "runs/train"
+    snapshot_iters: tuple | None = None  # None: every snapshot in the folder
+    branches: tuple = ("embedding", "affinity")
+    max_dropout: float = 0.1
+    widths: tuple = (8, 16, 32)
+    iterations: int = 200
+    batch: int = 2
+    lr: float = 1e-4
+    seed: int = 0
+    out_dir: str = "runs/cpsn"
+    checkpoint_every: int = 50
+    log_every: int = 10
+    resume: bool = False
+    device: str = "auto"
+    progress: bool = False
+
+    def __post_init__(self):
+        for name in ("snapshot_iters", "branches", "widths"):
+            if isinstance(getattr(self, name), list):
+                setattr(self, name, tuple(getattr(self, name)))
+
+
+def _seg_config(snapshot_dir: Path) -> TrainConfig:
+    files = sorted(Path(snapshot_dir).glob("snapshot_*.pt")) or sorted(Path(snapshot_dir).glob("last.pt"))
+    if not files:
+        raise FileNotFoundError(f"{snapshot_dir}: no snapshot_*.pt or last.pt")
+    return TrainConfig(**torch.load(files[0], map_location="cpu", weights_only=False)["config"])
+
+
+def train_cpsn(cfg: CPSNConfig, prepared: dict | None = None) -> dict:
+    """Train a CPSN on errors simulated by the snapshot bank; atomic checkpoints,
+    ``losses.csv`` and exact resume as in :func:`affcons_lib.train.train`."""
+    seg_cfg = _seg_config(Path(cfg.snapshot_dir))
+    device = _device(TrainConfig(device=cfg.device))
+    prepared = prepared or prepare_data(seg_cfg)
+    offsets = prepared["offsets"]
+    bank = SnapshotBank(cfg.snapshot_dir, cfg.snapshot_iters, cfg.branches, cfg.max_dropout, device)
+    sampler = PatchSampler(prepared["raw_train"], prepared["sparse_train"], offsets, patch=seg_cfg.patch,
+                           sparse=True, background_is_instance=False, widen=seg_cfg.dim == 3,
+                           n_nearest=prepared["n_nearest"], min_labeled=seg_cfg.min_labeled)
+    torch.manual_seed(cfg.seed)
+    net = models.build("cpsn3d" if seg_cfg.dim == 3 else "cpsn2d", widths=cfg.widths).to(device).train()
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    last, start, log = out_dir / "last.pt", 1, []
+    if cfg.resume and last.is_file():
+        ckpt = torch.load(last, map_location=device, weights_only=False)
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        start, log = ckpt["iteration"] + 1, ckpt["log"]
+    t0 = time.time()
+    for t in range(start, cfg.iterations + 1):
+        rng = np.random.default_rng([cfg.seed, t])
+        raw, target, mask, _ = (x.to(device) for x in sampler.sample(rng, cfg.batch))
+        image = raw.unsqueeze(1)
+        snapshot, _ = bank.draw(rng)
+        with torch.no_grad():
+            out = snapshot(image)
+            aff = affinity.affinities_from_embeddings(out, offsets) if snapshot.kind == "embedding" else out
+        err = error_target(aff, target, mask)
+        pred = net(cpsn_input(image, aff)).reshape(aff.shape)
+        loss = cpsn_loss(pred, err, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if t % cfg.log_every == 0 or t == cfg.iterations:
+            log.append({"iteration": t, "loss": loss.item(), "error_rate": (err.sum() / mask.sum().clamp_min(1)).item(),
+                        "seconds": time.time() - t0})
+        if t % cfg.checkpoint_every == 0 or t == cfg.iterations:
+            _atomic_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "iteration": t,
+                          "torch_rng": torch.get_rng_state(), "config": dataclasses.asdict(cfg),
+                          "widths": cfg.widths, "dim": seg_cfg.dim, "log": log}, last)
+            _write_log(log, out_dir)
+    return {"checkpoint": str(last), "seconds": time.time() - t0, "last": log[-1] if log else {}}
+
+
+def load_cpsn(path, device="cpu") -> torch.nn.Module:
+    """A trained CPSN (eval mode, dropout off) from :func:`train_cpsn`'s checkpoint."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"CPSN checkpoint not found: {p}")
+    ckpt = torch.load(p, map_location=device, weights_only=False)
+    net = models.build("cpsn3d" if ckpt["dim"] == 3 else "cpsn2d", widths=tuple(ckpt["widths"]))
+    net.load_state_dict(ckpt["model"])
+    return net.to(device).eval()
+
+
+@torch.no_grad()
+def predict_errors(cpsn: torch.nn.Module, image: torch.Tensor, aff: torch.Tensor) -> torch.Tensor:
+    """E, the predicted probability that each affinity is wrong: (N, C, *S)."""
+    return cpsn(cpsn_input(image, aff)).reshape(aff.shape)
+
+
+def cpsn_confidence(cpsn: torch.nn.Module, image: torch.Tensor, aff: torch.Tensor) -> torch.Tensor:
+    """Bool mask of the affinities the CPSN calls correct (E < 0.5), every channel."""
+    return predict_errors(cpsn, image, aff) < 0.5
+
+
+def main(argv=None) -> int:
+    import typing
+
+    import yaml
+
+    ap = argparse.ArgumentParser(prog="python -m affcons_lib.cpsn", description="Train a CPSN on a snapshot bank.")
+    ap.add_argument("config", nargs="?", help="YAML with CPSNConfig keys")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    values = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
+    hints = typing.get_type_hints(CPSNConfig)
+    known = {f.name for f in dataclasses.fields(CPSNConfig)}
+    try:
+        unknown = sorted(set(values or {}) - known)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}; known: {sorted(known)}")
+        for item in args.set:
+            key, _, value = item.partition("=")
+            if key not in known:
+                raise ValueError(f"--set {key}: unknown config key; known: {sorted(known)}")
+            values[key] = _coerce(value, hints[key], key)
+        summary = train_cpsn(CPSNConfig(**(values or {})))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+def precision_recall(scores: np.ndarray, errors: np.ndarray):
+    """Precision and recall of flagging the highest-scoring pixels as errors, at
+    every cut-off; and the average precision (area under the step curve, as
+    scikit-learn computes it). ``scores``: higher = more likely wrong."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    errors = np.asarray(errors).ravel().astype(bool)
+    if errors.sum() == 0:
+        raise ValueError("errors: no error pixel, precision and recall are undefined")
+    order = np.argsort(-scores, kind="stable")
+    s, e = scores[order], errors[order]
+    tp = np.cumsum(e)
+    # one point per distinct score (ties flagged together)
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    precision = tp[last] / (last + 1)
+    recall = tp[last] / e.sum()
+    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return precision, recall, ap

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import torch
+
+from affcons_lib import cpsn, train
+
+TINY = ["widths=4,8", "patch=4,32,32", "batch=1", "dataset=synthetic", "progress=false", "log_every=1"]
+
+
+def test_error_target_hand_made():
+    aff = torch.tensor([[0.9, 0.2, 0.5, 0.49, 0.7]])
+    gt = torch.tensor([[1.0, 0.0, 0.0, 1.0, 1.0]])
+    mask = torch.tensor([[True, True, True, True, False]])
+    # right, right, wrong (0.5 counts as 1), wrong, outside the annotation
+    assert cpsn.error_target(aff, gt, mask).tolist() == [[0, 0, 1, 1, 0]]
+
+
+def test_loss_ignores_unannotated_pixels():
+    torch.manual_seed(0)
+    pred = torch.rand(2, 3, 8, 8)
+    err = (torch.rand(2, 3, 8, 8) > 0.8).float()
+    mask = torch.rand(2, 3, 8, 8) > 0.4
+    a = cpsn.cpsn_loss(pred, err * mask, mask)
+    pred2, err2 = pred.clone(), err.clone()
+    pred2[~mask] = torch.rand(int((~mask).sum()))
+    err2[~mask] = 1 - err2[~mask]
+    assert cpsn.cpsn_loss(pred2, err2 * mask, mask).item() == pytest.approx(a.item(), rel=1e-6)
+
+
+def test_loss_balances_errors():
+    err = torch.zeros(1, 1, 10)
+    err[0, 0, 0] = 1  # one error among ten
+    mask = torch.ones_like(err, dtype=torch.bool)
+    only_missed_error = torch.zeros_like(err) + 1e-3  # predicts "correct" everywhere
+    only_false_alarm = torch.full_like(err, 0.5)
+    # missing the single error costs as much as nine correct pixels would
+    loss = cpsn.cpsn_loss(only_missed_error, err, mask)
+    assert loss.item() > 9 * 0.9 * (-np.log(1 - 1e-3)) and loss.item() > cpsn.cpsn_loss(only_false_alarm, err, mask) / 3
+
+
+def test_cpsn_input_layout():
+    img = torch.rand(2, 1, 3, 4)
+    aff = torch.rand(2, 5, 3, 4)
+    x = cpsn.cpsn_input(img, aff)
+    assert x.shape == (10, 3, 3, 4)
+    assert torch.equal(x[1 * 5 + 3, 0], img[1, 0]) and torch.equal(x[1 * 5 + 3, 1], aff[1, 3])
+
+
+@pytest.fixture(scope="module")
+def snapshot_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("seg")
+    cfg = train.load_config(None, TINY + ["method=crac", "iterations=4", "snapshot_iters=2,4", f"out_dir={out}"])
+    train.train(cfg)
+    return out
+
+
+def test_snapshot_bank_deterministic_and_missing_file(snapshot_run):
+    bank = cpsn.SnapshotBank(snapshot_run, max_dropout=0.1)
+    assert len(bank) == 4  # two snapshots x two branches
+    draws = [bank.draw(np.random.default_rng(7))[1] for _ in range(3)]
+    assert len(set(draws)) == 1  # same seed, same draw (network and rate)
+    many = {bank.draw(np.random.default_rng(s))[1] for s in range(20)}
+    assert len(many) > 3
+    with pytest.raises(FileNotFoundError, match="snapshot_0000003.pt"):
+        cpsn.SnapshotBank(snapshot_run, iterations=[2, 3])
+    release = cpsn.SnapshotBank(snapshot_run, iterations=[2], branches=("embedding",))
+    assert len(release) == 1
+
+
+def test_train_cpsn_and_plug_into_crac(snapshot_run, tmp_path):
+    summary = cpsn.train_cpsn(cpsn.CPSNConfig(snapshot_dir=str(snapshot_run), widths=(4, 8), iterations=3,
+                                              batch=1, out_dir=str(tmp_path / "cpsn"), checkpoint_every=3))
+    net = cpsn.load_cpsn(summary["checkpoint"])
+    img, aff = torch.rand(1, 1, 4, 32, 32), torch.rand(1, 12, 4, 32, 32)
+    conf = cpsn.cpsn_confidence(net, img, aff)
+    assert conf.shape == aff.shape and conf.dtype == torch.bool
+    cfg = train.load_config(None, TINY + ["method=crac", "iterations=3", "cpsn_warmup=1",
+                                          f"cpsn_checkpoint={summary['checkpoint']}", f"out_dir={tmp_path / 'crac'}"])
+    assert np.isfinite(train.train(cfg)["last_losses"]["total"])
+    with pytest.raises(FileNotFoundError, match="CPSN checkpoint not found"):
+        cpsn.load_cpsn(tmp_path / "nope.pt")
+
+
+def test_precision_recall_hand_made():
+    scores = np.array([0.9, 0.8, 0.7, 0.1])
+    errors = np.array([1, 0, 1, 0])
+    p, r, ap = cpsn.precision_recall(scores, errors)
+    assert p.tolist() == [1.0, 0.5, 2 / 3, 0.5] and r.tolist() == [0.5, 0.5, 1.0, 1.0]
+    assert ap == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)
+    assert cpsn.precision_recall(-scores, errors)[2] < ap  # a worse ranking scores lower
+    with pytest.raises(ValueError, match="no error pixel"):
+        cpsn.precision_recall(scores, np.zeros(4))
