@@ -248,8 +248,8 @@ def affinities_from_embeddings(emb, offsets: Sequence[Sequence[int]], *, clip_ne
     for c, o in enumerate(offs):
         at_v, at_nb = _edge_slices(o, shape)
         sim = (x[(slice(None), slice(None)) + at_v] * x[(slice(None), slice(None)) + at_nb]).sum(1)
-        if clip_negative:
-            sim = sim.clamp_min(0.0)
+        # clamp: rounding can push a cosine of unit vectors just past +-1
+        sim = sim.clamp(0.0, 1.0) if clip_negative else sim.clamp(-1.0, 1.0)
         # index_put keeps autograd intact; slices write a view of `out`.
         out[(slice(None), c) + at_v] = sim
     if not batched:

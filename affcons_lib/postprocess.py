@@ -79,8 +79,11 @@ def _check_affs(affs, n_channels_min: int, spatial_ndim: int | None = None, name
     if not np.isfinite(affs).all():
         bad = int((~np.isfinite(affs)).sum())
         raise ValueError(f"{name}: {bad} NaN or infinite value(s); affinities must be finite, in [0, 1]")
-    if affs.size and (affs.min() < 0 or affs.max() > 1):
-        raise ValueError(f"{name}: values in [{affs.min():g}, {affs.max():g}]; affinities must lie in [0, 1]")
+    lo, hi = (float(affs.min()), float(affs.max())) if affs.size else (0.0, 1.0)
+    if lo < -1e-4 or hi > 1 + 1e-4:
+        raise ValueError(f"{name}: values in [{lo:g}, {hi:g}]; affinities must lie in [0, 1]")
+    if lo < 0 or hi > 1:  # float rounding only: clip
+        affs = np.clip(affs, 0, 1).astype(affs.dtype, copy=False)
     return affs
 
 

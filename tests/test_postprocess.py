@@ -128,6 +128,13 @@ def test_mws_bad_input(kwargs, match):
         pp.mutex_watershed(args.pop("affs"), args.pop("offsets"), args.pop("n_attractive"), **args)
 
 
+def test_rounding_above_one_is_accepted_but_real_overflow_is_not():
+    affs = np.full((10, 8, 8), 1.0000001, np.float32)  # a cosine of unit vectors, rounded
+    assert pp.mutex_watershed(affs, affinity.OFFSETS_2D, 2).max() == 1
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        pp.mutex_watershed(affs * 1.5, affinity.OFFSETS_2D, 2)
+
+
 def test_mws_affogato_forced_without_it():
     if pp.HAVE_AFFOGATO:
         pytest.skip("affogato is importable here")
