@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from . import affinity, models
-from .train import (PatchSampler, TrainConfig, _atomic_save, _coerce, _device, _write_log, build_models,
+from .train import (PatchSampler, TrainConfig, _atomic_save, _device, _write_log, build_models, load_config,
                     prepare_data)
 
 __all__ = ["SnapshotBank", "error_target", "cpsn_input", "cpsn_loss", "CPSNConfig", "train_cpsn",
@@ -248,27 +248,12 @@ def cpsn_confidence(cpsn: torch.nn.Module, image: torch.Tensor, aff: torch.Tenso
 
 
 def main(argv=None) -> int:
-    import typing
-
-    import yaml
-
     ap = argparse.ArgumentParser(prog="python -m affcons_lib.cpsn", description="Train a CPSN on a snapshot bank.")
     ap.add_argument("config", nargs="?", help="YAML with CPSNConfig keys")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
-    values = yaml.safe_load(Path(args.config).read_text()) if args.config else {}
-    hints = typing.get_type_hints(CPSNConfig)
-    known = {f.name for f in dataclasses.fields(CPSNConfig)}
     try:
-        unknown = sorted(set(values or {}) - known)
-        if unknown:
-            raise ValueError(f"unknown config key(s) {unknown}; known: {sorted(known)}")
-        for item in args.set:
-            key, _, value = item.partition("=")
-            if key not in known:
-                raise ValueError(f"--set {key}: unknown config key; known: {sorted(known)}")
-            values[key] = _coerce(value, hints[key], key)
-        summary = train_cpsn(CPSNConfig(**(values or {})))
+        summary = train_cpsn(load_config(args.config, args.set, cls=CPSNConfig))
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

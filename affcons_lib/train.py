@@ -171,9 +171,10 @@ def _coerce(value: str, annotation, name: str):
     return text
 
 
-def load_config(path=None, overrides: typing.Sequence[str] = ()) -> TrainConfig:
-    """A :class:`TrainConfig` from an optional YAML file and ``key=value``
-    overrides; unknown keys and badly typed values fail at once, naming them."""
+def load_config(path=None, overrides: typing.Sequence[str] = (), cls=None):
+    """A config dataclass (:class:`TrainConfig` by default, or ``cls``) from an
+    optional YAML file and ``key=value`` overrides; unknown keys and badly typed
+    values fail at once, naming them."""
     import yaml
 
     values: dict = {}
@@ -185,8 +186,9 @@ def load_config(path=None, overrides: typing.Sequence[str] = ()) -> TrainConfig:
         if not isinstance(loaded, dict):
             raise ValueError(f"{p}: expected a mapping of config keys, got {type(loaded).__name__}")
         values.update(loaded)
-    hints = typing.get_type_hints(TrainConfig)
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    cls = cls or TrainConfig
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown config key(s) {unknown}{' in ' + str(path) if path else ''}; known: {sorted(known)}")
@@ -198,7 +200,8 @@ def load_config(path=None, overrides: typing.Sequence[str] = ()) -> TrainConfig:
         if key not in known:
             raise ValueError(f"--set {key}: unknown config key; known: {sorted(known)}")
         values[key] = _coerce(value, hints[key], key)
-    return TrainConfig(**values).validate()
+    cfg = cls(**values)
+    return cfg.validate() if hasattr(cfg, "validate") else cfg
 
 
 # ------------------------------------------------------------------------ data
