@@ -81,6 +81,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     snapshot_iters: tuple = ()  # keep copies of the models at these iterations (for the CPSN)
     log_every: int = 10
+    val_every: int = 0  # score f(θ2) on the test part every N iterations (0: never) -> validation.csv
     resume: bool = False
     device: str = "auto"
     progress: bool = True
@@ -313,17 +314,17 @@ def _atomic_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _write_log(rows: list[dict], out_dir: Path) -> None:
-    """losses.csv, rewritten whole and atomically."""
+def _write_log(rows: list[dict], out_dir: Path, name: str = "losses.csv") -> None:
+    """A CSV log, rewritten whole and atomically."""
     if not rows:
         return
-    tmp = out_dir / "losses.csv.part"
+    tmp = out_dir / f"{name}.part"
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, out_dir / "losses.csv")
+    os.replace(tmp, out_dir / name)
 
 
 def load_checkpoint(path, device="cpu") -> tuple[dict[str, torch.nn.Module], TrainConfig, dict]:
@@ -345,6 +346,24 @@ def _device(cfg: TrainConfig) -> torch.device:
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(cfg.device)
+
+
+def validate(net: torch.nn.Module, prepared: dict, cfg: TrainConfig) -> dict:
+    """Scores of f(θ2) on the test part: VOI / ARAND (3D, waterz at the best
+    threshold) or AJI / PQ (2D, mutex watershed)."""
+    from .evaluate import evaluate_2d, evaluate_3d
+    from .inference import predict_affinities
+    from .predict import default_tile
+
+    raw, labels = prepared["raw_test"], prepared["labels_test"]
+    tile = default_tile(raw.shape, cfg.patch, net.divisor)
+    affs = predict_affinities(net, raw, prepared["offsets"], tile=tile, with_entropy=False)  # restores train mode
+    if cfg.dim == 3:
+        s = evaluate_3d(affs, labels)
+        return {"val_voi": s["voi"], "val_voi_split": s["voi_split"], "val_voi_merge": s["voi_merge"],
+                "val_arand": s["arand"]}
+    s = evaluate_2d(affs, labels, prepared["offsets"])
+    return {"val_aji": s["aji"], "val_pq": s["pq"], "val_dice": s["dice"]}
 
 
 # ----------------------------------------------------------------------- loop
@@ -375,7 +394,7 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
         from .cpsn import load_cpsn  # the CPSN issue provides it
 
         cpsn = load_cpsn(cfg.cpsn_checkpoint, device)
-    start, log = 1, []
+    start, log, val_log = 1, [], []
     last = out_dir / "last.pt"
     if cfg.resume and last.is_file():
         ckpt = torch.load(last, map_location=device, weights_only=False)
@@ -383,7 +402,7 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
             net.load_state_dict(ckpt["models"][name])
         optimizer.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["torch_rng"])
-        start, log = ckpt["iteration"] + 1, ckpt["log"]
+        start, log, val_log = ckpt["iteration"] + 1, ckpt["log"], ckpt.get("val_log", [])
 
     def checkpoint(iteration: int, path: Path):
         _atomic_save({
@@ -394,6 +413,7 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
             "numpy_rng": {"seed": cfg.seed, "iteration": iteration},  # batches are seeded by (seed, t)
             "config": dataclasses.asdict(cfg),
             "log": log,
+            "val_log": val_log,
             "source": prepared["source"],
         }, path)
 
@@ -447,6 +467,9 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
             log.append(row)
             running = {}
             bar.set_postfix(loss=f"{row['total']:.4f}")
+        if cfg.val_every and t % cfg.val_every == 0:
+            val_log.append({"iteration": t, **validate(nets["embedding"], prepared, cfg)})
+            _write_log(val_log, out_dir, "validation.csv")
         if t in cfg.snapshot_iters:
             checkpoint(t, out_dir / f"snapshot_{t:07d}.pt")
         if t % cfg.checkpoint_every == 0 or t == cfg.iterations:

@@ -255,3 +255,12 @@ def test_cli_help_and_errors(tmp_path):
     out = subprocess.run([sys.executable, "-m", "affcons_lib.predict", str(tmp_path / "none.pt"), "--out",
                           str(tmp_path / "p.h5")], capture_output=True, text=True)
     assert out.returncode == 2 and "checkpoint not found" in out.stderr
+
+
+def test_validation_log(tmp_path):
+    cfg = train.load_config(None, TINY + ["iterations=2", "val_every=1", f"out_dir={tmp_path}", "method=sparse_only"])
+    train.train(cfg)
+    import pandas as pd
+
+    val = pd.read_csv(tmp_path / "validation.csv")
+    assert list(val.iteration) == [1, 2] and (val.val_voi >= 0).all() and (val.val_arand <= 1).all()
