@@ -151,6 +151,7 @@ class CPSNConfig:
     snapshot_iters: tuple | None = None  # None: every snapshot in the folder
     branches: tuple = ("embedding", "affinity")
     max_dropout: float = 0.1
+    channels_per_step: int = 0  # affinity channels the CPSN learns from per step (0: all); fewer = faster steps
     widths: tuple = (8, 16, 32)
     iterations: int = 200
     batch: int = 2
@@ -208,6 +209,9 @@ def train_cpsn(cfg: CPSNConfig, prepared: dict | None = None) -> dict:
         with torch.no_grad():
             out = snapshot(image)
             aff = affinity.affinities_from_embeddings(out, offsets) if snapshot.kind == "embedding" else out
+        if 0 < cfg.channels_per_step < aff.shape[1]:
+            pick = torch.from_numpy(np.sort(rng.choice(aff.shape[1], cfg.channels_per_step, replace=False)))
+            aff, target, mask = aff[:, pick], target[:, pick], mask[:, pick]
         err = error_target(aff, target, mask)
         pred = net(cpsn_input(image, aff)).reshape(aff.shape)
         loss = cpsn_loss(pred, err, mask)

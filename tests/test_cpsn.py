@@ -71,6 +71,9 @@ def test_train_cpsn_and_plug_into_crac(snapshot_run, tmp_path):
     summary = cpsn.train_cpsn(cpsn.CPSNConfig(snapshot_dir=str(snapshot_run), widths=(4, 8), iterations=3,
                                               batch=1, out_dir=str(tmp_path / "cpsn"), checkpoint_every=3))
     net = cpsn.load_cpsn(summary["checkpoint"])
+    fewer = cpsn.train_cpsn(cpsn.CPSNConfig(snapshot_dir=str(snapshot_run), widths=(4, 8), iterations=2, batch=1,
+                                            channels_per_step=2, out_dir=str(tmp_path / "cpsn2")))
+    assert np.isfinite(fewer["last"]["loss"])
     img, aff = torch.rand(1, 1, 4, 32, 32), torch.rand(1, 12, 4, 32, 32)
     conf = cpsn.cpsn_confidence(net, img, aff)
     assert conf.shape == aff.shape and conf.dtype == torch.bool
