@@ -6,9 +6,9 @@ from affcons_lib.sweep import _rows, run_sweep
 
 NOTEBOOK = {
     "cells": [
-        {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "execution_count": None, "outputs": [],
+        {"id": "params", "cell_type": "code", "metadata": {"tags": ["parameters"]}, "execution_count": None, "outputs": [],
          "source": "a = 1\nb = 2\n"},
-        {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
+        {"id": "record", "cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
          "source": "from affcons_lib import viz\n"
                    "viz.record_results('toy', {'a': a, 'scores': [{'method': 'x', 'v': a * b}, {'method': 'y', 'v': a + b}]})\n"},
     ],
