@@ -144,12 +144,12 @@ def mws_kruskal(sorted_edges, n_pixels, n_attractive, flat_offsets):  # pragma: 
         if ru == rv:
             continue
         len_u, len_v = lists[ru, LEN], lists[rv, LEN]
-        # a root with no partner is mutex with nobody: skip the look-up
-        if len_u and len_v and _contains(table, _pair(ru, rv, n_pixels)):
-            continue
         if 3 * (n_keys + len_u + len_v + 1) > 2 * table.shape[0]:  # load <= 2/3
             table, n_keys = _rebuilt(table, parent, n_pixels, len_u + len_v + 1)
         if c < n_attractive:
+            # a root with no partner is mutex with nobody: skip the look-up
+            if len_u and len_v and _contains(table, _pair(ru, rv, n_pixels)):
+                continue
             # merge: the root with the longer partner list stays root; the other's
             # partners are re-keyed onto it, duplicates dropped (small into large)
             if len_u < len_v:
@@ -167,8 +167,7 @@ def mws_kruskal(sorted_edges, n_pixels, n_attractive, flat_offsets):  # pragma: 
             lists[rv, HEAD] = -1
             lists[rv, TAIL] = -1
             lists[rv, LEN] = 0
-        else:
-            _insert(table, _pair(ru, rv, n_pixels))
+        elif _insert(table, _pair(ru, rv, n_pixels)):  # one probe: look up and add
             n_keys += 1
             entries[n_entries, PARTNER] = rv
             _link(ru, n_entries, lists, entries)
