@@ -22,7 +22,7 @@ import numpy as np
 
 from . import metrics, postprocess
 
-__all__ = ["evaluate_3d", "evaluate_2d", "segment_2d", "main"]
+__all__ = ["evaluate_3d", "evaluate_2d", "evaluate_2d_many", "segment_2d", "main"]
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.1))
 
@@ -58,6 +58,17 @@ def evaluate_2d(affs: np.ndarray, gt: np.ndarray, offsets, **segment_options) ->
             "segmentation": seg}
 
 
+def evaluate_2d_many(affs_list, labels_list, offsets, **segment_options) -> dict:
+    """:func:`evaluate_2d` over a list of images (BBBC039, CVPPP): the mean of each
+    score, the per-image scores under ``per_image`` and the segmentations."""
+    results = [evaluate_2d(a, lab, offsets, **segment_options) for a, lab in zip(affs_list, labels_list)]
+    keys = ("aji", "dice", "f1", "pq", "sbd", "dic")
+    out = {k: float(np.mean([r[k] for r in results])) for k in keys}
+    out["per_image"] = [{k: r[k] for k in keys} for r in results]
+    out["segmentation"] = [r["segmentation"] for r in results]
+    return out
+
+
 def main(argv=None) -> int:
     import h5py
 
@@ -71,16 +82,22 @@ def main(argv=None) -> int:
         print(f"error: prediction file not found: {p}", file=sys.stderr)
         return 2
     with h5py.File(p, "r") as f:
-        for key in ("affinities", "labels"):
-            if key not in f:
-                print(f"error: {p}: no dataset '{key}' (write it with python -m affcons_lib.predict)", file=sys.stderr)
-                return 2
-        affs, gt = f["affinities"][...], f["labels"][...]
-        offsets = [tuple(int(v) for v in o) for o in f["affinities"].attrs["offsets"]]
-    if gt.ndim == 3:
-        scores = evaluate_3d(affs, gt, args.thresholds)
+        groups = [f[k] for k in sorted(f) if k.startswith("image_")] or [f]
+        for g in groups:
+            for key in ("affinities", "labels"):
+                if key not in g:
+                    print(f"error: {p}: no dataset '{key}' (write it with python -m affcons_lib.predict)",
+                          file=sys.stderr)
+                    return 2
+        affs = [g["affinities"][...] for g in groups]
+        gt = [g["labels"][...] for g in groups]
+        offsets = [tuple(int(v) for v in o) for o in groups[0]["affinities"].attrs["offsets"]]
+    if gt[0].ndim == 3:
+        scores = evaluate_3d(affs[0], gt[0], args.thresholds)
+    elif len(gt) > 1:
+        scores = evaluate_2d_many(affs, gt, offsets)
     else:
-        scores = evaluate_2d(affs, gt, offsets)
+        scores = evaluate_2d(affs[0], gt[0], offsets)
     scores.pop("segmentation")
     text = json.dumps(scores, indent=2)
     print(text)

@@ -55,7 +55,8 @@ def predict_affinities(model: torch.nn.Module, raw: np.ndarray, offsets, *, tile
     model : ResidualUNet
         An embedding network (f(θ2), the paper's inference branch) or an affinity
         network (f(θ1)); its ``kind`` decides how the output becomes affinities.
-    raw : ndarray of float, shape (Z, Y, X) or (Y, X), values in [0, 1]
+    raw : ndarray of float, shape (Z, Y, X) or (Y, X), values in [0, 1]; with a
+        leading channel axis (C, ...) for a model of C > 1 input channels (RGB)
     offsets : sequence of offsets matching the model's affinities
     tile : tile shape, each in-plane size a multiple of the network's divisor
         (and not larger than the input; smaller inputs are padded by reflection).
@@ -68,13 +69,20 @@ def predict_affinities(model: torch.nn.Module, raw: np.ndarray, offsets, *, tile
 
     Returns
     -------
-    affs : ndarray of float32, shape (C, *raw.shape)
+    affs : ndarray of float32, shape (C, *spatial shape of raw)
     entropy : ndarray of float32, same shape (only if ``with_entropy``)
     """
     raw = np.asarray(raw, dtype=np.float32)
-    dim = raw.ndim
+    channels = int(getattr(model, "in_channels", 1))
+    if channels > 1:  # a leading channel axis (RGB)
+        if raw.shape[0] != channels:
+            raise ValueError(f"raw: the model takes {channels} channels first, got shape {raw.shape}")
+        dim = raw.ndim - 1
+    else:
+        dim = raw.ndim
     if dim not in (2, 3):
         raise ValueError(f"raw: expected a 2D or 3D array, got shape {raw.shape}")
+    spatial = raw.shape[-dim:]
     offsets = check_offsets(offsets, dim)
     tile = tuple(int(t) for t in tile)
     if len(tile) != dim:
@@ -92,9 +100,11 @@ def predict_affinities(model: torch.nn.Module, raw: np.ndarray, offsets, *, tile
     if len(stride) != dim or min(stride) < 1:
         raise ValueError(f"stride: expected {dim} positive sizes, got {stride}")
     # pad by reflection where the input is smaller than a tile
-    pad = [(0, max(0, t - n)) for t, n in zip(tile, raw.shape)]
+    pad = [(0, max(0, t - n)) for t, n in zip(tile, spatial)]
+    if channels > 1:
+        pad = [(0, 0)] + pad
     padded = np.pad(raw, pad, mode="reflect") if any(p[1] for p in pad) else raw
-    shape = padded.shape
+    shape = padded.shape[-dim:]
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -108,8 +118,9 @@ def predict_affinities(model: torch.nn.Module, raw: np.ndarray, offsets, *, tile
     try:
         for k in range(0, len(corners), batch_size):
             group = corners[k:k + batch_size]
-            x = np.stack([padded[tuple(slice(c, c + t) for c, t in zip(corner, tile))] for corner in group])
-            y = model(torch.from_numpy(x[:, None]).to(device))
+            x = np.stack([padded[(Ellipsis,) + tuple(slice(c, c + t) for c, t in zip(corner, tile))]
+                          for corner in group])
+            y = model(torch.from_numpy(x if channels > 1 else x[:, None]).to(device))
             if isinstance(y, tuple):  # foreground head: affinities come first
                 y = y[0]
             if getattr(model, "kind", "affinity") == "embedding":
@@ -122,7 +133,7 @@ def predict_affinities(model: torch.nn.Module, raw: np.ndarray, offsets, *, tile
     finally:
         model.train(was_training)
     affs = np.divide(out, weight, out=np.zeros_like(out), where=weight > 0)
-    crop = (slice(None),) + tuple(slice(0, n) for n in raw.shape)
+    crop = (slice(None),) + tuple(slice(0, n) for n in spatial)
     affs = np.ascontiguousarray(affs[crop])
     if with_entropy:
         return affs, affinity_entropy(affs).astype(np.float32)

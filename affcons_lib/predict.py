@@ -38,7 +38,8 @@ def default_tile(shape, patch, divisor: int, max_inplane: int = 256):
 
 def predict_part(checkpoint, part: str = "test", *, tile=None, stride=None, branch: str = "embedding",
                  device="cpu", prepared: dict | None = None):
-    """Affinities, entropy and dense labels of one part of the run's dataset."""
+    """Affinities, entropy and dense labels of one part of the run's dataset (lists,
+    one entry per image, for image collections such as BBBC039)."""
     nets, cfg, _ = load_checkpoint(checkpoint, device)
     if branch not in nets:
         raise ValueError(f"branch={branch!r}: the checkpoint holds {sorted(nets)}")
@@ -47,14 +48,23 @@ def predict_part(checkpoint, part: str = "test", *, tile=None, stride=None, bran
         raw, labels = prepared["raw_test"], prepared["labels_test"]
     elif part == "train":
         raw, labels = prepared["raw_train"], prepared["labels_train"]
+    elif part == "all" and isinstance(prepared["raw_test"], list):
+        raw = prepared["raw_train"] + prepared["raw_test"]
+        labels = prepared["labels_train"] + prepared["labels_test"]
     elif part == "all":
         raw = np.concatenate([prepared["raw_train"], prepared["raw_test"]], axis=0 if cfg.dim == 3 else 1)
         labels = np.concatenate([prepared["labels_train"], prepared["labels_test"]], axis=0 if cfg.dim == 3 else 1)
     else:
         raise ValueError(f"part: expected 'test', 'train' or 'all', got {part!r}")
-    tile = tuple(tile) if tile else default_tile(raw.shape, cfg.patch, nets[branch].divisor)
-    stride = tuple(stride) if stride else tuple(max(1, (3 * t) // 4) for t in tile)
-    affs, entropy = predict_affinities(nets[branch], raw, prepared["offsets"], tile=tile, stride=stride)
+    def one(image, lab):
+        t = tuple(tile) if tile else default_tile(lab.shape, cfg.patch, nets[branch].divisor)
+        s = tuple(stride) if stride else tuple(max(1, (3 * x) // 4) for x in t)
+        return predict_affinities(nets[branch], image, prepared["offsets"], tile=t, stride=s)
+
+    if isinstance(raw, list):  # an image collection: lists, one entry per image
+        results = [one(i, lab) for i, lab in zip(raw, labels)]
+        return [r[0] for r in results], [r[1] for r in results], labels, prepared["offsets"]
+    affs, entropy = one(raw, labels)
     return affs, entropy, labels, prepared["offsets"]
 
 
@@ -79,10 +89,13 @@ def main(argv=None) -> int:
     out = Path(args.out)
     tmp = out.with_name(out.name + ".part")
     with h5py.File(tmp, "w") as f:
-        ds = f.create_dataset("affinities", data=affs, compression="gzip")
-        ds.attrs["offsets"] = np.asarray(offsets, dtype=np.int64)
-        f.create_dataset("entropy", data=entropy, compression="gzip")
-        f.create_dataset("labels", data=labels, compression="gzip")
+        groups = [(f, affs, entropy, labels)] if not isinstance(affs, list) else \
+            [(f.create_group(f"image_{i:03d}"), a, e, lab) for i, (a, e, lab) in enumerate(zip(affs, entropy, labels))]
+        for g, a, e, lab in groups:
+            ds = g.create_dataset("affinities", data=a, compression="gzip")
+            ds.attrs["offsets"] = np.asarray(offsets, dtype=np.int64)
+            g.create_dataset("entropy", data=e, compression="gzip")
+            g.create_dataset("labels", data=lab, compression="gzip")
     os.replace(tmp, out)
     print(out)
     return 0

@@ -58,6 +58,7 @@ class TrainConfig:
     annotation_seed: int = 0
     # network
     widths: tuple = (28, 36, 48, 64, 80)
+    in_channels: int = 1  # set from the data (3 for RGB folders such as CVPPP)
     # optimisation
     method: str = "crac"
     patch: tuple = (8, 64, 64)
@@ -210,35 +211,48 @@ class PatchSampler:
     """Random training patches with flips, 90° in-plane rotations and intensity
     jitter; targets and masks are computed after augmentation, on the patch.
 
+    ``raw`` and ``labels`` are one volume / image or lists of them (folder datasets
+    such as BBBC039; an image is drawn with probability proportional to its area).
+    Raw data have the labels' shape, or a leading channel axis (RGB).
+
     A patch whose labeled region covers less than ``min_labeled`` of its edges is
     drawn again: with sparse labels most random patches hold little annotation.
     """
 
-    def __init__(self, raw: np.ndarray, labels: np.ndarray, offsets, *, patch, sparse: bool,
-                 background_is_instance: bool, widen: bool, n_nearest: int, min_labeled: float = 0.02,
-                 augment: bool = True, max_tries: int = 200):
-        if raw.shape != labels.shape:
-            raise ValueError(f"raw {raw.shape} and labels {labels.shape} must have the same shape")
+    def __init__(self, raw, labels, offsets, *, patch, sparse: bool, background_is_instance: bool, widen: bool,
+                 n_nearest: int, min_labeled: float = 0.02, augment: bool = True, max_tries: int = 200):
+        raws = list(raw) if isinstance(raw, (list, tuple)) else [raw]
+        labs = list(labels) if isinstance(labels, (list, tuple)) else [labels]
         patch = tuple(int(p) for p in patch)
-        if any(p > n for p, n in zip(patch, raw.shape)):
-            raise ValueError(f"config.patch={patch} is larger than the training data {raw.shape}")
-        self.raw, self.labels, self.offsets = raw, labels, offsets
+        if len(raws) != len(labs) or not raws:
+            raise ValueError(f"raw and labels: expected lists of equal, non-zero length, got {len(raws)} and {len(labs)}")
+        for r, lab in zip(raws, labs):
+            if r.shape[-lab.ndim:] != lab.shape or r.ndim not in (lab.ndim, lab.ndim + 1):
+                raise ValueError(f"raw {r.shape} and labels {lab.shape} do not match")
+            if any(p > n for p, n in zip(patch, lab.shape)):
+                raise ValueError(f"config.patch={patch} is larger than the training data {lab.shape}")
+        self.raws, self.labs, self.offsets = raws, labs, offsets
+        areas = np.array([lab.size for lab in labs], dtype=np.float64)
+        self.weights = areas / areas.sum()
         self.patch, self.sparse, self.bg = patch, sparse, background_is_instance
         self.widen, self.n_nearest = widen, n_nearest
         self.min_labeled, self.augment, self.max_tries = min_labeled, augment, max_tries
 
     def _crop(self, rng):
-        corner = [int(rng.integers(0, n - p + 1)) for n, p in zip(self.raw.shape, self.patch)]
+        k = int(rng.choice(len(self.raws), p=self.weights)) if len(self.raws) > 1 else 0
+        raw, lab = self.raws[k], self.labs[k]
+        corner = [int(rng.integers(0, n - p + 1)) for n, p in zip(lab.shape, self.patch)]
         region = tuple(slice(c, c + p) for c, p in zip(corner, self.patch))
-        return self.raw[region].copy(), self.labels[region].copy()
+        return raw[(Ellipsis,) + region].copy(), lab[region].copy()
 
     def _augment(self, raw, lab, rng):
         if not self.augment:
             return raw, lab
-        for axis in range(raw.ndim):
+        lead = raw.ndim - lab.ndim  # 1 for a channel axis
+        for axis in range(lab.ndim):
             if rng.random() < 0.5:
-                raw, lab = np.flip(raw, axis), np.flip(lab, axis)
-        if raw.shape[-1] == raw.shape[-2] and rng.random() < 0.5:
+                raw, lab = np.flip(raw, axis + lead), np.flip(lab, axis)
+        if lab.shape[-1] == lab.shape[-2] and rng.random() < 0.5:
             raw, lab = np.swapaxes(raw, -1, -2), np.swapaxes(lab, -1, -2)
         contrast = rng.uniform(0.8, 1.2)
         brightness = rng.uniform(-0.1, 0.1)
@@ -283,28 +297,38 @@ def prepare_data(cfg: TrainConfig):
     if cfg.dim == 3:
         ds = data.load_volume(cfg.dataset, synthetic_shape=(64, 160, 160), seed=cfg.annotation_seed)
         offsets, n_nearest = affinity.OFFSETS_3D, affinity.N_NEAREST_3D
+    elif data.is_image_collection(cfg.dataset):  # BBBC039 / CVPPP folder: lists of images
+        coll = data.load_image_collection(cfg.dataset, cfg.train_fraction)
+        first = lambda im: np.moveaxis(im, -1, 0) if im.ndim == 3 else im  # RGB: channels first
+        sparse = [_annotate(lab, cfg, cfg.annotation_seed + i) for i, lab in enumerate(coll.train_labels)]
+        return dict(raw_train=[first(i) for i in coll.train_images], raw_test=[first(i) for i in coll.test_images],
+                    labels_train=coll.train_labels, labels_test=coll.test_labels, sparse_train=sparse,
+                    offsets=affinity.OFFSETS_2D, n_nearest=affinity.N_NEAREST_2D, source=coll.source,
+                    in_channels=3 if coll.train_images[0].ndim == 3 else 1)
     else:
         ds = data.load_image(cfg.dataset, synthetic_shape=(256, 512), seed=cfg.annotation_seed)
         offsets, n_nearest = affinity.OFFSETS_2D, affinity.N_NEAREST_2D
     raw_train, raw_test = _split(ds.raw, cfg.train_fraction, cfg.dim)
     lab_train, lab_test = _split(ds.labels, cfg.train_fraction, cfg.dim)
-    if cfg.voxel_budget is not None:
-        sparse = data.annotate_instances(lab_train, cfg.annotation, voxel_budget=cfg.voxel_budget,
-                                         seed=cfg.annotation_seed, min_size=cfg.min_size)
-    else:
-        sparse = data.annotate_instances(lab_train, cfg.annotation, fraction=cfg.sparsity,
-                                         seed=cfg.annotation_seed, min_size=cfg.min_size)
+    sparse = _annotate(lab_train, cfg, cfg.annotation_seed)
     return dict(raw_train=raw_train, raw_test=raw_test, labels_train=lab_train, labels_test=lab_test,
-                sparse_train=sparse, offsets=offsets, n_nearest=n_nearest, source=ds.source)
+                sparse_train=sparse, offsets=offsets, n_nearest=n_nearest, source=ds.source, in_channels=1)
+
+
+def _annotate(labels, cfg: TrainConfig, seed: int):
+    if cfg.voxel_budget is not None:
+        return data.annotate_instances(labels, cfg.annotation, voxel_budget=cfg.voxel_budget, seed=seed,
+                                       min_size=cfg.min_size)
+    return data.annotate_instances(labels, cfg.annotation, fraction=cfg.sparsity, seed=seed, min_size=cfg.min_size)
 
 
 # ---------------------------------------------------------------- checkpoints
 def build_models(cfg: TrainConfig) -> dict[str, torch.nn.Module]:
     """f(θ2) always (the inference branch); f(θ1) too for ``crac``."""
     suffix = "3d" if cfg.dim == 3 else "2d"
-    nets = {"embedding": models.build(f"embedding{suffix}", widths=cfg.widths)}
+    nets = {"embedding": models.build(f"embedding{suffix}", widths=cfg.widths, in_channels=cfg.in_channels)}
     if cfg.method == "crac":
-        nets["affinity"] = models.build(f"affinity{suffix}", widths=cfg.widths)
+        nets["affinity"] = models.build(f"affinity{suffix}", widths=cfg.widths, in_channels=cfg.in_channels)
     return nets
 
 
@@ -356,7 +380,9 @@ def validate(net: torch.nn.Module, prepared: dict, cfg: TrainConfig) -> dict:
     from .predict import default_tile
 
     raw, labels = prepared["raw_test"], prepared["labels_test"]
-    tile = default_tile(raw.shape, cfg.patch, net.divisor)
+    if isinstance(raw, list):  # an image collection: score the first test image
+        raw, labels = raw[0], labels[0]
+    tile = default_tile(labels.shape, cfg.patch, net.divisor)
     affs = predict_affinities(net, raw, prepared["offsets"], tile=tile, with_entropy=False)  # restores train mode
     if cfg.dim == 3:
         s = evaluate_3d(affs, labels)
@@ -378,6 +404,7 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     device = _device(cfg)
     prepared = prepared or prepare_data(cfg)
+    cfg.in_channels = prepared.get("in_channels", 1)
     offsets, n_nearest = prepared["offsets"], prepared["n_nearest"]
     full = cfg.method == "full_supervision"
     sampler = PatchSampler(
@@ -425,7 +452,7 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
         # 1. a batch: this iteration's generator depends only on (seed, t)
         rng = np.random.default_rng([cfg.seed, t])
         raw, target, mask, valid = (x.to(device) for x in sampler.sample(rng, cfg.batch))
-        x = raw.unsqueeze(1)
+        x = raw.unsqueeze(1) if raw.ndim == target.ndim - 1 else raw  # add the channel axis unless RGB
 
         # 2. f(θ2): embeddings -> affinities, supervised on the labeled region
         aff2 = affinity.affinities_from_embeddings(nets["embedding"](x), offsets)

@@ -264,3 +264,78 @@ def test_validation_log(tmp_path):
 
     val = pd.read_csv(tmp_path / "validation.csv")
     assert list(val.iteration) == [1, 2] and (val.val_voi >= 0).all() and (val.val_arand <= 1).all()
+
+
+def _write_bbbc039(root, n=4):
+    import tifffile
+    from PIL import Image
+
+    from affcons_lib.data import make_nuclei_image
+
+    for d in ("images", "masks", "metadata"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(n):
+        raw, lab = make_nuclei_image((64, 80), n_nuclei=8, radius_range=(5, 10), seed=i)
+        name = f"IXM_{i:02d}"
+        tifffile.imwrite(root / "images" / f"{name}.tif", (raw * 4000).astype(np.uint16))
+        rgb = np.zeros(lab.shape + (3,), np.uint8)  # touching nuclei in different colours
+        rgb[..., 0] = (lab * 37) % 256
+        rgb[..., 1] = (lab * 91) % 256
+        rgb[..., 2] = np.where(lab > 0, 200, 0)
+        Image.fromarray(rgb).save(root / "masks" / f"{name}.png")
+        names.append(name)
+    (root / "metadata" / "training.txt").write_text("\n".join(f"{n}.png" for n in names[:3]))
+    (root / "metadata" / "test.txt").write_text(f"{names[3]}.png\n")
+
+
+def _write_cvppp(root, n=3):
+    from PIL import Image
+
+    from affcons_lib.data import make_nuclei_image
+
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        raw, lab = make_nuclei_image((64, 64), n_nuclei=6, radius_range=(6, 12), seed=10 + i)
+        rgb = np.stack([raw, raw * 0.8, 1 - raw], -1)
+        Image.fromarray((rgb * 255).astype(np.uint8)).save(root / f"plant{i:03d}_rgb.png")
+        im = Image.fromarray(lab.astype(np.uint8), mode="P")
+        im.putpalette(list(np.random.default_rng(0).integers(0, 255, 768)))
+        im.save(root / f"plant{i:03d}_label.png")
+
+
+@pytest.mark.parametrize("layout", ["bbbc039", "cvppp"])
+def test_train_on_image_folders(layout, tmp_path):
+    from affcons_lib.evaluate import evaluate_2d_many
+    from affcons_lib.predict import predict_part
+
+    folder = tmp_path / layout
+    (_write_bbbc039 if layout == "bbbc039" else _write_cvppp)(folder)
+    out = tmp_path / "run"
+    cfg = train.load_config(None, ["dim=2", f"dataset={folder}", "widths=4,8", "patch=32,32", "batch=2",
+                                   "iterations=2", "progress=false", f"out_dir={out}", "sparsity=0.3",
+                                   "method=crac", "min_labeled=0.0"])
+    prepared = train.prepare_data(cfg)
+    assert isinstance(prepared["raw_train"], list) and len(prepared["raw_test"]) == 1
+    assert prepared["in_channels"] == (3 if layout == "cvppp" else 1)
+    train.train(cfg, prepared)
+    nets, cfg2, _ = train.load_checkpoint(out / "last.pt")
+    assert nets["embedding"].in_channels == prepared["in_channels"]
+    affs, ent, labels, offsets = predict_part(out / "last.pt", "test", prepared=prepared)
+    assert isinstance(affs, list) and affs[0].shape == (10,) + labels[0].shape
+    scores = evaluate_2d_many(affs, labels, offsets)
+    assert 0 <= scores["aji"] <= 1 and len(scores["per_image"]) == 1
+    # the command lines handle image collections too
+    pred = tmp_path / "pred.h5"
+    r = subprocess.run([sys.executable, "-m", "affcons_lib.predict", str(out / "last.pt"), "--out", str(pred)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "affcons_lib.evaluate", str(pred)], capture_output=True, text=True)
+    assert r.returncode == 0 and '"aji"' in r.stdout, r.stderr
+
+
+def test_not_an_image_folder(tmp_path):
+    from affcons_lib.data import load_image_collection
+
+    with pytest.raises(FileNotFoundError, match="neither a BBBC039 folder"):
+        load_image_collection(tmp_path)

@@ -40,7 +40,16 @@ __all__ = [
     "load_volume",
     "load_image",
     "normalize_raw",
+    "ImageCollection",
+    "load_image_collection",
+    "is_image_collection",
 ]
+
+
+def is_image_collection(dataset: str) -> bool:
+    """Whether ``dataset`` names a BBBC039 or CVPPP folder (trained on many images)."""
+    p = Path(str(dataset)).expanduser()
+    return p.is_dir() and (((p / "images").is_dir() and (p / "masks").is_dir()) or any(p.glob("*_rgb.png")))
 
 FIBSEM_FILE = "neuroproof_training_sample2.h5"
 NUCLEI_DIR = "dsb2018_nuclei_sample"
@@ -66,6 +75,61 @@ def real_image_dir() -> Path | None:
     """Folder of the real DSB2018 nuclei sample, or None when it is not present."""
     p = data_dir() / NUCLEI_DIR
     return p if (p / "img2d.tif").is_file() and (p / "mask2d.tif").is_file() else None
+
+
+@dataclass
+class ImageCollection:
+    """A folder dataset of 2D images (BBBC039, CVPPP): lists of float32 images in
+    [0, 1] ((Y, X) or (Y, X, 3)) with dense instance labels, split into train and
+    test parts."""
+
+    train_images: list
+    train_labels: list
+    test_images: list
+    test_labels: list
+    source: str
+
+
+def load_image_collection(folder, train_fraction: float = 0.8) -> ImageCollection:
+    """A BBBC039 or CVPPP A1 folder as train / test image lists.
+
+    BBBC039 (``images/``, ``masks/``, ``metadata/``): the official ``training`` and
+    ``test`` lists when ``metadata/`` holds them, else the first ``train_fraction``
+    of the images by name. CVPPP A1 (``plantNNN_rgb.png`` + ``plantNNN_label.png``): no
+    official labelled test split exists, so the first ``train_fraction`` by name
+    train and the rest test. RGB images keep 3 channels.
+    """
+    from .readers import read_bbbc039, read_cvppp
+
+    folder = Path(folder).expanduser()
+    if (folder / "images").is_dir() and (folder / "masks").is_dir():
+        if (folder / "metadata" / "training.txt").is_file() and (folder / "metadata" / "test.txt").is_file():
+            tr_i, tr_l, _ = read_bbbc039(folder, "training")
+            te_i, te_l, _ = read_bbbc039(folder, "test")
+        else:
+            images, labels, _ = read_bbbc039(folder)
+            k = max(1, int(round(train_fraction * len(images))))
+            tr_i, tr_l, te_i, te_l = images[:k], labels[:k], images[k:], labels[k:]
+        kind = "BBBC039"
+    elif any(folder.glob("*_rgb.png")):
+        images, labels, _ = read_cvppp(folder)
+        k = max(1, int(round(train_fraction * len(images))))
+        tr_i, tr_l, te_i, te_l = images[:k], labels[:k], images[k:], labels[k:]
+        kind = "CVPPP"
+    else:
+        raise FileNotFoundError(f"{folder}: neither a BBBC039 folder (images/, masks/) nor a CVPPP A1 folder "
+                                "(*_rgb.png, *_label.png)")
+    if not te_i:
+        raise ValueError(f"{folder}: no test images (only {len(tr_i)} images in all)")
+
+    def norm(im):
+        im = np.asarray(im)
+        if im.ndim == 3:  # RGB: each channel on its own range
+            return np.stack([normalize_raw(im[..., c]) for c in range(im.shape[-1])], axis=-1)
+        return normalize_raw(im)
+
+    return ImageCollection([norm(i) for i in tr_i], list(tr_l), [norm(i) for i in te_i], list(te_l),
+                           f"{kind} {folder.name}: {len(tr_i)} train / {len(te_i)} test images")
 
 
 @dataclass
