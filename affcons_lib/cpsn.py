@@ -20,10 +20,7 @@ E < 0.5 (and a passing entropy) enter the cross-consistency loss, for every chan
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from . import affinity, models
-from .train import (PatchSampler, TrainConfig, _atomic_save, _device, _write_log, build_models, load_config,
-                    prepare_data)
+from .train import (PatchSampler, TrainConfig, _atomic_save, _device, _write_log, build_models, prepare_data,
+                    run_config_cli)
 
 __all__ = ["SnapshotBank", "error_target", "cpsn_input", "cpsn_loss", "CPSNConfig", "train_cpsn",
            "load_cpsn", "cpsn_confidence", "predict_errors", "precision_recall", "main"]
@@ -251,24 +248,6 @@ def cpsn_confidence(cpsn: torch.nn.Module, image: torch.Tensor, aff: torch.Tenso
     return predict_errors(cpsn, image, aff) < 0.5
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m affcons_lib.cpsn", description="Train a CPSN on a snapshot bank.")
-    ap.add_argument("config", nargs="?", help="YAML with CPSNConfig keys")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = ap.parse_args(argv)
-    try:
-        summary = train_cpsn(load_config(args.config, args.set, cls=CPSNConfig))
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=2, default=str))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def precision_recall(scores: np.ndarray, errors: np.ndarray):
     """Precision and recall of flagging the highest-scoring pixels as errors, at
     every cut-off; and the average precision (area under the step curve, as
@@ -286,3 +265,12 @@ def precision_recall(scores: np.ndarray, errors: np.ndarray):
     recall = tp[last] / e.sum()
     ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
     return precision, recall, ap
+
+
+def main(argv=None) -> int:
+    return run_config_cli(argv, prog="python -m affcons_lib.cpsn", description="Train a CPSN on a snapshot bank.",
+                          cls=CPSNConfig, run=train_cpsn)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

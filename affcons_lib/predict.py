@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .inference import predict_affinities
-from .train import _split, load_checkpoint, prepare_data
+from .train import load_checkpoint, prepare_data
 
 __all__ = ["predict_part", "default_tile", "main"]
 

@@ -30,7 +30,7 @@ import os
 import sys
 import time
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -512,28 +512,32 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
     return summary
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m affcons_lib.train", description=__doc__.splitlines()[0])
-    parser.add_argument("config", nargs="?", help="YAML file with TrainConfig keys (optional)")
+def run_config_cli(argv, *, prog: str, description: str, cls, run) -> int:
+    """The command line shared by the training entry points: a YAML file and
+    ``--set key=value`` overrides become a ``cls`` config, ``run(config)`` returns a
+    summary printed as JSON. Bad configs and data exit with status 2 and a message."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("config", nargs="?", help=f"YAML file with {cls.__name__} keys (optional)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set method=crac --set patch=8,64,64")
+                        help="override a config key, e.g. --set iterations=500 --set patch=8,64,64")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     args = parser.parse_args(argv)
     try:
-        cfg = load_config(args.config, args.set)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.print_config:
-        print(json.dumps(dataclasses.asdict(cfg), indent=2))
-        return 0
-    try:
-        summary = train(cfg)
-    except (ValueError, FileNotFoundError) as err:  # bad data or config found while loading
+        cfg = load_config(args.config, args.set, cls=cls)
+        if args.print_config:
+            print(json.dumps(dataclasses.asdict(cfg), indent=2))
+            return 0
+        summary = run(cfg)
+    except (ValueError, FileNotFoundError) as err:  # bad config, or bad data found while loading
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2, default=str))
     return 0
+
+
+def main(argv=None) -> int:
+    return run_config_cli(argv, prog="python -m affcons_lib.train", description=__doc__.splitlines()[0],
+                          cls=TrainConfig, run=train)
 
 
 if __name__ == "__main__":
