@@ -155,15 +155,28 @@ def mws_kruskal(sorted_edges, n_pixels, n_attractive, flat_offsets):  # pragma: 
             if len_u < len_v:
                 ru, rv = rv, ru
             parent[rv] = ru
-            i = lists[rv, HEAD]
+            # walk rv's list once: re-key each partner onto ru, unlink duplicates in
+            # place, then splice what is left onto ru's list with a single write
+            i, prev, kept, last = lists[rv, HEAD], -1, 0, -1
             while i != -1:
                 after = entries[i, NEXT]
                 r = _find(parent, entries[i, PARTNER])
                 if _insert(table, _pair(ru, r, n_pixels)):
                     n_keys += 1
                     entries[i, PARTNER] = r
-                    _link(ru, i, lists, entries)
+                    prev, last, kept = i, i, kept + 1
+                elif prev == -1:
+                    lists[rv, HEAD] = after
+                else:
+                    entries[prev, NEXT] = after
                 i = after
+            if kept:
+                if lists[ru, HEAD] == -1:
+                    lists[ru, HEAD] = lists[rv, HEAD]
+                else:
+                    entries[lists[ru, TAIL], NEXT] = lists[rv, HEAD]
+                lists[ru, TAIL] = last
+                lists[ru, LEN] += kept
             lists[rv, HEAD] = -1
             lists[rv, TAIL] = -1
             lists[rv, LEN] = 0
