@@ -42,33 +42,30 @@ def _slot(key, mask):
     return np.int64(h >> np.uint64(32)) & mask
 
 
-@njit(cache=True)
-def _contains(table, key):
+@njit(cache=True, inline="always")
+def _probe(table, key):
+    """Linear probing: the slot holding ``key``, or the empty slot where it would go."""
     mask = table.shape[0] - 1
     i = _slot(key, mask)
-    while True:
-        k = table[i]
-        if k == key:
-            return True
-        if k == _EMPTY:
-            return False
+    while table[i] != key and table[i] != _EMPTY:
         i = (i + 1) & mask
+    return i
+
+
+@njit(cache=True)
+def _contains(table, key):
+    return table[_probe(table, key)] == key
 
 
 @njit(cache=True)
 def _insert(table, key):
     """Insert ``key``; True when it was not there yet. The caller keeps the load
     below two thirds."""
-    mask = table.shape[0] - 1
-    i = _slot(key, mask)
-    while True:
-        k = table[i]
-        if k == key:
-            return False
-        if k == _EMPTY:
-            table[i] = key
-            return True
-        i = (i + 1) & mask
+    i = _probe(table, key)
+    if table[i] == key:
+        return False
+    table[i] = key
+    return True
 
 
 @njit(cache=True)
