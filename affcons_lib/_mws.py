@@ -5,12 +5,14 @@ Kruskal's order: edges by decreasing weight. An attractive edge merges its two
 clusters unless a mutex (a "must not merge" constraint) separates them; a
 repulsive edge adds a mutex between its clusters unless they are already one.
 
-Clusters are a union-find forest. Mutexes live in an open-addressing hash set of
-pairs of current roots, and each root keeps a linked list of the clusters it is
-mutex with (as any pixel of theirs, resolved with find). When two clusters merge,
-the shorter list is re-keyed onto the surviving root, dropping duplicates, and
-spliced into the longer one (small into large: each entry moves O(log n) times),
-so "are these two roots mutex?" is one hash look-up.
+Clusters are a union-find forest. Each root keeps, in one contiguous block of a
+shared pool, the clusters it is mutex with (each as any pixel of theirs, resolved
+with find when read). "Are ru and rv mutex?" scans the shorter block for ru; a
+merge appends the shorter block, deduplicated during that scan, to the longer one
+(small into large: each entry moves O(log n) times). Contiguous blocks make the
+scans sequential memory reads, which is where the time of this algorithm goes
+(cache misses), and a small hash set of pairs already found mutex answers the
+repeated question along the boundary of two large clusters.
 """
 
 from __future__ import annotations
@@ -69,26 +71,13 @@ def _insert(table, key):
 
 
 @njit(cache=True)
-def _rebuilt(table, parent, n_pixels, needed):
-    """A new table holding only the live pairs (both ids still roots): pairs of
-    merged-away roots are never looked up again. Sized for ``needed`` more keys at
-    a load of at most one half. Returns (table, number of keys)."""
-    live = 0
+def _grown(table):
+    """The same keys in a table twice as large."""
+    out = np.full(2 * table.shape[0], _EMPTY, np.int64)
     for k in table:
         if k != _EMPTY:
-            a, b = k // n_pixels, k % n_pixels
-            if parent[a] == a and parent[b] == b:
-                live += 1
-    size = 1 << 16
-    while size < 3 * (live + needed):
-        size *= 2
-    out = np.full(size, _EMPTY, np.int64)
-    for k in table:
-        if k != _EMPTY:
-            a, b = k // n_pixels, k % n_pixels
-            if parent[a] == a and parent[b] == b:
-                _insert(out, k)
-    return out, live
+            _insert(out, k)
+    return out
 
 
 @njit(cache=True, inline="always")
@@ -96,42 +85,81 @@ def _pair(a, b, n):
     return a * n + b if a < b else b * n + a
 
 
-# Per root, (head, tail, length) of its partner list sit side by side, and per
-# list entry (partner, next): each is one cache line, and these accesses are
-# random, so the time goes into cache misses.
-HEAD, TAIL, LEN = 0, 1, 2
-PARTNER, NEXT = 0, 1
-
-
-@njit(cache=True, inline="always")
-def _link(root, i, lists, entries):
-    """Append list entry ``i`` to ``root``'s partner list."""
-    entries[i, NEXT] = -1
-    if lists[root, HEAD] == -1:
-        lists[root, HEAD] = i
-    else:
-        entries[lists[root, TAIL], NEXT] = i
-    lists[root, TAIL] = i
-    lists[root, LEN] += 1
+# Per root, (start, length, capacity) of its block of partners in the pool sit side
+# by side: one cache line per root.
+START, LEN, CAP = 0, 1, 2
 
 
 @njit(cache=True)
-def mws_kruskal(sorted_edges, n_pixels, n_attractive, flat_offsets):  # pragma: no cover - compiled
+def _compacted(pool, blocks, needed):
+    """A new pool holding only the blocks of roots with partners (merged-away
+    roots' blocks are garbage), with room for ``needed`` more. Returns (pool, top)."""
+    live = 0
+    for r in range(blocks.shape[0]):
+        if blocks[r, LEN] > 0:
+            live += blocks[r, CAP]
+    out = np.empty(2 * (live + needed), np.int32)
+    top = 0
+    for r in range(blocks.shape[0]):
+        if blocks[r, LEN] > 0:
+            s, n = blocks[r, START], blocks[r, LEN]
+            out[top:top + n] = pool[s:s + n]
+            blocks[r, START] = top
+            top += blocks[r, CAP]
+        else:
+            blocks[r, START] = -1
+            blocks[r, CAP] = 0
+    return out, top
+
+
+@njit(cache=True, inline="always")
+def _reserve(root, total, pool, top, blocks):
+    """Room for ``total`` partners in ``root``'s block: when it is too small, move
+    it to the end of the pool with twice the capacity (compacting the pool first
+    when full). Returns (pool, top)."""
+    cap = blocks[root, CAP]
+    if total <= cap:
+        return pool, top
+    new_cap = max(4, cap)
+    while new_cap < total:
+        new_cap *= 2
+    if top + new_cap > pool.shape[0]:
+        pool, top = _compacted(pool, blocks, new_cap)
+    s, n = blocks[root, START], blocks[root, LEN]
+    pool[top:top + n] = pool[s:s + n]
+    blocks[root, START] = top
+    blocks[root, CAP] = new_cap
+    return pool, top + new_cap
+
+
+@njit(cache=True, inline="always")
+def _append(root, partner, pool, top, blocks):
+    pool, top = _reserve(root, blocks[root, LEN] + 1, pool, top, blocks)
+    pool[blocks[root, START] + blocks[root, LEN]] = partner
+    blocks[root, LEN] += 1
+    return pool, top
+
+
+@njit(cache=True)
+def mws_kruskal(sorted_edges, n_pixels, n_attractive, flat_offsets, short_block=8,
+                pool_size=1 << 20):  # pragma: no cover - compiled
     """Run the mutex watershed over ``sorted_edges`` (edge ids ``c * n_pixels + p``
-    in processing order, all valid). Returns the root of every pixel."""
+    in processing order, all valid). Returns the root of every pixel.
+
+    Partner blocks longer than ``short_block`` consult (and fill) the set of pairs
+    known to be mutex before a scan: two large clusters meet along a whole
+    boundary, and every attractive edge there asks the same question again.
+    ``pool_size`` is the initial pool (it grows as needed). Neither changes the
+    result; the tests set both tiny to exercise every path."""
     parent = np.arange(n_pixels, dtype=np.int32)
-    lists = np.empty((n_pixels, 3), np.int32)
-    lists[:, HEAD] = -1
-    lists[:, TAIL] = -1
-    lists[:, LEN] = 0
-    n_rep = 0
-    for e in sorted_edges:
-        if e // n_pixels >= n_attractive:
-            n_rep += 1
-    entries = np.empty((2 * n_rep + 1, 2), np.int32)
-    n_entries = 0
-    table = np.full(1 << 16, _EMPTY, np.int64)
-    n_keys = 0
+    blocks = np.zeros((n_pixels, 3), np.int32)
+    blocks[:, START] = -1
+    pool = np.empty(pool_size, np.int32)
+    top = 0
+    known = np.full(1 << 12, _EMPTY, np.int64)
+    n_known = 0
+    seen = np.zeros(n_pixels, np.int32)  # seen[r] == scan id: r already kept in this scan
+    scan = 0
 
     for e in sorted_edges:
         c = e // n_pixels
@@ -140,50 +168,57 @@ def mws_kruskal(sorted_edges, n_pixels, n_attractive, flat_offsets):  # pragma: 
         rv = _find(parent, p + flat_offsets[c])
         if ru == rv:
             continue
-        len_u, len_v = lists[ru, LEN], lists[rv, LEN]
-        if 3 * (n_keys + len_u + len_v + 1) > 2 * table.shape[0]:  # load <= 2/3
-            table, n_keys = _rebuilt(table, parent, n_pixels, len_u + len_v + 1)
-        if c < n_attractive:
-            # a root with no partner is mutex with nobody: skip the look-up
-            if len_u and len_v and _contains(table, _pair(ru, rv, n_pixels)):
+        if c >= n_attractive:  # repulsive: each remembers the other
+            pool, top = _append(ru, rv, pool, top, blocks)
+            pool, top = _append(rv, ru, pool, top, blocks)
+            continue
+        # attractive: rv is the cluster with fewer partners (a root with none is
+        # mutex with nobody: merge at once)
+        len_u, len_v = blocks[ru, LEN], blocks[rv, LEN]
+        if len_u < len_v:
+            ru, rv, len_u, len_v = rv, ru, len_v, len_u
+        if len_v:
+            long_block = len_v > short_block
+            if long_block and _contains(known, _pair(ru, rv, n_pixels)):
                 continue
-            # merge: the root with the longer partner list stays root; the other's
-            # partners are re-keyed onto it, duplicates dropped (small into large)
-            if len_u < len_v:
-                ru, rv = rv, ru
-            parent[rv] = ru
-            # walk rv's list once: re-key each partner onto ru, unlink duplicates in
-            # place, then splice what is left onto ru's list with a single write
-            i, prev, kept, last = lists[rv, HEAD], -1, 0, -1
-            while i != -1:
-                after = entries[i, NEXT]
-                r = _find(parent, entries[i, PARTNER])
-                if _insert(table, _pair(ru, r, n_pixels)):
-                    n_keys += 1
-                    entries[i, PARTNER] = r
-                    prev, last, kept = i, i, kept + 1
-                elif prev == -1:
-                    lists[rv, HEAD] = after
-                else:
-                    entries[prev, NEXT] = after
-                i = after
-            if kept:
-                if lists[ru, HEAD] == -1:
-                    lists[ru, HEAD] = lists[rv, HEAD]
-                else:
-                    entries[lists[ru, TAIL], NEXT] = lists[rv, HEAD]
-                lists[ru, TAIL] = last
-                lists[ru, LEN] += kept
-            lists[rv, HEAD] = -1
-            lists[rv, TAIL] = -1
-            lists[rv, LEN] = 0
-        elif _insert(table, _pair(ru, rv, n_pixels)):  # one probe: look up and add
-            n_keys += 1
-            entries[n_entries, PARTNER] = rv
-            _link(ru, n_entries, lists, entries)
-            entries[n_entries + 1, PARTNER] = ru
-            _link(rv, n_entries + 1, lists, entries)
-            n_entries += 2
+            # scan rv's partners for ru, resolving each to its current root and
+            # compacting away duplicates as we go
+            scan += 1
+            s = blocks[rv, START]
+            w = s
+            k = s
+            mutex = False
+            while k < s + len_v:
+                r = _find(parent, pool[k])
+                if r == ru:
+                    mutex = True
+                    break
+                if seen[r] != scan:
+                    seen[r] = scan
+                    pool[w] = r
+                    w += 1
+                k += 1
+            if mutex:
+                rest = s + len_v - k  # close the gap left by dropped duplicates
+                for j in range(rest):  # forward copy: the ranges may overlap
+                    pool[w + j] = pool[k + j]
+                blocks[rv, LEN] = w - s + rest
+                if long_block:
+                    if 3 * (n_known + 1) > 2 * known.shape[0]:
+                        known = _grown(known)
+                    n_known += _insert(known, _pair(ru, rv, n_pixels))
+                continue
+            # merge: rv's (deduplicated) partners join ru's block
+            len_v = w - s
+            blocks[rv, LEN] = len_v
+            pool, top = _reserve(ru, len_u + len_v, pool, top, blocks)
+            s, d = blocks[rv, START], blocks[ru, START] + len_u
+            pool[d:d + len_v] = pool[s:s + len_v]
+            blocks[ru, LEN] = len_u + len_v
+            blocks[rv, START] = -1
+            blocks[rv, LEN] = 0
+            blocks[rv, CAP] = 0
+        parent[rv] = ru
     roots = np.empty(n_pixels, np.int64)
     for p in range(n_pixels):
         roots[p] = _find(parent, p)

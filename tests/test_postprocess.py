@@ -89,6 +89,27 @@ def test_mws_matches_reference_3d(seed):
     np.testing.assert_array_equal(ours, reference_mws(affs, offsets, 3, **kwargs))
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_mws_kernel_paths_pool_compaction_and_known_pairs(seed, monkeypatch):
+    """A one-entry initial pool (compacted and regrown all the time) and the set of
+    known mutex pairs used for every scan change nothing."""
+    import functools
+
+    from affcons_lib import _mws
+
+    rng = np.random.default_rng(200 + seed)
+    offsets = CASES_2D[0] + ((0, -5), (-6, 2))
+    shape = (14, 13)
+    affs = rng.random((len(offsets),) + shape).astype(np.float32)
+    if seed % 2:
+        affs = np.round(affs * 5) / 5
+    default = pp.mutex_watershed(affs, offsets, 2, use_affogato=False)
+    monkeypatch.setattr(_mws, "mws_kruskal", functools.partial(_mws.mws_kruskal, short_block=0, pool_size=1))
+    stressed = pp.mutex_watershed(affs, offsets, 2, use_affogato=False)
+    np.testing.assert_array_equal(stressed, default)
+    np.testing.assert_array_equal(stressed, reference_mws(affs, offsets, 2))
+
+
 def test_mws_recovers_instances_from_clean_affinities():
     from affcons_lib.data import make_nuclei_image
 
