@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import affinity, models
+from . import affinity, distributed, models
 from .train import (PatchSampler, TrainConfig, _atomic_save, _device, _write_log, build_models, prepare_data,
                     run_config_cli)
 
@@ -131,12 +131,12 @@ def cpsn_loss(pred: torch.Tensor, error: torch.Tensor, mask: torch.Tensor) -> to
     (#correct / #error) so both classes count alike. Pixels outside ``mask``
     contribute nothing."""
     m = mask.float()
-    n_err = (error * m).sum()
-    n_ok = ((1 - error) * m).sum()
+    # class counts and the mean over the global batch under torchrun
+    n_err, n_ok = distributed.global_sum(torch.stack([(error * m).sum(), ((1 - error) * m).sum()]))
     w_err = (n_ok / n_err.clamp_min(1.0)).clamp_min(1.0)
     weight = m * torch.where(error > 0.5, w_err, torch.ones_like(error))
     bce = F.binary_cross_entropy(pred.clamp(1e-6, 1 - 1e-6), error, reduction="none")
-    return (weight * bce).sum() / m.sum().clamp_min(1.0)
+    return distributed.global_mean((weight * bce).sum(), m.sum())
 
 
 @dataclass
@@ -178,7 +178,8 @@ def train_cpsn(cfg: CPSNConfig, prepared: dict | None = None) -> dict:
     """Train a CPSN on errors simulated by the snapshot bank; atomic checkpoints,
     ``losses.csv`` and exact resume as in :func:`affcons_lib.train.train`."""
     seg_cfg = _seg_config(Path(cfg.snapshot_dir))
-    device = _device(TrainConfig(device=cfg.device))
+    device = distributed.setup(str(_device(TrainConfig(device=cfg.device))))  # torchrun's group, if any
+    main_rank = distributed.is_main()
     prepared = prepared or prepare_data(seg_cfg)
     offsets = prepared["offsets"]
     bank = SnapshotBank(cfg.snapshot_dir, cfg.snapshot_iters, cfg.branches, cfg.max_dropout, device)
@@ -186,21 +187,26 @@ def train_cpsn(cfg: CPSNConfig, prepared: dict | None = None) -> dict:
                            sparse=True, background_is_instance=False, widen=seg_cfg.dim == 3,
                            n_nearest=prepared["n_nearest"], min_labeled=seg_cfg.min_labeled)
     torch.manual_seed(cfg.seed)
-    net = models.build("cpsn3d" if seg_cfg.dim == 3 else "cpsn2d", widths=cfg.widths).to(device).train()
+    net = distributed.wrap(models.build("cpsn3d" if seg_cfg.dim == 3 else "cpsn2d", widths=cfg.widths)
+                           .to(device).train(), device)
+    plain = distributed.unwrap(net)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     last, start, log = out_dir / "last.pt", 1, []
     if cfg.resume and last.is_file():
         ckpt = torch.load(last, map_location=device, weights_only=False)
-        net.load_state_dict(ckpt["model"])
+        plain.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["torch_rng"])
         start, log = ckpt["iteration"] + 1, ckpt["log"]
     t0 = time.time()
     for t in range(start, cfg.iterations + 1):
+        # samples: this rank's share of the global batch; snapshot and channels: one
+        # draw per iteration, shared by all ranks
+        first = distributed.rank() * cfg.batch
+        raw, target, mask, _ = (x.to(device) for x in sampler.sample(cfg.seed, t, first, cfg.batch))
         rng = np.random.default_rng([cfg.seed, t])
-        raw, target, mask, _ = (x.to(device) for x in sampler.sample(rng, cfg.batch))
         image = raw.unsqueeze(1)
         snapshot, _ = bank.draw(rng)
         with torch.no_grad():
@@ -216,13 +222,17 @@ def train_cpsn(cfg: CPSNConfig, prepared: dict | None = None) -> dict:
         loss.backward()
         opt.step()
         if t % cfg.log_every == 0 or t == cfg.iterations:
-            log.append({"iteration": t, "loss": loss.item(), "error_rate": (err.sum() / mask.sum().clamp_min(1)).item(),
+            counts = distributed.global_sum(torch.stack([err.sum(), mask.sum().to(err.dtype)]))
+            row = distributed.mean_over_ranks({"loss": loss.item()})
+            log.append({"iteration": t, **row, "error_rate": (counts[0] / counts[1].clamp_min(1)).item(),
                         "seconds": time.time() - t0})
-        if t % cfg.checkpoint_every == 0 or t == cfg.iterations:
-            _atomic_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "iteration": t,
+        if (t % cfg.checkpoint_every == 0 or t == cfg.iterations) and main_rank:
+            _atomic_save({"model": plain.state_dict(), "optimizer": opt.state_dict(), "iteration": t,
                           "torch_rng": torch.get_rng_state(), "config": dataclasses.asdict(cfg),
-                          "widths": cfg.widths, "dim": seg_cfg.dim, "log": log}, last)
+                          "widths": cfg.widths, "dim": seg_cfg.dim, "world_size": distributed.world_size(),
+                          "log": log}, last)
             _write_log(log, out_dir)
+    distributed.barrier()
     return {"checkpoint": str(last), "seconds": time.time() - t0, "last": log[-1] if log else {}}
 
 
@@ -268,8 +278,14 @@ def precision_recall(scores: np.ndarray, errors: np.ndarray):
 
 
 def main(argv=None) -> int:
+    def run(cfg):
+        try:
+            return train_cpsn(cfg)
+        finally:
+            distributed.teardown()
+
     return run_config_cli(argv, prog="python -m affcons_lib.cpsn", description="Train a CPSN on a snapshot bank.",
-                          cls=CPSNConfig, run=train_cpsn)
+                          cls=CPSNConfig, run=run)
 
 
 if __name__ == "__main__":

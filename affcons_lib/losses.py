@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from . import distributed
 from .affinity import affinity_entropy
 
 __all__ = [
@@ -74,7 +75,8 @@ def weighted_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *
 
     Returns
     -------
-    scalar tensor; 0 (with a gradient) when the mask is empty.
+    scalar tensor; 0 (with a gradient) when the mask is empty. Under torchrun
+    the mean is over the voxels of all ranks (see :mod:`affcons_lib.distributed`).
     """
     if pred.shape != target.shape or pred.shape != mask.shape:
         raise ValueError(f"pred {tuple(pred.shape)}, target {tuple(target.shape)} and mask {tuple(mask.shape)} "
@@ -84,7 +86,7 @@ def weighted_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, *
     cw = channel_weights(pred.shape[1], n_nearest, nearest_weight, pred.device)
     w = w * cw.view(1, -1, *([1] * (pred.ndim - 2)))
     m = mask.to(pred.dtype)
-    return (w * m * (pred - target) ** 2).sum() / m.sum().clamp_min(1.0)
+    return distributed.global_mean((w * m * (pred - target) ** 2).sum(), m.sum())
 
 
 def alpha_schedule(iteration: int, total: int, alpha0: float = 0.005, power: float = 1.5) -> float:
@@ -98,15 +100,16 @@ def alpha_schedule(iteration: int, total: int, alpha0: float = 0.005, power: flo
 
 def confident_mask(entropy: torch.Tensor, region: torch.Tensor, alpha: float) -> torch.Tensor:
     """Pixels of ``region`` whose entropy is not among the top ``alpha`` share of
-    the entropies inside the region (per channel, over the batch): the dynamic
-    percentile filter. ``alpha = 0`` keeps the whole region."""
+    the entropies inside the region (per channel, over the batch; under torchrun
+    over the batches of all ranks): the dynamic percentile filter. ``alpha = 0``
+    keeps the whole region."""
     if not 0.0 <= alpha < 1.0:
         raise ValueError(f"alpha: expected a value in [0, 1), got {alpha}")
     keep = region.clone()
     if alpha == 0.0:
         return keep
     for c in range(entropy.shape[1]):
-        values = entropy[:, c][region[:, c]]
+        values = distributed.gather_values(entropy[:, c][region[:, c]])
         if values.numel() == 0:
             continue
         threshold = torch.quantile(values.float(), 1.0 - alpha) if values.numel() < 2**24 else \
@@ -159,6 +162,7 @@ def cross_consistency_loss(aff1: torch.Tensor, aff2: torch.Tensor, unlabeled: to
     w_emb = nearest_weight ** 2 if release_double_weight else nearest_weight
     to_embedding = weighted_mse(aff2, t1, conf1, n_nearest=n_nearest, nearest_weight=w_emb, balance=False)
     to_affinity = weighted_mse(aff1, t2, conf2, n_nearest=n_nearest, nearest_weight=nearest_weight, balance=False)
-    n = unlabeled.sum().clamp_min(1).item()
-    info = {"confident1": conf1.sum().item() / n, "confident2": conf2.sum().item() / n}
+    counts = distributed.global_sum(torch.stack([unlabeled.sum(), conf1.sum(), conf2.sum()]))
+    n = counts[0].clamp_min(1).item()
+    info = {"confident1": counts[1].item() / n, "confident2": counts[2].item() / n}
     return to_embedding + to_affinity, info

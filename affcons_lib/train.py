@@ -2,6 +2,7 @@
 cross-representation affinity consistency) and ``full_supervision``.
 
     python -m affcons_lib.train CONFIG.yaml [--set key=value ...]
+    torchrun --nproc_per_node N -m affcons_lib.train CONFIG.yaml [--set ...]
 
 The loop in :func:`train` reads top to bottom: sample a batch, predict, add the
 losses, step, log, checkpoint. Configuration is one dataclass, :class:`TrainConfig`.
@@ -15,9 +16,13 @@ crac               f(θ1) and f(θ2), both supervised on M, and each the soft ta
                    confident (entropy filter; CPSN filter when given).
 full_supervision   f(θ2) alone, on dense labels (an upper bound).
 
-Reproducibility: the batch of iteration t is drawn from a generator seeded with
-(seed, t), so a resumed run draws exactly the batches the uninterrupted run would
+Reproducibility: sample j of iteration t is drawn from a generator seeded with
+(seed, t, j), so a resumed run draws exactly the batches the uninterrupted run would
 have; checkpoints hold models, optimiser, iteration, random states and config.
+
+Under torchrun each of N ranks trains on ``batch`` samples per iteration (a global
+batch of N·batch) and the run equals one process at batch N·batch: see
+:mod:`affcons_lib.distributed`.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import affinity, data, losses, models
+from . import affinity, data, distributed, losses, models
 
 __all__ = ["TrainConfig", "load_config", "PatchSampler", "train", "load_checkpoint", "build_models", "main"]
 
@@ -274,8 +279,12 @@ class PatchSampler:
             "more instances (sparsity / voxel_budget) or lower config.min_labeled"
         )
 
-    def sample(self, rng, batch: int):
-        items = [self.sample_one(rng) for _ in range(batch)]
+    def sample(self, seed: int, iteration: int, first: int, count: int):
+        """Samples ``first … first+count-1`` of the global batch of ``iteration``,
+        stacked as tensors (raw, target, mask, valid). Sample ``j`` comes from its
+        own generator seeded ``(seed, iteration, j)``: a rank draws its share of the
+        global batch, and the global batch is the same however it is split."""
+        items = [self.sample_one(np.random.default_rng([seed, iteration, j])) for j in range(first, first + count)]
         return [torch.from_numpy(np.stack(x)) for x in zip(*items)]
 
 
@@ -402,7 +411,8 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
     cfg.validate()
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = _device(cfg)
+    device = distributed.setup(str(_device(cfg)))  # joins torchrun's process group, if any
+    main_rank = distributed.is_main()  # rank 0 alone writes logs and checkpoints
     prepared = prepared or prepare_data(cfg)
     cfg.in_channels = prepared.get("in_channels", 1)
     offsets, n_nearest = prepared["offsets"], prepared["n_nearest"]
@@ -413,7 +423,10 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
         n_nearest=n_nearest, min_labeled=0.0 if full else cfg.min_labeled, augment=cfg.augment)
 
     torch.manual_seed(cfg.seed)
-    nets = {k: v.to(device).train() for k, v in build_models(cfg).items()}
+    # several ranks: DistributedDataParallel with synchronised batch norm; `plain`
+    # holds the networks themselves (saved, validated, resumed on any rank count)
+    nets = {k: distributed.wrap(v.to(device).train(), device) for k, v in build_models(cfg).items()}
+    plain = {k: distributed.unwrap(v) for k, v in nets.items()}
     params = [p for net in nets.values() for p in net.parameters()]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
     cpsn = None
@@ -425,20 +438,23 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
     last = out_dir / "last.pt"
     if cfg.resume and last.is_file():
         ckpt = torch.load(last, map_location=device, weights_only=False)
-        for name, net in nets.items():
+        for name, net in plain.items():
             net.load_state_dict(ckpt["models"][name])
         optimizer.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["torch_rng"])
         start, log, val_log = ckpt["iteration"] + 1, ckpt["log"], ckpt.get("val_log", [])
 
     def checkpoint(iteration: int, path: Path):
+        if not main_rank:
+            return
         _atomic_save({
-            "models": {k: v.state_dict() for k, v in nets.items()},
+            "models": {k: v.state_dict() for k, v in plain.items()},
             "optimizer": optimizer.state_dict(),
             "iteration": iteration,
             "torch_rng": torch.get_rng_state(),
-            "numpy_rng": {"seed": cfg.seed, "iteration": iteration},  # batches are seeded by (seed, t)
+            "numpy_rng": {"seed": cfg.seed, "iteration": iteration},  # samples are seeded by (seed, t, j)
             "config": dataclasses.asdict(cfg),
+            "world_size": distributed.world_size(),
             "log": log,
             "val_log": val_log,
             "source": prepared["source"],
@@ -446,12 +462,13 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
 
     from tqdm import tqdm
 
-    bar = tqdm(range(start, cfg.iterations + 1), disable=not cfg.progress, desc=cfg.method, leave=False)
+    bar = tqdm(range(start, cfg.iterations + 1), disable=not (cfg.progress and main_rank), desc=cfg.method,
+               leave=False)
     t_start, running = time.time(), {}
     for t in bar:
-        # 1. a batch: this iteration's generator depends only on (seed, t)
-        rng = np.random.default_rng([cfg.seed, t])
-        raw, target, mask, valid = (x.to(device) for x in sampler.sample(rng, cfg.batch))
+        # 1. this rank's share of the global batch: sample j depends only on (seed, t, j)
+        first = distributed.rank() * cfg.batch
+        raw, target, mask, valid = (x.to(device) for x in sampler.sample(cfg.seed, t, first, cfg.batch))
         x = raw.unsqueeze(1) if raw.ndim == target.ndim - 1 else raw  # add the channel axis unless RGB
 
         # 2. f(θ2): embeddings -> affinities, supervised on the labeled region
@@ -479,6 +496,7 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
             loss = loss + loss_sup1 + cfg.lambda_cross * loss_cross
             terms.update(sup1=loss_sup1.item(), cross=loss_cross.item(), **info)
         terms["total"] = loss.item()
+        terms = distributed.mean_over_ranks(terms)  # each rank holds its share of the global mean
 
         # 4. step
         optimizer.zero_grad(set_to_none=True)
@@ -494,21 +512,24 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
             log.append(row)
             running = {}
             bar.set_postfix(loss=f"{row['total']:.4f}")
-        if cfg.val_every and t % cfg.val_every == 0:
-            val_log.append({"iteration": t, **validate(nets["embedding"], prepared, cfg)})
+        if cfg.val_every and t % cfg.val_every == 0 and main_rank:
+            val_log.append({"iteration": t, **validate(plain["embedding"], prepared, cfg)})
             _write_log(val_log, out_dir, "validation.csv")
         if t in cfg.snapshot_iters:
             checkpoint(t, out_dir / f"snapshot_{t:07d}.pt")
         if t % cfg.checkpoint_every == 0 or t == cfg.iterations:
             checkpoint(t, last)
-            _write_log(log, out_dir)
+            if main_rank:
+                _write_log(log, out_dir)
     bar.close()
     summary = {"out_dir": str(out_dir), "checkpoint": str(last), "iterations": cfg.iterations,
                "seconds": time.time() - t_start, "last_losses": log[-1] if log else {},
                "source": prepared["source"]}
-    tmp = out_dir / "summary.json.part"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out_dir / "summary.json")
+    if main_rank:
+        tmp = out_dir / "summary.json.part"
+        tmp.write_text(json.dumps(summary, indent=2))
+        os.replace(tmp, out_dir / "summary.json")
+    distributed.barrier()  # no rank leaves before rank 0 has written everything
     return summary
 
 
@@ -536,8 +557,14 @@ def run_config_cli(argv, *, prog: str, description: str, cls, run) -> int:
 
 
 def main(argv=None) -> int:
+    def run(cfg):
+        try:
+            return train(cfg)
+        finally:
+            distributed.teardown()
+
     return run_config_cli(argv, prog="python -m affcons_lib.train", description=__doc__.splitlines()[0],
-                          cls=TrainConfig, run=train)
+                          cls=TrainConfig, run=run)
 
 
 if __name__ == "__main__":

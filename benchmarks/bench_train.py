@@ -45,7 +45,7 @@ def main():
             torch.cuda.synchronize()
 
     def full_step(t):
-        raw, target, mask, valid = (x.to(device) for x in sampler.sample(np.random.default_rng([0, t]), cfg.batch))
+        raw, target, mask, valid = (x.to(device) for x in sampler.sample(0, t, 0, cfg.batch))
         x = raw.unsqueeze(1)
         aff2 = affinity.affinities_from_embeddings(nets["embedding"](x), offsets)
         aff1 = nets["affinity"](x)
