@@ -4,20 +4,22 @@ A network sees one tile at a time; affinities of neighbouring tiles are blended
 with a weight that falls off towards each tile's border (where the network has
 less context) and is zero on edges whose neighbour lies outside the tile (those
 affinities are undefined there). Memory is bounded by the tile, not the volume,
-except for the output itself.
+except for the output itself; :func:`predict_region` predicts one region of the
+same tile grid (blockwise prediction, :mod:`affcons_lib.blockwise`).
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from .affinity import affinities_from_embeddings, affinities_from_labels, affinity_entropy, check_offsets
 
-__all__ = ["predict_affinities", "tile_starts"]
+__all__ = ["predict_affinities", "predict_region", "plan_tiles", "TilePlan", "tile_starts"]
 
 
 def tile_starts(size: int, tile: int, stride: int) -> list[int]:
@@ -42,6 +44,94 @@ def _blend_window(shape: Sequence[int]) -> np.ndarray:
         ramp = np.clip(ramp / max(1.0, n / 4), 0.05, 1.0)
         w *= ramp.reshape([-1 if a == axis else 1 for a in range(len(shape))])
     return w
+
+
+@dataclass
+class TilePlan:
+    """Where the tiles of a whole-volume prediction lie, and how they are weighted.
+
+    The tiles form one grid over the whole (padded) volume, so any region of it
+    can be predicted alone from the tiles that touch it, with exactly the values
+    the whole-volume prediction has there (:func:`predict_region`): this is how
+    blockwise prediction matches in-memory prediction.
+    """
+
+    shape: tuple  # spatial shape the grid covers
+    tile: tuple
+    stride: tuple
+    corners: list  # tile corners, in processing order
+    tile_weight: np.ndarray  # (C, *tile): blend window x edges inside the tile
+
+
+def plan_tiles(model: torch.nn.Module, shape: Sequence[int], offsets, *, tile: Sequence[int],
+               stride: Sequence[int] | None = None) -> TilePlan:
+    """The tile grid of :func:`predict_affinities` over a volume of ``shape``
+    (spatial, at least one tile in every axis); checks ``tile`` and ``stride``."""
+    dim = len(shape)
+    offsets = check_offsets(offsets, dim)
+    tile = tuple(int(t) for t in tile)
+    if len(tile) != dim:
+        raise ValueError(f"tile: expected {dim} sizes, got {tile}")
+    divisor = getattr(model, "divisor", 1)
+    for t in tile[-2:]:
+        if t % divisor:
+            raise ValueError(f"tile: in-plane sizes must be multiples of {divisor}, got {tile}")
+    if any(t > n for t, n in zip(tile, shape)):
+        raise ValueError(f"tile {tile} is larger than the volume {tuple(shape)}")
+    if stride is None:
+        # half a tile, but never more than tile - longest offset along an axis, so
+        # that every edge shorter than a tile lies inside at least one tile
+        reach = [max(abs(o[a]) for o in offsets) for a in range(dim)]
+        stride = tuple(max(1, min(t // 2, t - r)) for t, r in zip(tile, reach))
+    stride = tuple(int(s) for s in stride)
+    if len(stride) != dim or min(stride) < 1:
+        raise ValueError(f"stride: expected {dim} positive sizes, got {stride}")
+    _, tile_valid = affinities_from_labels(np.zeros(tile, np.int32), offsets)
+    corners = list(itertools.product(*[tile_starts(n, t, s) for n, t, s in zip(shape, tile, stride)]))
+    return TilePlan(tuple(int(n) for n in shape), tile, stride, corners, _blend_window(tile)[None] * tile_valid)
+
+
+@torch.no_grad()
+def predict_region(model: torch.nn.Module, read: Callable, plan: TilePlan, offsets, start: Sequence[int],
+                   stop: Sequence[int], *, batch_size: int = 1, device=None) -> np.ndarray:
+    """Affinities of the region ``[start, stop)`` of the volume that ``plan``
+    tiles: every tile of the plan touching the region is predicted (its raw read
+    with ``read(slices)``, channel axis first for RGB) and blended in, in the
+    plan's order. Returns float32 (C, *region shape). Memory: the region and one
+    batch of tiles."""
+    dim = len(plan.shape)
+    start, stop = tuple(int(a) for a in start), tuple(int(b) for b in stop)
+    channels = int(getattr(model, "in_channels", 1))
+    device = device or next(model.parameters()).device
+    n_out = plan.tile_weight.shape[0]
+    region = tuple(b - a for a, b in zip(start, stop))
+    out = np.zeros((n_out,) + region, np.float32)
+    weight = np.zeros((n_out,) + region, np.float32)
+    corners = [c for c in plan.corners
+               if all(c[a] < stop[a] and c[a] + plan.tile[a] > start[a] for a in range(dim))]
+    was_training = model.training
+    model.eval()
+    try:
+        for k in range(0, len(corners), batch_size):
+            group = corners[k:k + batch_size]
+            x = np.stack([np.asarray(read(tuple(slice(c, c + t) for c, t in zip(corner, plan.tile))), np.float32)
+                          for corner in group])
+            y = model(torch.from_numpy(x if channels > 1 else x[:, None]).to(device))
+            if isinstance(y, tuple):  # foreground head: affinities come first
+                y = y[0]
+            if getattr(model, "kind", "affinity") == "embedding":
+                y = affinities_from_embeddings(y, offsets)
+            y = y.float().cpu().numpy()
+            for corner, pred in zip(group, y):
+                lo = [max(c, a) for c, a in zip(corner, start)]
+                hi = [min(c + t, b) for c, t, b in zip(corner, plan.tile, stop)]
+                src = (slice(None),) + tuple(slice(l - c, h - c) for l, h, c in zip(lo, hi, corner))
+                dst = (slice(None),) + tuple(slice(l - a, h - a) for l, h, a in zip(lo, hi, start))
+                out[dst] += pred[src] * plan.tile_weight[src]
+                weight[dst] += plan.tile_weight[src]
+    finally:
+        model.train(was_training)
+    return np.divide(out, weight, out=np.zeros_like(out), where=weight > 0)
 
 
 @torch.no_grad()
@@ -84,55 +174,17 @@ def predict_affinities(model: torch.nn.Module, raw: np.ndarray, offsets, *, tile
         raise ValueError(f"raw: expected a 2D or 3D array, got shape {raw.shape}")
     spatial = raw.shape[-dim:]
     offsets = check_offsets(offsets, dim)
-    tile = tuple(int(t) for t in tile)
-    if len(tile) != dim:
-        raise ValueError(f"tile: expected {dim} sizes, got {tile}")
-    divisor = getattr(model, "divisor", 1)
-    for t in tile[-2:]:
-        if t % divisor:
-            raise ValueError(f"tile: in-plane sizes must be multiples of {divisor}, got {tile}")
-    if stride is None:
-        # half a tile, but never more than tile - longest offset along an axis, so
-        # that every edge shorter than a tile lies inside at least one tile
-        reach = [max(abs(o[a]) for o in offsets) for a in range(dim)]
-        stride = tuple(max(1, min(t // 2, t - r)) for t, r in zip(tile, reach))
-    stride = tuple(int(s) for s in stride)
-    if len(stride) != dim or min(stride) < 1:
-        raise ValueError(f"stride: expected {dim} positive sizes, got {stride}")
+    if len(tuple(tile)) != dim:
+        raise ValueError(f"tile: expected {dim} sizes, got {tuple(tile)}")
     # pad by reflection where the input is smaller than a tile
-    pad = [(0, max(0, t - n)) for t, n in zip(tile, spatial)]
+    pad = [(0, max(0, int(t) - n)) for t, n in zip(tile, spatial)]
     if channels > 1:
         pad = [(0, 0)] + pad
     padded = np.pad(raw, pad, mode="reflect") if any(p[1] for p in pad) else raw
     shape = padded.shape[-dim:]
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-
-    out = np.zeros((len(offsets),) + shape, np.float32)
-    weight = np.zeros((len(offsets),) + shape, np.float32)
-    window = _blend_window(tile)
-    _, tile_valid = affinities_from_labels(np.zeros(tile, np.int32), offsets)
-    tile_weight = window[None] * tile_valid
-    corners = list(itertools.product(*[tile_starts(n, t, s) for n, t, s in zip(shape, tile, stride)]))
-    try:
-        for k in range(0, len(corners), batch_size):
-            group = corners[k:k + batch_size]
-            x = np.stack([padded[(Ellipsis,) + tuple(slice(c, c + t) for c, t in zip(corner, tile))]
-                          for corner in group])
-            y = model(torch.from_numpy(x if channels > 1 else x[:, None]).to(device))
-            if isinstance(y, tuple):  # foreground head: affinities come first
-                y = y[0]
-            if getattr(model, "kind", "affinity") == "embedding":
-                y = affinities_from_embeddings(y, offsets)
-            y = y.float().cpu().numpy()
-            for corner, pred in zip(group, y):
-                region = (slice(None),) + tuple(slice(c, c + t) for c, t in zip(corner, tile))
-                out[region] += pred * tile_weight
-                weight[region] += tile_weight
-    finally:
-        model.train(was_training)
-    affs = np.divide(out, weight, out=np.zeros_like(out), where=weight > 0)
+    plan = plan_tiles(model, shape, offsets, tile=tile, stride=stride)
+    affs = predict_region(model, lambda region: padded[(Ellipsis,) + region], plan, offsets, (0,) * dim, shape,
+                          batch_size=batch_size, device=device)
     crop = (slice(None),) + tuple(slice(0, n) for n in spatial)
     affs = np.ascontiguousarray(affs[crop])
     if with_entropy:

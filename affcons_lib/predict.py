@@ -2,10 +2,14 @@
 
     python -m affcons_lib.predict CHECKPOINT --out PRED.h5 [--part test|train|all]
                                   [--tile 8 64 64] [--stride 4 32 32] [--branch embedding|affinity]
+    python -m affcons_lib.predict CHECKPOINT --blockwise --raw VOL.h5:volumes/raw --out AFFS.zarr
+                                  [--block 64 256 256] [--workers 4] [--tile ...] [--stride ...]
 
 Writes, atomically, an HDF5 file with ``affinities`` (C, *spatial; attribute
 ``offsets``), ``entropy`` and the dense ``labels`` of the predicted part, which
-``python -m affcons_lib.evaluate`` reads.
+``python -m affcons_lib.evaluate`` reads. With ``--blockwise``, predicts any 3D
+raw volume on disk (chunked HDF5 or zarr) block by block with daisy workers into
+a zarr array, never holding the volume (:mod:`affcons_lib.blockwise`).
 """
 
 from __future__ import annotations
@@ -79,7 +83,28 @@ def main(argv=None) -> int:
     ap.add_argument("--stride", type=int, nargs="+")
     ap.add_argument("--branch", default="embedding", choices=("embedding", "affinity"))
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--blockwise", action="store_true", help="predict --raw block by block into a zarr --out")
+    ap.add_argument("--raw", help="with --blockwise: HDF5 or zarr raw volume, PATH:KEY")
+    ap.add_argument("--block", type=int, nargs=3, default=(64, 256, 256), help="with --blockwise: block shape")
+    ap.add_argument("--workers", type=int, default=2, help="with --blockwise: daisy worker processes")
+    ap.add_argument("--raw-range", type=float, nargs=2, help="with --blockwise: intensity range (default: estimated)")
     args = ap.parse_args(argv)
+    if args.blockwise:
+        import json
+
+        from .blockwise import predict_blockwise
+
+        if not args.raw:
+            ap.error("--blockwise needs --raw PATH:KEY")
+        try:
+            result = predict_blockwise(args.checkpoint, args.raw, args.out, block=args.block, tile=args.tile,
+                                       stride=args.stride, workers=args.workers, branch=args.branch,
+                                       device=args.device, raw_range=args.raw_range)
+        except (FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(json.dumps(result, indent=2))
+        return 0
     try:
         affs, entropy, labels, offsets = predict_part(args.checkpoint, args.part, tile=args.tile, stride=args.stride,
                                                       branch=args.branch, device=args.device)

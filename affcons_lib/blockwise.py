@@ -1,0 +1,581 @@
+"""Blockwise prediction and segmentation of volumes larger than memory, scheduled
+by daisy (the field's blockwise task scheduler).
+
+    python -m affcons_lib.predict --blockwise CHECKPOINT --raw VOL.h5:volumes/raw --out AFFS.zarr
+                                  --block 64 256 256 --workers 4
+    python -m affcons_lib.blockwise segment AFFS.zarr --out SEG.zarr --threshold 0.5 --workers 4
+
+Prediction. The volume is cut into blocks (the write regions, aligned with the
+output's zarr chunks). A worker predicts a block from the tiles of the *same*
+global tile grid as the in-memory :func:`~affcons_lib.inference.predict_affinities`
+(:func:`~affcons_lib.inference.predict_region`), reading raw only from the tiles
+that touch it: the blockwise result equals the in-memory one up to float rounding.
+Raw is scaled to [0, 1] by one intensity range for the whole volume (estimated
+from a strided sample, or given), as pointwise scaling must be for blocks to agree.
+
+Segmentation (waterz's agglomeration, distributed). Three blockwise passes and one
+step on the fragment graph:
+
+1. *fragments*: per block, the per-slice distance-transform watershed of
+   :func:`~affcons_lib.postprocess.fragments_from_affinities` on the block plus an
+   in-plane context, cropped to the block; ids made unique by the block's index.
+2. *edges*: per block, the region adjacency graph between the fragments of the
+   block and of its lower neighbours: for every pair of touching fragments the sum
+   and count of the nearest-neighbour affinities on their boundary (one ``.npz``).
+3. *agglomerate* (one process, graph only): hierarchical merging by mean boundary
+   affinity (waterz's ``MeanAffinity`` scoring): the pair of highest mean affinity
+   merges first, merged boundaries pool their sums and counts, until ``1 - mean``
+   reaches the threshold. Gives a fragment -> segment table.
+4. *relabel*: per block, fragments through the table into the segmentation.
+
+Memory: a worker holds one block (and its context), never the volume; the graph
+step holds the graph (about 40 bytes per edge and 16 per fragment). Resume: daisy
+marks finished blocks (``OUT/tracking``); edges and the table are written
+atomically; a killed run started again skips what is done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import heapq
+import json
+import os
+import resource
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["open_volume", "intensity_range", "predict_blockwise", "segment_blockwise", "agglomerate_graph",
+           "region_graph", "peak_memory_mb", "main"]
+
+
+# ------------------------------------------------------------------ volumes
+def _split_key(spec: str, key: str | None):
+    """``FILE.h5:volumes/raw`` -> (FILE.h5, volumes/raw); an explicit ``key`` wins."""
+    if key is None and ":" in spec and not Path(spec).exists():
+        spec, key = spec.rsplit(":", 1)
+    return spec, key
+
+
+def open_volume(path: str, key: str | None = None, mode: str = "r"):
+    """A chunked array on disk, read lazily by slicing: an HDF5 dataset or a zarr
+    array (``path:key`` or ``key=``). Raises with the file and key when either is
+    missing or the array is not 3D."""
+    path, key = _split_key(str(path), key)
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file or directory")
+    if p.suffix.lower() in (".h5", ".hdf", ".hdf5", ".n5h5"):
+        import h5py
+
+        f = h5py.File(p, mode)
+        if not key or key not in f:
+            keys = []
+            f.visit(lambda k: keys.append(k) if isinstance(f[k], h5py.Dataset) else None)
+            f.close()
+            raise KeyError(f"{p}: dataset {key!r} not found; datasets: {keys}")
+        arr = f[key]
+    else:
+        import zarr
+
+        try:
+            arr = zarr.open_array(store=str(p / key) if key else str(p), mode=mode)
+        except Exception as err:  # zarr raises several types for "not an array"
+            raise KeyError(f"{p}: no zarr array at {key or '/'!r} ({err})") from None
+    if arr.ndim not in (3, 4):
+        raise ValueError(f"{p}:{key}: expected a 3D volume (Z, Y, X) or (C, Z, Y, X), got shape {arr.shape}")
+    return arr
+
+
+def intensity_range(raw, max_samples: int = 8_000_000) -> tuple[float, float]:
+    """The 0.1th and 99.9th percentiles of ``raw`` estimated from a regular
+    subsample of at most ``max_samples`` voxels (read slice by slice): the
+    contrast stretch of :func:`affcons_lib.data.normalize_raw`, fixed for the
+    whole volume."""
+    step = max(1, int(np.ceil((np.prod(raw.shape) / max_samples) ** (1 / 3))))
+    sample = np.concatenate([np.asarray(raw[z, ::step, ::step], np.float32).ravel()
+                             for z in range(0, raw.shape[0], step)])
+    lo, hi = np.percentile(sample, [0.1, 99.9])
+    return float(lo), float(hi)
+
+
+def _scaled(raw: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    if hi <= lo:
+        return np.zeros(raw.shape, np.float32)
+    return np.clip((np.asarray(raw, np.float32) - lo) / (hi - lo), 0, 1).astype(np.float32)
+
+
+def _create_zarr(path: Path, shape, chunks, dtype, attrs: dict):
+    """Create the output array, or reopen it (a resumed run) when it exists with
+    the same shape, chunks and dtype; anything else is an error naming the path."""
+    import zarr
+
+    if path.exists():
+        arr = zarr.open_array(store=str(path), mode="r+")
+        if arr.shape != tuple(shape) or arr.chunks != tuple(chunks) or arr.dtype != np.dtype(dtype):
+            raise ValueError(f"{path}: exists with shape {arr.shape}, chunks {arr.chunks}, dtype {arr.dtype}; "
+                             f"this run writes {tuple(shape)}, {tuple(chunks)}, {np.dtype(dtype)} "
+                             "(remove it, or choose another --out)")
+        return arr
+    arr = zarr.create_array(store=str(path), shape=tuple(shape), chunks=tuple(chunks), dtype=dtype, fill_value=0)
+    arr.attrs.update(attrs)
+    return arr
+
+
+def _roi_slices(roi) -> tuple:
+    return tuple(slice(int(b), int(e)) for b, e in zip(roi.begin, roi.end))
+
+
+def _run_daisy(tasks: list, workers: int, tracking: Path, name: str) -> dict:
+    """Run daisy tasks (a pipeline, each after the previous one) with ``workers``
+    processes; finished blocks are tracked under ``tracking`` so a rerun skips
+    them. Raises when a block failed, with the first worker error. Returns the
+    block counts per task (total, done in this run, skipped as done before)."""
+    import daisy.v2 as daisy
+    import daisy.logging as dlog
+
+    dlog.set_log_basedir(tracking / "logs")
+    pipeline = tasks[0]
+    for t in tasks[1:]:
+        pipeline = pipeline + t
+    states = daisy.run_blockwise(pipeline, multiprocessing=workers > 0, progress=False, summary=False,
+                                 return_states=True)
+    for task_id, state in states.items():
+        if state.failed_count or state.orphaned_count or state.abandoned:
+            raise RuntimeError(f"{name}: task {task_id}: {state.failed_count} blocks failed, "
+                               f"{state.orphaned_count} orphaned; first error: {state.first_worker_error}; "
+                               f"worker logs in {tracking / 'logs'}")
+    # daisy counts skipped blocks among the completed ones
+    return {task_id: {"blocks": state.total_block_count, "done": state.completed_count - state.skipped_count,
+                      "skipped": state.skipped_count} for task_id, state in states.items()}
+
+
+def _task(name, total_shape, block, context, process, tracking: Path, workers: int, read_write_conflict=False):
+    """A daisy task whose write regions tile ``total_shape`` with ``block`` and
+    whose read regions add ``context`` on each side (clipped by the caller)."""
+    import daisy.v2 as daisy
+
+    context = tuple(int(c) for c in context)
+    total = daisy.Roi(tuple(-c for c in context), tuple(n + 2 * c for n, c in zip(total_shape, context)))
+    write = daisy.Roi((0,) * len(block), tuple(block))
+    read = write.grow(daisy.Coordinate(context), daisy.Coordinate(context))
+    return daisy.Task(name, total_roi=total, read_roi=read, write_roi=write, process_function=process,
+                      read_write_conflict=read_write_conflict, fit="shrink", max_workers=max(1, workers),
+                      max_retries=1, tracking_path=str(tracking / name))
+
+
+# ------------------------------------------------------------------ prediction
+@dataclass
+class _PredictSpec:
+    checkpoint: str
+    branch: str
+    raw_path: str
+    raw_key: str | None
+    out_path: str
+    lo: float
+    hi: float
+    tile: tuple
+    stride: tuple | None
+    device: str
+    threads: int
+
+
+_WORKER_CACHE: dict = {}
+
+
+def _predict_block(spec: _PredictSpec, block) -> None:
+    """Worker: predict one block from the global tile grid and write it."""
+    import torch
+
+    from .inference import plan_tiles, predict_region
+    from .train import load_checkpoint
+
+    if _WORKER_CACHE.get("spec") != spec:  # once per worker process (and run)
+        torch.set_num_threads(spec.threads)
+        nets, cfg, _ = load_checkpoint(spec.checkpoint, spec.device)
+        raw = open_volume(spec.raw_path, spec.raw_key)
+        offsets = _offsets(cfg)
+        _WORKER_CACHE.update(spec=spec, net=nets[spec.branch], raw=raw, offsets=offsets,
+                             plan=plan_tiles(nets[spec.branch], raw.shape[-3:], offsets, tile=spec.tile,
+                                             stride=spec.stride),
+                             out=open_volume(spec.out_path, mode="r+"))
+    c = _WORKER_CACHE
+    raw = c["raw"]
+    start, stop = [int(b) for b in block.write_roi.begin], [int(e) for e in block.write_roi.end]
+    affs = predict_region(c["net"], lambda region: _scaled(raw[(Ellipsis,) + region], spec.lo, spec.hi), c["plan"],
+                          c["offsets"], start, stop)
+    c["out"][(slice(None),) + _roi_slices(block.write_roi)] = affs
+
+
+def _offsets(cfg):
+    from . import affinity
+
+    return affinity.OFFSETS_3D if cfg.dim == 3 else affinity.OFFSETS_2D
+
+
+def predict_blockwise(checkpoint, raw_path, out_path, *, raw_key: str | None = None, block=(64, 256, 256),
+                      tile=None, stride=None, workers: int = 2, branch: str = "embedding", device: str = "cpu",
+                      raw_range: tuple[float, float] | None = None, threads: int | None = None) -> dict:
+    """Predict the affinities of a 3D volume on disk block by block into a zarr array.
+
+    Parameters
+    ----------
+    checkpoint : path of a :func:`affcons_lib.train.train` checkpoint (3D).
+    raw_path : HDF5 file or zarr array (``path:key`` or ``raw_key``), (Z, Y, X).
+    out_path : zarr array to write, float32 (C, Z, Y, X), chunks (C, *block);
+        attribute ``offsets``. An existing one with the same layout is resumed.
+    block : block (and chunk) shape; each block reads the tiles that touch it.
+    tile, stride : the tile grid (default: :func:`affcons_lib.predict.default_tile`
+        and 3/4 of it, as :func:`affcons_lib.predict.predict_part`).
+    workers : daisy worker processes (0: in this process, no subprocesses).
+    raw_range : (lo, hi) intensity range; default :func:`intensity_range`.
+    threads : torch threads per worker (default: cores / workers).
+
+    Returns
+    -------
+    dict with the paths, shapes, the intensity range, timings and peak memory.
+    """
+    import time
+
+    from .predict import default_tile
+    from .train import load_checkpoint
+
+    t0 = time.time()
+    nets, cfg, _ = load_checkpoint(checkpoint, "cpu")
+    if cfg.dim != 3:
+        raise ValueError(f"{checkpoint}: blockwise prediction is for 3D networks, this one is {cfg.dim}D")
+    if branch not in nets:
+        raise ValueError(f"branch={branch!r}: the checkpoint holds {sorted(nets)}")
+    raw = open_volume(raw_path, raw_key)
+    if raw.ndim != 3:
+        raise ValueError(f"{raw_path}: expected a (Z, Y, X) raw volume, got shape {raw.shape}")
+    block = _check_shape("block", block)
+    tile = tuple(tile) if tile else default_tile(raw.shape, cfg.patch, nets[branch].divisor)
+    stride = tuple(stride) if stride else tuple(max(1, (3 * x) // 4) for x in tile)
+    lo, hi = raw_range if raw_range is not None else intensity_range(raw)
+    offsets = _offsets(cfg)
+    out_path = Path(out_path)
+    _create_zarr(out_path, (len(offsets),) + tuple(raw.shape), (len(offsets),) + block, np.float32,
+                 {"offsets": [list(o) for o in offsets], "raw": str(raw_path), "raw_range": [lo, hi],
+                  "tile": list(tile), "stride": list(stride)})
+    threads = threads or max(1, (os.cpu_count() or 1) // max(1, workers))
+    spec = _PredictSpec(str(checkpoint), branch, str(raw_path), raw_key, str(out_path), lo, hi, tile, stride,
+                        device, threads)
+    tracking = out_path.with_name(out_path.name + ".tracking")
+    task = _task("predict", raw.shape, block, (0, 0, 0), functools.partial(_predict_block, spec), tracking, workers)
+    blocks = _run_daisy([task], workers, tracking, "predict_blockwise")
+    return {"out": str(out_path), "shape": list(raw.shape), "block": list(block), "blocks": blocks, "tile": list(tile),
+            "stride": list(stride), "raw_range": [lo, hi], "workers": workers, "seconds": time.time() - t0,
+            **peak_memory_mb()}
+
+
+def _check_shape(name, shape, n=3):
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != n or min(shape) < 1:
+        raise ValueError(f"{name}: expected {n} positive sizes, got {shape}")
+    return shape
+
+
+# ------------------------------------------------------------------ segmentation
+@dataclass
+class _SegmentSpec:
+    affs_path: str
+    frag_path: str
+    seg_path: str
+    edges_dir: str
+    lut_path: str
+    block: tuple
+    grid: tuple  # blocks per axis
+    fragment_options: dict
+
+
+def _block_index(spec, roi) -> int:
+    idx = [int(b) // s for b, s in zip(roi.begin, spec.block)]
+    return int(np.ravel_multi_index(idx, spec.grid))
+
+
+def _fragments_block(spec: _SegmentSpec, block) -> None:
+    """Worker, pass 1: fragments of the block (with in-plane context), cropped,
+    ids offset by the block's index << 32."""
+    from .postprocess import fragments_from_affinities
+
+    affs = open_volume(spec.affs_path)
+    shape = affs.shape[1:]
+    read = [slice(max(0, int(b)), min(n, int(e))) for b, e, n in zip(block.read_roi.begin, block.read_roi.end, shape)]
+    frag = fragments_from_affinities(np.asarray(affs[(slice(0, 3),) + tuple(read)]), **spec.fragment_options)
+    crop = tuple(slice(int(w) - r.start, int(we) - r.start)
+                 for w, we, r in zip(block.write_roi.begin, block.write_roi.end, read))
+    frag = frag[crop]
+    frag[frag > 0] += np.uint64(_block_index(spec, block.write_roi)) << np.uint64(32)
+    open_volume(spec.frag_path, mode="r+")[_roi_slices(block.write_roi)] = frag
+
+
+def region_graph(fragments: np.ndarray, affs: np.ndarray, interior: Sequence[int] = (0, 0, 0)):
+    """Boundary statistics between touching fragments.
+
+    For each voxel ``p`` of ``fragments[interior:]`` and each nearest-neighbour
+    channel ``c`` (offsets -z, -y, -x), the edge between the fragments of ``p`` and
+    ``p - e_c`` collects ``affs[c, p]``. Fragment 0 (background) has no edges.
+
+    Parameters
+    ----------
+    fragments : ndarray of uint64 (Z, Y, X)
+        May extend ``interior`` voxels below the region whose edges are wanted
+        (the lower neighbours' fragments).
+    affs : ndarray of float (>= 3, Z', Y', X'): the region's affinities, Z' = Z -
+        interior[0] etc.
+    interior : the low-side margin of ``fragments``.
+
+    Returns
+    -------
+    u, v : ndarray of uint64, u < v, unique pairs
+    sums : ndarray of float64, summed affinities on the boundary
+    counts : ndarray of int64, number of boundary edges
+    """
+    interior = tuple(int(i) for i in interior)
+    inner = fragments[tuple(slice(i, None) for i in interior)]
+    if affs.shape[1:] != inner.shape:
+        raise ValueError(f"affs: spatial shape {affs.shape[1:]} does not match the fragments' region {inner.shape}")
+    ids, local = np.unique(fragments, return_inverse=True)
+    local = local.reshape(fragments.shape).astype(np.int64)
+    zero = np.searchsorted(ids, 0) if ids.size and ids[0] == 0 else -1
+    keys, vals = [], []
+    for c in range(3):
+        shift = [0, 0, 0]
+        shift[c] = 1
+        # p ranges over the region (minus the first plane when there is no margin)
+        start = [max(i, s) for i, s in zip(interior, shift)]
+        a = local[tuple(slice(s, None) for s in start)]
+        b = local[tuple(slice(s - d, fragments.shape[k] - d) for k, (s, d) in enumerate(zip(start, shift)))]
+        w = affs[c][tuple(slice(s - i, None) for s, i in zip(start, interior))]
+        m = (a != b) & (a != zero) & (b != zero)
+        lo, hi = np.minimum(a[m], b[m]), np.maximum(a[m], b[m])
+        keys.append(lo * len(ids) + hi)
+        vals.append(w[m].astype(np.float64))
+    keys, vals = np.concatenate(keys), np.concatenate(vals)
+    pairs, inverse = np.unique(keys, return_inverse=True)
+    sums = np.bincount(inverse, weights=vals, minlength=len(pairs))
+    counts = np.bincount(inverse, minlength=len(pairs)).astype(np.int64)
+    return ids[pairs // len(ids)], ids[pairs % len(ids)], sums, counts
+
+
+def _edges_block(spec: _SegmentSpec, block) -> None:
+    """Worker, pass 2: the block's edges (with its lower neighbours), one npz."""
+    affs = open_volume(spec.affs_path)
+    frag = open_volume(spec.frag_path)
+    begin, end = [int(b) for b in block.write_roi.begin], [int(e) for e in block.write_roi.end]
+    margin = [1 if b > 0 else 0 for b in begin]
+    fr = np.asarray(frag[tuple(slice(b - m, e) for b, e, m in zip(begin, end, margin))])
+    af = np.asarray(affs[(slice(0, 3),) + tuple(slice(b, e) for b, e in zip(begin, end))])
+    u, v, sums, counts = region_graph(fr, af, margin)
+    out = Path(spec.edges_dir) / f"{_block_index(spec, block.write_roi):08d}.npz"
+    tmp = out.with_name(out.name + ".part.npz")
+    np.savez(tmp, u=u, v=v, sums=sums, counts=counts)
+    os.replace(tmp, out)
+
+
+def _relabel_block(spec: _SegmentSpec, block) -> None:
+    """Worker, pass 4: fragments -> segments through the table."""
+    lut = np.load(spec.lut_path)
+    frag = np.asarray(open_volume(spec.frag_path)[_roi_slices(block.write_roi)])
+    ids, seg_of = lut["fragments"], lut["segments"]
+    pos = np.clip(np.searchsorted(ids, frag), 0, max(0, len(ids) - 1))
+    found = (ids[pos] == frag) if len(ids) else np.zeros(frag.shape, bool)
+    # a fragment without any edge (not in the table) is a segment of its own
+    seg = np.where(found, seg_of[pos] if len(ids) else 0, frag).astype(np.uint64)
+    open_volume(spec.seg_path, mode="r+")[_roi_slices(block.write_roi)] = seg
+
+
+def agglomerate_graph(n_nodes: int, u: np.ndarray, v: np.ndarray, sums: np.ndarray, counts: np.ndarray,
+                      threshold: float) -> np.ndarray:
+    """Hierarchical agglomeration by mean boundary affinity (waterz's
+    ``OneMinus<MeanAffinity>``): repeatedly merge the two adjacent regions of
+    lowest score ``1 - sum/count`` while it is below ``threshold``; the edges of a
+    merged region to a common neighbour pool their sums and counts.
+
+    Parameters
+    ----------
+    n_nodes : number of nodes (ids 0 … n_nodes-1)
+    u, v : int arrays, the edges (each pair once)
+    sums, counts : boundary affinity sums and edge counts
+
+    Returns
+    -------
+    ndarray of int64 (n_nodes,): the representative node of each node's region.
+    """
+    u, v = np.asarray(u, np.int64), np.asarray(v, np.int64)
+    if not (len(u) == len(v) == len(sums) == len(counts)):
+        raise ValueError("u, v, sums, counts: expected arrays of one length")
+    parent = np.arange(n_nodes, dtype=np.int64)
+    adjacency: list[dict] = [dict() for _ in range(n_nodes)]
+    heap = []
+    for a, b, s, c in zip(u.tolist(), v.tolist(), np.asarray(sums, float).tolist(), np.asarray(counts).tolist()):
+        stats = [s, c]
+        adjacency[a][b] = stats
+        adjacency[b][a] = stats
+        heap.append((1.0 - s / c, a, b))
+    heapq.heapify(heap)
+
+    def find(x):
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    while heap:
+        score, a, b = heapq.heappop(heap)
+        if score >= threshold:
+            break
+        a, b = find(a), find(b)
+        stats = adjacency[a].get(b) if a != b else None
+        if stats is None or 1.0 - stats[0] / stats[1] != score:
+            continue  # merged away, or superseded by a newer entry
+        if len(adjacency[a]) < len(adjacency[b]):
+            a, b = b, a
+        parent[b] = a  # b's edges move to a (small into large)
+        del adjacency[a][b]
+        for nbr, st in adjacency[b].items():
+            if nbr == a:
+                continue
+            del adjacency[nbr][b]
+            mine = adjacency[a].get(nbr)
+            if mine is None:
+                adjacency[a][nbr] = st
+                adjacency[nbr][a] = st
+            else:
+                mine[0] += st[0]
+                mine[1] += st[1]
+                st = mine
+            heapq.heappush(heap, (1.0 - st[0] / st[1], a, nbr))
+        adjacency[b] = {}
+    return np.array([find(x) for x in range(n_nodes)], dtype=np.int64)
+
+
+def segment_blockwise(affs_path, out_path, *, threshold: float = 0.5, block=(64, 256, 256),
+                      context=(0, 32, 32), workers: int = 2, fragment_options: dict | None = None) -> dict:
+    """Segment a zarr affinity volume block by block (module docstring).
+
+    Parameters
+    ----------
+    affs_path : zarr array (C >= 3, Z, Y, X) of float affinities (e.g. from
+        :func:`predict_blockwise`); channels 0-2 the z, y, x nearest neighbours.
+    out_path : directory to create; holds ``segmentation`` (uint64 zarr, chunks =
+        ``block``), ``fragments``, the per-block edges and the fragment table.
+    threshold : merge while 1 - mean boundary affinity is below it.
+    block : write block shape. context : in-plane context of the fragment pass.
+    workers : daisy worker processes (0: in this process).
+    fragment_options : passed to :func:`affcons_lib.postprocess.fragments_from_affinities`.
+
+    Returns
+    -------
+    dict with paths, counts, timings and peak memory.
+    """
+    import time
+
+    t0 = time.time()
+    affs = open_volume(affs_path)
+    if affs.ndim != 4 or affs.shape[0] < 3:
+        raise ValueError(f"{affs_path}: expected affinities (C >= 3, Z, Y, X), got shape {affs.shape}")
+    if not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold: expected a value in [0, 1], got {threshold}")
+    shape, block = tuple(affs.shape[1:]), _check_shape("block", block)
+    context = tuple(int(c) for c in context)
+    out = Path(out_path)
+    (out / "edges").mkdir(parents=True, exist_ok=True)
+    grid = tuple(int(np.ceil(n / b)) for n, b in zip(shape, block))
+    spec = _SegmentSpec(str(affs_path), str(out / "fragments"), str(out / "segmentation"), str(out / "edges"),
+                        str(out / f"lut_{threshold:.4f}.npz"), block, grid, dict(fragment_options or {}))
+    _create_zarr(out / "fragments", shape, block, np.uint64, {})
+    tracking = out / "tracking"
+    frags = _task("fragments", shape, block, context, functools.partial(_fragments_block, spec), tracking, workers)
+    # edges read one voxel below the block: daisy runs them after those fragments
+    edges = _task("edges", shape, block, (1, 1, 1), functools.partial(_edges_block, spec), tracking, workers)
+    blocks = _run_daisy([frags, edges], workers, tracking, "segment_blockwise")
+    t1 = time.time()
+
+    lut_path = Path(spec.lut_path)
+    if not lut_path.is_file():
+        files = sorted((out / "edges").glob("*[0-9].npz"))
+        parts = [np.load(f) for f in files]
+        u = np.concatenate([p["u"] for p in parts]) if parts else np.zeros(0, np.uint64)
+        v = np.concatenate([p["v"] for p in parts]) if parts else np.zeros(0, np.uint64)
+        sums = np.concatenate([p["sums"] for p in parts]) if parts else np.zeros(0)
+        counts = np.concatenate([p["counts"] for p in parts]) if parts else np.zeros(0, np.int64)
+        nodes, inverse = np.unique(np.concatenate([u, v]), return_inverse=True)
+        iu, iv = inverse[: len(u)], inverse[len(u):]
+        # a pair seen by two blocks (not expected, but harmless): pool it
+        key = iu * len(nodes) + iv
+        pairs, inv = np.unique(key, return_inverse=True)
+        rep = agglomerate_graph(len(nodes), pairs // len(nodes), pairs % len(nodes),
+                                np.bincount(inv, weights=sums), np.bincount(inv, weights=counts), float(threshold))
+        tmp = lut_path.with_name(lut_path.name + ".part.npz")
+        np.savez(tmp, fragments=nodes, segments=nodes[rep])
+        os.replace(tmp, lut_path)
+        n_edges = len(pairs)
+    else:
+        nodes, n_edges = np.load(lut_path)["fragments"], -1
+    t2 = time.time()
+    _create_zarr(out / "segmentation", shape, block, np.uint64, {"threshold": float(threshold)})
+    relabel = _task(f"relabel_{threshold:.4f}", shape, block, (0, 0, 0), functools.partial(_relabel_block, spec),
+                    tracking, workers)
+    blocks.update(_run_daisy([relabel], workers, tracking, "segment_blockwise"))
+    return {"out": str(out), "segmentation": str(out / "segmentation"), "shape": list(shape),
+            "block": list(block), "blocks": blocks, "fragments_in_graph": int(len(nodes)), "graph_edges": int(n_edges),
+            "threshold": float(threshold), "workers": workers, "seconds_blocks": t1 - t0,
+            "seconds_graph": t2 - t1, "seconds": time.time() - t0, **peak_memory_mb()}
+
+
+def peak_memory_mb() -> dict:
+    """Peak resident memory (MiB) of this process and of its largest finished
+    child (the daisy workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"peak_mb_main": round(own, 1), "peak_mb_worker": round(children, 1)}
+
+
+# ------------------------------------------------------------------ command line
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m affcons_lib.blockwise", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("predict", help="affinities of a raw volume, block by block, into zarr")
+    p.add_argument("checkpoint")
+    p.add_argument("--raw", required=True, help="HDF5 or zarr raw volume, PATH:KEY")
+    p.add_argument("--out", required=True, help="zarr array to write")
+    p.add_argument("--block", type=int, nargs=3, default=(64, 256, 256))
+    p.add_argument("--tile", type=int, nargs=3)
+    p.add_argument("--stride", type=int, nargs=3)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--branch", default="embedding", choices=("embedding", "affinity"))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--raw-range", type=float, nargs=2, help="intensity range (default: estimated)")
+    s = sub.add_parser("segment", help="fragments, region graph, agglomeration, relabelling, block by block")
+    s.add_argument("affinities", help="zarr affinity array (C, Z, Y, X)")
+    s.add_argument("--out", required=True, help="directory to create")
+    s.add_argument("--threshold", type=float, default=0.5)
+    s.add_argument("--block", type=int, nargs=3, default=(64, 256, 256))
+    s.add_argument("--context", type=int, nargs=3, default=(0, 32, 32))
+    s.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args(argv)
+    try:
+        if args.command == "predict":
+            result = predict_blockwise(args.checkpoint, args.raw, args.out, block=args.block, tile=args.tile,
+                                       stride=args.stride, workers=args.workers, branch=args.branch,
+                                       device=args.device, raw_range=args.raw_range)
+        else:
+            result = segment_blockwise(args.affinities, args.out, threshold=args.threshold, block=args.block,
+                                       context=args.context, workers=args.workers)
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,187 @@
+"""Blockwise prediction and segmentation with daisy: equal to the in-memory
+results, resumable after a kill, clear errors on bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+
+from affcons_lib import affinity, blockwise, data, inference, metrics, postprocess, train
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt")
+    cfg = train.load_config(None, ["widths=4,8", "patch=4,32,32", "dataset=synthetic", "iterations=2",
+                                   f"out_dir={out}", "progress=false"])
+    train.train(cfg)
+    return out / "last.pt"
+
+
+@pytest.fixture(scope="module")
+def raw_h5(tmp_path_factory):
+    raw, _ = data.make_em_volume((24, 100, 140), n_neurites=10, seed=1)
+    raw = (raw * 200 + 20).astype(np.uint8)
+    path = tmp_path_factory.mktemp("raw") / "raw.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("volumes/raw", data=raw, chunks=(8, 64, 64))
+    return path, raw
+
+
+def _in_memory(checkpoint, raw, result):
+    nets, cfg, _ = train.load_checkpoint(checkpoint)
+    lo, hi = result["raw_range"]
+    scaled = np.clip((raw.astype(np.float32) - lo) / (hi - lo), 0, 1)
+    return inference.predict_affinities(nets["embedding"], scaled, affinity.OFFSETS_3D, tile=tuple(result["tile"]),
+                                        stride=tuple(result["stride"]), with_entropy=False)
+
+
+def test_blockwise_prediction_equals_in_memory(checkpoint, raw_h5, tmp_path):
+    path, raw = raw_h5
+    result = blockwise.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "affs.zarr",
+                                         block=(8, 48, 48), tile=(8, 32, 32), workers=2)
+    assert result["blocks"]["predict"] == {"blocks": 27, "done": 27, "skipped": 0}
+    got = zarr.open_array(str(tmp_path / "affs.zarr"))
+    assert got.chunks == (12, 8, 48, 48) and got.attrs["offsets"] == [list(o) for o in affinity.OFFSETS_3D]
+    np.testing.assert_allclose(got[:], _in_memory(checkpoint, raw, result), atol=1e-6)
+
+
+def test_blockwise_prediction_reads_zarr_too(checkpoint, raw_h5, tmp_path):
+    _, raw = raw_h5
+    zarr.create_array(store=str(tmp_path / "raw.zarr"), data=raw, chunks=(8, 64, 64))
+    result = blockwise.predict_blockwise(checkpoint, tmp_path / "raw.zarr", tmp_path / "affs.zarr",
+                                         block=(24, 64, 64), tile=(8, 32, 32), workers=0, raw_range=(30, 217))
+    assert result["raw_range"] == [30, 217]
+    np.testing.assert_allclose(zarr.open_array(str(tmp_path / "affs.zarr"))[:], _in_memory(checkpoint, raw, result),
+                               atol=1e-6)
+
+
+def _chunk_files(path: Path) -> int:
+    return sum(1 for p in path.rglob("*") if p.is_file() and "c" in p.relative_to(path).parts[:1])
+
+
+def test_killed_blockwise_prediction_resumes(checkpoint, raw_h5, tmp_path):
+    path, raw = raw_h5
+    out = tmp_path / "affs.zarr"
+    cmd = [sys.executable, "-m", "affcons_lib.predict", str(checkpoint), "--blockwise", "--raw",
+           f"{path}:volumes/raw", "--out", str(out), "--block", "8", "32", "32", "--tile", "8", "32", "32",
+           "--workers", "1", "--raw-range", "30", "217"]
+    proc = subprocess.Popen(cmd, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline, killed = time.time() + 120, False
+    while time.time() < deadline and proc.poll() is None:
+        if out.exists() and _chunk_files(out) >= 6:
+            os.killpg(proc.pid, signal.SIGKILL)  # the scheduler and its workers
+            proc.wait()
+            killed = True
+            break
+        time.sleep(0.02)
+    if not killed:
+        pytest.skip("the run finished before it could be killed mid-way (machine too fast)")
+    rerun = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    counts = json.loads(rerun.stdout)["blocks"]["predict"]
+    assert counts["skipped"] >= 1 and counts["done"] + counts["skipped"] == counts["blocks"] == 60
+    result = json.loads(rerun.stdout)
+    np.testing.assert_allclose(zarr.open_array(str(out))[:], _in_memory(checkpoint, raw, result), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def em_affs(tmp_path_factory):
+    _, labels = data.make_em_volume((32, 256, 256), n_neurites=50, seed=2)
+    labels = affinity.widen_borders(labels)
+    affs, _ = affinity.affinities_from_labels(labels, affinity.OFFSETS_3D[:3])
+    rng = np.random.default_rng(0)
+    affs = np.clip(0.1 + 0.8 * affs + rng.normal(0, 0.15, affs.shape), 0, 1).astype(np.float32)
+    path = tmp_path_factory.mktemp("affs") / "affs.zarr"
+    zarr.create_array(store=str(path), data=affs, chunks=(3, 32, 128, 128))
+    return path, affs
+
+
+def test_whole_volume_block_equals_waterz(em_affs, tmp_path):
+    """One block: the fragment graph's agglomeration reproduces waterz's mean
+    scoring exactly."""
+    path, affs = em_affs
+    blockwise.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=affs.shape[1:], workers=0)
+    seg = zarr.open_array(str(tmp_path / "seg" / "segmentation"))[:]
+    ref = postprocess.agglomerate(affs, [0.5], scoring="mean")[0]
+    assert metrics.voi(seg, ref) == pytest.approx((0.0, 0.0), abs=1e-9)
+
+
+def test_blockwise_segmentation_close_to_in_memory(em_affs, tmp_path):
+    path, affs = em_affs
+    result = blockwise.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=(16, 128, 128),
+                                         context=(0, 64, 64), workers=2)
+    assert result["blocks"]["fragments"]["blocks"] == 8 and result["blocks"]["edges"]["done"] == 8
+    seg = zarr.open_array(str(tmp_path / "seg" / "segmentation"))[:]
+    ref = postprocess.agglomerate(affs, [0.5], scoring="mean")[0]
+    split, merge = metrics.voi(seg, ref)
+    assert split + merge < 0.05, (split, merge)
+    assert (seg > 0).all()
+    # a second run finds everything done
+    again = blockwise.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=(16, 128, 128),
+                                        context=(0, 64, 64), workers=2)
+    assert all(c["done"] == 0 and c["skipped"] == c["blocks"] for c in again["blocks"].values())
+
+
+def test_region_graph_counts_each_boundary_edge_once():
+    frag = np.array([[[1, 1, 2], [1, 3, 2]]], dtype=np.uint64)  # (1, 2, 3)
+    affs = np.ones((3,) + frag.shape, np.float32) * 0.5
+    u, v, sums, counts = blockwise.region_graph(frag, affs)
+    got = {(int(a), int(b)): int(c) for a, b, c in zip(u, v, counts)}
+    assert got == {(1, 2): 1, (1, 3): 2, (2, 3): 1}
+    np.testing.assert_allclose(sums, 0.5 * counts)
+
+
+def test_region_graphs_of_blocks_with_margins_add_up_to_the_whole():
+    rng = np.random.default_rng(0)
+    frag = rng.integers(0, 6, (4, 9, 11)).astype(np.uint64)  # 0: background, no edges
+    affs = rng.random((3,) + frag.shape).astype(np.float32)
+
+    def as_dict(u, v, s, c, into=None):
+        into = {} if into is None else into
+        for a, b, x, n in zip(u.tolist(), v.tolist(), s.tolist(), c.tolist()):
+            old = into.get((a, b), (0.0, 0))
+            into[(a, b)] = (old[0] + x, old[1] + n)
+        return into
+
+    whole = as_dict(*blockwise.region_graph(frag, affs))
+    pooled = as_dict(*blockwise.region_graph(frag[:, :, :5], affs[:, :, :, :5]))
+    as_dict(*blockwise.region_graph(frag[:, 3:, 4:], affs[:, :, 4:, 5:], interior=(0, 1, 1)), pooled)
+    as_dict(*blockwise.region_graph(frag[:, :4, 4:], affs[:, :, :4, 5:], interior=(0, 0, 1)), pooled)
+    assert whole.keys() == pooled.keys() and all(0 not in k for k in whole)
+    for k in whole:
+        assert pooled[k][1] == whole[k][1] and pooled[k][0] == pytest.approx(whole[k][0])
+
+
+def test_bad_input(checkpoint, raw_h5, tmp_path):
+    path, _ = raw_h5
+    with pytest.raises(FileNotFoundError, match="none.h5"):
+        blockwise.open_volume(tmp_path / "none.h5", "raw")
+    with pytest.raises(KeyError, match="volumes/raw"):
+        blockwise.open_volume(path, "volumes/nothing")
+    with h5py.File(tmp_path / "flat.h5", "w") as f:
+        f["img"] = np.zeros((10, 10), np.uint8)
+    with pytest.raises(ValueError, match="expected a 3D volume"):
+        blockwise.open_volume(tmp_path / "flat.h5", "img")
+    with pytest.raises(ValueError, match="block"):
+        blockwise.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "a.zarr", block=(8, 0, 8))
+    zarr.create_array(store=str(tmp_path / "taken.zarr"), shape=(12, 5, 5, 5), dtype=np.float32)
+    with pytest.raises(ValueError, match="taken.zarr: exists with shape"):
+        blockwise.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "taken.zarr", block=(8, 32, 32),
+                                    tile=(8, 32, 32), workers=0)
+    with pytest.raises(ValueError, match="threshold"):
+        blockwise.segment_blockwise(tmp_path / "taken.zarr", tmp_path / "s", threshold=1.5)
+    r = subprocess.run([sys.executable, "-m", "affcons_lib.blockwise", "segment", str(tmp_path / "none.zarr"),
+                        "--out", str(tmp_path / "s")], capture_output=True, text=True, env=ENV)
+    assert r.returncode == 2 and "none.zarr" in r.stderr
