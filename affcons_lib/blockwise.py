@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import heapq
 import json
 import os
 import resource
@@ -299,19 +298,20 @@ def _block_index(spec, roi) -> int:
 
 
 def _fragments_block(spec: _SegmentSpec, block) -> None:
-    """Worker, pass 1: fragments of the block (with in-plane context), cropped,
-    ids offset by the block's index << 32."""
+    """Worker, pass 1: fragments of the block plus its in-plane context, cropped
+    to the block. Ids are seed positions in the volume, so a fragment that a
+    neighbouring block sees too (within the context) gets the same id there: most
+    fragments crossing a block border are not cut."""
     from .postprocess import fragments_from_affinities
 
     affs = open_volume(spec.affs_path)
     shape = affs.shape[1:]
     read = [slice(max(0, int(b)), min(n, int(e))) for b, e, n in zip(block.read_roi.begin, block.read_roi.end, shape)]
-    frag = fragments_from_affinities(np.asarray(affs[(slice(0, 3),) + tuple(read)]), **spec.fragment_options)
+    frag = fragments_from_affinities(np.asarray(affs[(slice(0, 3),) + tuple(read)]), ids="seed",
+                                     origin=[r.start for r in read], volume_shape=shape, **spec.fragment_options)
     crop = tuple(slice(int(w) - r.start, int(we) - r.start)
                  for w, we, r in zip(block.write_roi.begin, block.write_roi.end, read))
-    frag = frag[crop]
-    frag[frag > 0] += np.uint64(_block_index(spec, block.write_roi)) << np.uint64(32)
-    open_volume(spec.frag_path, mode="r+")[_roi_slices(block.write_roi)] = frag
+    open_volume(spec.frag_path, mode="r+")[_roi_slices(block.write_roi)] = frag[crop]
 
 
 def region_graph(fragments: np.ndarray, affs: np.ndarray, interior: Sequence[int] = (0, 0, 0)):
@@ -395,70 +395,34 @@ def agglomerate_graph(n_nodes: int, u: np.ndarray, v: np.ndarray, sums: np.ndarr
     """Hierarchical agglomeration by mean boundary affinity (waterz's
     ``OneMinus<MeanAffinity>``): repeatedly merge the two adjacent regions of
     lowest score ``1 - sum/count`` while it is below ``threshold``; the edges of a
-    merged region to a common neighbour pool their sums and counts.
+    merged region to a common neighbour pool their sums and counts. Compiled
+    (:mod:`affcons_lib._graph`), about 100 bytes per edge.
 
     Parameters
     ----------
     n_nodes : number of nodes (ids 0 … n_nodes-1)
-    u, v : int arrays, the edges (each pair once)
-    sums, counts : boundary affinity sums and edge counts
+    u, v : int arrays, the edges (each pair once, u != v)
+    sums, counts : boundary affinity sums and edge counts (counts > 0)
 
     Returns
     -------
     ndarray of int64 (n_nodes,): the representative node of each node's region.
     """
+    from ._graph import agglomerate
+
     u, v = np.asarray(u, np.int64), np.asarray(v, np.int64)
+    sums, counts = np.asarray(sums, np.float64), np.asarray(counts, np.float64)
     if not (len(u) == len(v) == len(sums) == len(counts)):
         raise ValueError("u, v, sums, counts: expected arrays of one length")
-    parent = np.arange(n_nodes, dtype=np.int64)
-    adjacency: list[dict] = [dict() for _ in range(n_nodes)]
-    heap = []
-    for a, b, s, c in zip(u.tolist(), v.tolist(), np.asarray(sums, float).tolist(), np.asarray(counts).tolist()):
-        stats = [s, c]
-        adjacency[a][b] = stats
-        adjacency[b][a] = stats
-        heap.append((1.0 - s / c, a, b))
-    heapq.heapify(heap)
-
-    def find(x):
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
-        return root
-
-    while heap:
-        score, a, b = heapq.heappop(heap)
-        if score >= threshold:
-            break
-        a, b = find(a), find(b)
-        stats = adjacency[a].get(b) if a != b else None
-        if stats is None or 1.0 - stats[0] / stats[1] != score:
-            continue  # merged away, or superseded by a newer entry
-        if len(adjacency[a]) < len(adjacency[b]):
-            a, b = b, a
-        parent[b] = a  # b's edges move to a (small into large)
-        del adjacency[a][b]
-        for nbr, st in adjacency[b].items():
-            if nbr == a:
-                continue
-            del adjacency[nbr][b]
-            mine = adjacency[a].get(nbr)
-            if mine is None:
-                adjacency[a][nbr] = st
-                adjacency[nbr][a] = st
-            else:
-                mine[0] += st[0]
-                mine[1] += st[1]
-                st = mine
-            heapq.heappush(heap, (1.0 - st[0] / st[1], a, nbr))
-        adjacency[b] = {}
-    return np.array([find(x) for x in range(n_nodes)], dtype=np.int64)
+    if len(u) and (min(u.min(), v.min()) < 0 or max(u.max(), v.max()) >= n_nodes or (u == v).any()):
+        raise ValueError(f"u, v: expected distinct node ids in [0, {n_nodes})")
+    if len(u) and counts.min() <= 0:
+        raise ValueError("counts: expected positive edge counts")
+    return agglomerate(int(n_nodes), u, v, sums, counts, float(threshold))
 
 
 def segment_blockwise(affs_path, out_path, *, threshold: float = 0.5, block=(64, 256, 256),
-                      context=(0, 32, 32), workers: int = 2, fragment_options: dict | None = None) -> dict:
+                      context=(0, 64, 64), workers: int = 2, fragment_options: dict | None = None) -> dict:
     """Segment a zarr affinity volume block by block (module docstring).
 
     Parameters
@@ -533,8 +497,15 @@ def segment_blockwise(affs_path, out_path, *, threshold: float = 0.5, block=(64,
 
 def peak_memory_mb() -> dict:
     """Peak resident memory (MiB) of this process and of its largest finished
-    child (the daisy workers)."""
+    child (the daisy workers). For this process, Linux's ``VmHWM`` (the peak of
+    the running program: ``ru_maxrss`` would also count the parent a subprocess
+    was forked from, before its ``exec``)."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        with open("/proc/self/status") as f:
+            own = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        pass
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"peak_mb_main": round(own, 1), "peak_mb_worker": round(children, 1)}
 
@@ -559,7 +530,7 @@ def main(argv=None) -> int:
     s.add_argument("--out", required=True, help="directory to create")
     s.add_argument("--threshold", type=float, default=0.5)
     s.add_argument("--block", type=int, nargs=3, default=(64, 256, 256))
-    s.add_argument("--context", type=int, nargs=3, default=(0, 32, 32))
+    s.add_argument("--context", type=int, nargs=3, default=(0, 64, 64))
     s.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
     try:

@@ -110,7 +110,9 @@ def _quiet_stdout(quiet: bool = True):
 
 
 def fragments_from_affinities(affs: np.ndarray, *, threshold: float = 0.5, sigma: float = 0.0,
-                              min_seed_distance: int = 3, min_size: int = 0) -> np.ndarray:
+                              min_seed_distance: int = 3, min_size: int = 0, ids: str = "sequential",
+                              origin: Sequence[int] = (0, 0, 0), volume_shape: Sequence[int] | None = None
+                              ) -> np.ndarray:
     """Over-segment a volume into fragments, slice by slice.
 
     Per z-slice: the in-plane boundary map is 1 - mean(y, x affinities); pixels
@@ -132,6 +134,12 @@ def fragments_from_affinities(affs: np.ndarray, *, threshold: float = 0.5, sigma
         Footprint of the maximum filter that finds seeds.
     min_size : int
         Fragments smaller than this (pixels, per slice) are merged into a neighbour.
+    ids : 'sequential' or 'seed'
+        ``sequential``: 1, 2, ... slice by slice. ``seed``: 1 + the raster index,
+        in a volume of ``volume_shape`` where ``affs`` starts at ``origin``, of the
+        first voxel of the fragment's seed. Such ids do not depend on the crop: two
+        overlapping blocks label a fragment they both see alike (blockwise use).
+    origin, volume_shape : where ``affs`` lies in the whole volume (``ids='seed'``).
 
     Returns
     -------
@@ -142,6 +150,14 @@ def fragments_from_affinities(affs: np.ndarray, *, threshold: float = 0.5, sigma
     from skimage.segmentation import watershed
 
     affs = _check_affs(affs, 3, spatial_ndim=3)
+    if ids not in ("sequential", "seed"):
+        raise ValueError(f"ids: expected 'sequential' or 'seed', got {ids!r}")
+    origin = tuple(int(o) for o in origin)
+    volume_shape = tuple(int(n) for n in (volume_shape or affs.shape[1:]))
+    if len(origin) != 3 or len(volume_shape) != 3 or any(o < 0 or o + n > v for o, n, v in
+                                                          zip(origin, affs.shape[1:], volume_shape)):
+        raise ValueError(f"origin {origin} and volume_shape {volume_shape}: the affinities {affs.shape[1:]} "
+                         "must lie inside the volume")
     inplane = 0.5 * (affs[1] + affs[2])
     out = np.zeros(inplane.shape, dtype=np.uint64)
     next_id = 1
@@ -160,6 +176,16 @@ def fragments_from_affinities(affs: np.ndarray, *, threshold: float = 0.5, sigma
         frag = watershed(-dist, seeds)
         if min_size > 0:
             frag = merge_small_objects(frag, min_size, heightmap=-dist)
+        if ids == "seed":
+            # seed k's first voxel in raster order, as a raster index of the volume
+            _, first = np.unique(seeds.ravel(), return_index=True)
+            first = first[1:] if seeds.ravel()[first[0]] == 0 else first
+            fy, fx = np.unravel_index(first, seeds.shape)
+            lut = np.zeros(n + 1, np.uint64)
+            lut[1:] = 1 + np.ravel_multi_index((np.full(n, z + origin[0]), fy + origin[1], fx + origin[2]),
+                                               volume_shape).astype(np.uint64)
+            out[z] = lut[frag]
+            continue
         frag = frag.astype(np.uint64)
         frag[frag > 0] += next_id - 1
         next_id = int(frag.max()) + 1 if frag.any() else next_id

@@ -185,3 +185,53 @@ def test_bad_input(checkpoint, raw_h5, tmp_path):
     r = subprocess.run([sys.executable, "-m", "affcons_lib.blockwise", "segment", str(tmp_path / "none.zarr"),
                         "--out", str(tmp_path / "s")], capture_output=True, text=True, env=ENV)
     assert r.returncode == 2 and "none.zarr" in r.stderr
+
+
+def reference_agglomeration(n_nodes, u, v, sums, counts, threshold):
+    """The obvious version: regions as sets, boundaries as a dict of (sum, count)
+    per pair of regions, the lowest score merged first, everything recomputed."""
+    region = {i: i for i in range(n_nodes)}
+    members = {i: {i} for i in range(n_nodes)}
+    stats = {}
+    for a, b, s, c in zip(u, v, sums, counts):
+        stats[frozenset((int(a), int(b)))] = [float(s), float(c)]
+    while stats:
+        pair, (s, c) = min(stats.items(), key=lambda kv: 1.0 - kv[1][0] / kv[1][1])
+        if 1.0 - s / c >= threshold:
+            break
+        a, b = tuple(pair)
+        del stats[pair]
+        for other in list(stats):
+            if b in other:
+                (n,) = other - {b}
+                moved = stats.pop(other)
+                mine = stats.setdefault(frozenset((a, n)), [0.0, 0.0])
+                mine[0] += moved[0]
+                mine[1] += moved[1]
+        for x in members.pop(b):
+            region[x] = a
+            members[a].add(x)
+    return np.array([region[i] for i in range(n_nodes)])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_graph_agglomeration_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 60))
+    pairs = {tuple(sorted(p)) for p in rng.integers(0, n, (3 * n, 2)).tolist() if p[0] != p[1]}
+    u, v = np.array(sorted(pairs)).T
+    counts = rng.integers(1, 20, len(u))
+    sums = counts * rng.random(len(u))  # mean affinities in [0, 1), no ties
+    threshold = float(rng.uniform(0.2, 0.9))
+    got = blockwise.agglomerate_graph(n, u, v, sums, counts, threshold)
+    ref = reference_agglomeration(n, u, v, sums, counts, threshold)
+    assert metrics.voi(got + 1, ref + 1) == pytest.approx((0.0, 0.0), abs=1e-12)
+
+
+def test_graph_agglomeration_bad_input():
+    with pytest.raises(ValueError, match="one length"):
+        blockwise.agglomerate_graph(3, [0], [1, 2], [0.5], [1], 0.5)
+    with pytest.raises(ValueError, match="distinct node ids"):
+        blockwise.agglomerate_graph(3, [0], [3], [0.5], [1], 0.5)
+    with pytest.raises(ValueError, match="positive edge counts"):
+        blockwise.agglomerate_graph(3, [0], [1], [0.5], [0], 0.5)
