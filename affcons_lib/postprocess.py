@@ -109,6 +109,20 @@ def _quiet_stdout(quiet: bool = True):
         os.close(saved)
 
 
+def _position_hash(z: int, shape, origin) -> np.ndarray:
+    """A value in [0, 1) per pixel of a slice, a hash of its (z, y, x) position in
+    the volume (the same wherever the slice is cropped)."""
+    y = np.arange(origin[0], origin[0] + shape[0], dtype=np.uint64)[:, None]
+    x = np.arange(origin[1], origin[1] + shape[1], dtype=np.uint64)[None, :]
+    zz = np.full((1, 1), z, dtype=np.uint64)  # arrays: uint64 arithmetic wraps without warnings
+    h = (zz * np.uint64(0x9E3779B97F4A7C15)) ^ (y * np.uint64(0xBF58476D1CE4E5B9)) ^ \
+        (x * np.uint64(0x94D049BB133111EB))
+    h ^= h >> np.uint64(31)
+    h *= np.uint64(0xD6E8FEB86659FD93)
+    h ^= h >> np.uint64(32)
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
 def fragments_from_affinities(affs: np.ndarray, *, threshold: float = 0.5, sigma: float = 0.0,
                               min_seed_distance: int = 3, min_size: int = 0, ids: str = "sequential",
                               origin: Sequence[int] = (0, 0, 0), volume_shape: Sequence[int] | None = None
@@ -173,7 +187,12 @@ def fragments_from_affinities(affs: np.ndarray, *, threshold: float = 0.5, sigma
         seeds, n = ndimage.label(maxima)
         # Flood the whole slice: boundary pixels (distance 0) are reached last and
         # split between their neighbours, so no voxel is left as one shared label 0.
-        frag = watershed(-dist, seeds)
+        # Equal heights (distances are square roots of integers: many ties) would be
+        # flooded in queue order, which depends on the whole image; a tiny hash of
+        # the voxel's position in the volume breaks the ties instead, so a crop (a
+        # block with context) floods its interior as the whole image does.
+        frag = watershed(-dist.astype(np.float64) + 1e-4 * _position_hash(z + origin[0], inplane.shape[1:],
+                                                                           origin[1:]), seeds)
         if min_size > 0:
             frag = merge_small_objects(frag, min_size, heightmap=-dist)
         if ids == "seed":

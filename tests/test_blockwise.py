@@ -235,3 +235,18 @@ def test_graph_agglomeration_bad_input():
         blockwise.agglomerate_graph(3, [0], [3], [0.5], [1], 0.5)
     with pytest.raises(ValueError, match="positive edge counts"):
         blockwise.agglomerate_graph(3, [0], [1], [0.5], [0], 0.5)
+
+
+def test_seed_id_fragments_of_a_crop_equal_the_whole_inside(em_affs):
+    """With ties broken by position and ids from seed positions, a block with
+    context computes the same fragments as the whole volume inside it."""
+    _, affs = em_affs
+    whole = postprocess.fragments_from_affinities(affs, ids="seed")
+    region = (slice(0, 32), slice(40, 200), slice(60, 220))
+    crop = postprocess.fragments_from_affinities(affs[(slice(None),) + region], ids="seed",
+                                                 origin=(0, 40, 60), volume_shape=affs.shape[1:])
+    inner = (slice(None), slice(48, 112), slice(48, 112))  # 48 px of context on every side
+    np.testing.assert_array_equal(crop[inner], whole[region][inner])
+    # the same partition as the default (sequential) ids
+    seq = postprocess.fragments_from_affinities(affs)
+    assert metrics.voi(whole, seq) == pytest.approx((0.0, 0.0), abs=1e-12)
