@@ -181,6 +181,7 @@ class _PredictSpec:
     stride: tuple | None
     device: str
     threads: int
+    memory_dir: str
 
 
 _WORKER_CACHE: dict = {}
@@ -208,6 +209,7 @@ def _predict_block(spec: _PredictSpec, block) -> None:
     affs = predict_region(c["net"], lambda region: _scaled(raw[(Ellipsis,) + region], spec.lo, spec.hi), c["plan"],
                           c["offsets"], start, stop)
     c["out"][(slice(None),) + _roi_slices(block.write_roi)] = affs
+    _note_worker_memory(spec.memory_dir)
 
 
 def _offsets(cfg):
@@ -262,14 +264,14 @@ def predict_blockwise(checkpoint, raw_path, out_path, *, raw_key: str | None = N
                  {"offsets": [list(o) for o in offsets], "raw": str(raw_path), "raw_range": [lo, hi],
                   "tile": list(tile), "stride": list(stride)})
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, workers))
-    spec = _PredictSpec(str(checkpoint), branch, str(raw_path), raw_key, str(out_path), lo, hi, tile, stride,
-                        device, threads)
     tracking = out_path.with_name(out_path.name + ".tracking")
+    spec = _PredictSpec(str(checkpoint), branch, str(raw_path), raw_key, str(out_path), lo, hi, tile, stride,
+                        device, threads, _fresh_memory_dir(tracking))
     task = _task("predict", raw.shape, block, (0, 0, 0), functools.partial(_predict_block, spec), tracking, workers)
     blocks = _run_daisy([task], workers, tracking, "predict_blockwise")
     return {"out": str(out_path), "shape": list(raw.shape), "block": list(block), "blocks": blocks, "tile": list(tile),
             "stride": list(stride), "raw_range": [lo, hi], "workers": workers, "seconds": time.time() - t0,
-            **peak_memory_mb()}
+            **peak_memory_mb(spec.memory_dir)}
 
 
 def _check_shape(name, shape, n=3):
@@ -290,6 +292,7 @@ class _SegmentSpec:
     block: tuple
     grid: tuple  # blocks per axis
     fragment_options: dict
+    memory_dir: str
 
 
 def _block_index(spec, roi) -> int:
@@ -312,6 +315,7 @@ def _fragments_block(spec: _SegmentSpec, block) -> None:
     crop = tuple(slice(int(w) - r.start, int(we) - r.start)
                  for w, we, r in zip(block.write_roi.begin, block.write_roi.end, read))
     open_volume(spec.frag_path, mode="r+")[_roi_slices(block.write_roi)] = frag[crop]
+    _note_worker_memory(spec.memory_dir)
 
 
 def region_graph(fragments: np.ndarray, affs: np.ndarray, interior: Sequence[int] = (0, 0, 0)):
@@ -376,6 +380,7 @@ def _edges_block(spec: _SegmentSpec, block) -> None:
     tmp = out.with_name(out.name + ".part.npz")
     np.savez(tmp, u=u, v=v, sums=sums, counts=counts)
     os.replace(tmp, out)
+    _note_worker_memory(spec.memory_dir)
 
 
 def _relabel_block(spec: _SegmentSpec, block) -> None:
@@ -388,6 +393,7 @@ def _relabel_block(spec: _SegmentSpec, block) -> None:
     # a fragment without any edge (not in the table) is a segment of its own
     seg = np.where(found, seg_of[pos] if len(ids) else 0, frag).astype(np.uint64)
     open_volume(spec.seg_path, mode="r+")[_roi_slices(block.write_roi)] = seg
+    _note_worker_memory(spec.memory_dir)
 
 
 def agglomerate_graph(n_nodes: int, u: np.ndarray, v: np.ndarray, sums: np.ndarray, counts: np.ndarray,
@@ -453,10 +459,11 @@ def segment_blockwise(affs_path, out_path, *, threshold: float = 0.5, block=(64,
     out = Path(out_path)
     (out / "edges").mkdir(parents=True, exist_ok=True)
     grid = tuple(int(np.ceil(n / b)) for n, b in zip(shape, block))
-    spec = _SegmentSpec(str(affs_path), str(out / "fragments"), str(out / "segmentation"), str(out / "edges"),
-                        str(out / f"lut_{threshold:.4f}.npz"), block, grid, dict(fragment_options or {}))
-    _create_zarr(out / "fragments", shape, block, np.uint64, {})
     tracking = out / "tracking"
+    spec = _SegmentSpec(str(affs_path), str(out / "fragments"), str(out / "segmentation"), str(out / "edges"),
+                        str(out / f"lut_{threshold:.4f}.npz"), block, grid, dict(fragment_options or {}),
+                        _fresh_memory_dir(tracking))
+    _create_zarr(out / "fragments", shape, block, np.uint64, {})
     frags = _task("fragments", shape, block, context, functools.partial(_fragments_block, spec), tracking, workers)
     # edges read one voxel below the block: daisy runs them after those fragments
     edges = _task("edges", shape, block, (1, 1, 1), functools.partial(_edges_block, spec), tracking, workers)
@@ -492,22 +499,43 @@ def segment_blockwise(affs_path, out_path, *, threshold: float = 0.5, block=(64,
     return {"out": str(out), "segmentation": str(out / "segmentation"), "shape": list(shape),
             "block": list(block), "blocks": blocks, "fragments_in_graph": int(len(nodes)), "graph_edges": int(n_edges),
             "threshold": float(threshold), "workers": workers, "seconds_blocks": t1 - t0,
-            "seconds_graph": t2 - t1, "seconds": time.time() - t0, **peak_memory_mb()}
+            "seconds_graph": t2 - t1, "seconds": time.time() - t0, **peak_memory_mb(spec.memory_dir)}
 
 
-def peak_memory_mb() -> dict:
-    """Peak resident memory (MiB) of this process and of its largest finished
-    child (the daisy workers). For this process, Linux's ``VmHWM`` (the peak of
-    the running program: ``ru_maxrss`` would also count the parent a subprocess
-    was forked from, before its ``exec``)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _own_peak_mb() -> float:
+    """Peak resident memory (MiB) of this process: Linux's ``VmHWM``, the peak of
+    the running program (``ru_maxrss`` would also count the parent a subprocess
+    was forked from, before its ``exec``); ``ru_maxrss`` elsewhere."""
     try:
         with open("/proc/self/status") as f:
-            own = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
     except (OSError, StopIteration):
-        pass
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"peak_mb_main": round(own, 1), "peak_mb_worker": round(children, 1)}
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _fresh_memory_dir(tracking: Path) -> str:
+    """Where this run's workers note their peak memory (emptied first)."""
+    d = tracking / "memory"
+    d.mkdir(parents=True, exist_ok=True)
+    for f in d.glob("*.txt"):
+        f.unlink()
+    return str(d)
+
+
+def _note_worker_memory(memory_dir: str) -> None:
+    """Worker: write this process's peak memory so far (one file per process)."""
+    out = Path(memory_dir) / f"{os.getpid()}.txt"
+    tmp = out.with_name(out.name + ".part")
+    tmp.write_text(f"{_own_peak_mb():.1f}")
+    os.replace(tmp, out)
+
+
+def peak_memory_mb(memory_dir: str | None = None) -> dict:
+    """Peak resident memory (MiB) of this process (the scheduler, which also runs
+    the graph step) and of the largest worker, as the workers noted it in
+    ``memory_dir``."""
+    workers = [float(f.read_text()) for f in Path(memory_dir).glob("*.txt")] if memory_dir else []
+    return {"peak_mb_main": round(_own_peak_mb(), 1), "peak_mb_worker": round(max(workers, default=0.0), 1)}
 
 
 # ------------------------------------------------------------------ command line

@@ -73,6 +73,28 @@ def run_cli(args: list[str]) -> dict:
     return json.loads(out.stdout)
 
 
+def bench_predict(checkpoint, nets, raw, d, depth, workers):
+    t = time.time()
+    pred = run_cli(["affcons_lib.predict", checkpoint, "--blockwise", "--raw", f"{d / 'raw.h5'}:volumes/raw",
+                    "--out", str(d / "affs.zarr"), "--block", *map(str, BLOCK), "--workers", str(workers)])
+    t_block = time.time() - t
+    lo, hi = pred["raw_range"]
+    t = time.time()
+    ref = inference.predict_affinities(nets["embedding"], np.clip((raw.astype(np.float32) - lo) / (hi - lo), 0, 1),
+                                       affinity.OFFSETS_3D, tile=tuple(pred["tile"]),
+                                       stride=tuple(pred["stride"]), with_entropy=False)
+    t_mem = time.time() - t
+    diff = 0.0
+    got = zarr.open_array(str(d / "affs.zarr"))
+    for z in range(0, depth, BLOCK[0]):  # compare slab by slab
+        diff = max(diff, float(np.abs(got[:, z:z + BLOCK[0]] - ref[:, z:z + BLOCK[0]]).max()))
+    del ref
+    print(f"  predict: blockwise {t_block:.0f} s, in memory {t_mem:.0f} s, max |difference| {diff:.2e}; "
+          f"peak memory: scheduler {pred['peak_mb_main']:.0f} MiB, largest worker {pred['peak_mb_worker']:.0f} MiB")
+
+    return pred, diff
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--depths", type=int, nargs="+", default=[64, 128])
@@ -80,17 +102,18 @@ def main():
     ap.add_argument("--checkpoint")
     ap.add_argument("--threshold", type=float, default=0.5)
     ap.add_argument("--keep", help="work directory to keep (default: a temporary one)")
+    ap.add_argument("--skip-predict", action="store_true", help="segmentation only (no network needed)")
     args = ap.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench_blockwise_"))
     work.mkdir(parents=True, exist_ok=True)
 
     checkpoint = args.checkpoint
-    if not checkpoint:
+    if not checkpoint and not args.skip_predict:
         cfg = train.load_config(None, ["widths=4,8,16", "patch=8,64,64", "iterations=20", "dataset=auto",
                                        f"out_dir={work / 'train'}", "progress=false"])
         train.train(cfg)
         checkpoint = str(work / "train" / "last.pt")
-    nets, cfg, _ = train.load_checkpoint(checkpoint)
+    nets = None if args.skip_predict else train.load_checkpoint(checkpoint)[0]
 
     rows = []
     for depth in args.depths:
@@ -102,23 +125,10 @@ def main():
         print(f"\n{raw.shape} ({source}, {raw.size / 1e6:.0f} M voxels), block {BLOCK}, {args.workers} workers")
 
         # 1. prediction
-        t = time.time()
-        pred = run_cli(["affcons_lib.predict", checkpoint, "--blockwise", "--raw", f"{d / 'raw.h5'}:volumes/raw",
-                        "--out", str(d / "affs.zarr"), "--block", *map(str, BLOCK), "--workers", str(args.workers)])
-        t_block = time.time() - t
-        lo, hi = pred["raw_range"]
-        t = time.time()
-        ref = inference.predict_affinities(nets["embedding"], np.clip((raw.astype(np.float32) - lo) / (hi - lo), 0, 1),
-                                           affinity.OFFSETS_3D, tile=tuple(pred["tile"]),
-                                           stride=tuple(pred["stride"]), with_entropy=False)
-        t_mem = time.time() - t
-        diff = 0.0
-        got = zarr.open_array(str(d / "affs.zarr"))
-        for z in range(0, depth, BLOCK[0]):  # compare slab by slab
-            diff = max(diff, float(np.abs(got[:, z:z + BLOCK[0]] - ref[:, z:z + BLOCK[0]]).max()))
-        del ref
-        print(f"  predict: blockwise {t_block:.0f} s, in memory {t_mem:.0f} s, max |difference| {diff:.2e}; "
-              f"peak memory: scheduler {pred['peak_mb_main']:.0f} MiB, largest worker {pred['peak_mb_worker']:.0f} MiB")
+        pred = {"peak_mb_main": float("nan"), "peak_mb_worker": float("nan")}
+        diff = float("nan")
+        if not args.skip_predict:
+            pred, diff = bench_predict(checkpoint, nets, raw, d, depth, args.workers)
 
         # 2. segmentation of noisy ground-truth affinities
         gt_affs, _ = affinity.affinities_from_labels(affinity.widen_borders(labels), affinity.OFFSETS_3D[:3])

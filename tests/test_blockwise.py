@@ -51,6 +51,7 @@ def test_blockwise_prediction_equals_in_memory(checkpoint, raw_h5, tmp_path):
     result = blockwise.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "affs.zarr",
                                          block=(8, 48, 48), tile=(8, 32, 32), workers=2)
     assert result["blocks"]["predict"] == {"blocks": 27, "done": 27, "skipped": 0}
+    assert result["peak_mb_worker"] > 50 and result["peak_mb_main"] > 50  # noted by the workers themselves
     got = zarr.open_array(str(tmp_path / "affs.zarr"))
     assert got.chunks == (12, 8, 48, 48) and got.attrs["offsets"] == [list(o) for o in affinity.OFFSETS_3D]
     np.testing.assert_allclose(got[:], _in_memory(checkpoint, raw, result), atol=1e-6)
