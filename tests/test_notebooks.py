@@ -41,6 +41,7 @@ def test_notebook_runs_at_smoke_scale(path, tmp_path, monkeypatch):
 
     assert path.name in SMOKE, f"{path.name}: add its smoke parameters to notebooks/smoke.yaml"
     monkeypatch.setenv("AFFCONS_FIGURES_DIR", str(tmp_path / "figures"))
+    monkeypatch.setenv("AFFCONS_RESULTS_DIR", str(tmp_path / "results"))  # not the repository's runs/
     out = tmp_path / path.name
     pm.execute_notebook(str(path), str(out), parameters=SMOKE[path.name], cwd=str(path.parent),
                         progress_bar=False, kernel_name="python3")
@@ -66,6 +67,7 @@ def test_deterministic_outputs_with_nbval(path, tmp_path, monkeypatch):
     import papermill as pm
 
     monkeypatch.setenv("AFFCONS_FIGURES_DIR", str(tmp_path / "figures"))
+    monkeypatch.setenv("AFFCONS_RESULTS_DIR", str(tmp_path / "results"))  # not the repository's runs/
     executed = tmp_path / path.name
     pm.execute_notebook(str(path), str(executed), parameters=SMOKE[path.name], cwd=str(path.parent),
                         progress_bar=False, kernel_name="python3")
