@@ -19,28 +19,7 @@ import heapq
 import numpy as np
 from numba import njit
 
-from ._mws import _EMPTY, _slot
-
-
-@njit(cache=True, inline="always")
-def _find(parent, x):
-    root = x
-    while parent[root] != root:
-        root = parent[root]
-    while parent[x] != root:
-        nxt = parent[x]
-        parent[x] = root
-        x = nxt
-    return root
-
-
-@njit(cache=True, inline="always")
-def _probe(keys, key):
-    mask = keys.shape[0] - 1
-    i = _slot(key, mask)
-    while keys[i] != key and keys[i] != _EMPTY:
-        i = (i + 1) & mask
-    return i
+from ._mws import _EMPTY, _find, _probe
 
 
 @njit(cache=True)

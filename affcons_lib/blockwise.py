@@ -539,20 +539,43 @@ def peak_memory_mb(memory_dir: str | None = None) -> dict:
 
 
 # ------------------------------------------------------------------ command line
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of blockwise prediction (also ``python -m affcons_lib.predict --blockwise``)."""
+    parser.add_argument("--raw", help="HDF5 or zarr raw volume, PATH:KEY")
+    parser.add_argument("--block", type=int, nargs=3, default=(64, 256, 256), help="block (and chunk) shape")
+    parser.add_argument("--workers", type=int, default=2, help="daisy worker processes")
+    parser.add_argument("--raw-range", type=float, nargs=2, help="intensity range (default: estimated)")
+
+
+def _report(run) -> int:
+    """Print ``run()``'s summary as JSON (status 0), or the error (status 2)."""
+    try:
+        result = run()
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def run_predict(args) -> int:
+    """Blockwise prediction from parsed arguments (see :func:`_report`)."""
+    return _report(lambda: predict_blockwise(args.checkpoint, args.raw, args.out, block=args.block, tile=args.tile,
+                                             stride=args.stride, workers=args.workers, branch=args.branch,
+                                             device=args.device, raw_range=args.raw_range))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m affcons_lib.blockwise", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("predict", help="affinities of a raw volume, block by block, into zarr")
     p.add_argument("checkpoint")
-    p.add_argument("--raw", required=True, help="HDF5 or zarr raw volume, PATH:KEY")
     p.add_argument("--out", required=True, help="zarr array to write")
-    p.add_argument("--block", type=int, nargs=3, default=(64, 256, 256))
     p.add_argument("--tile", type=int, nargs=3)
     p.add_argument("--stride", type=int, nargs=3)
-    p.add_argument("--workers", type=int, default=2)
     p.add_argument("--branch", default="embedding", choices=("embedding", "affinity"))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--raw-range", type=float, nargs=2, help="intensity range (default: estimated)")
+    add_predict_arguments(p)
     s = sub.add_parser("segment", help="fragments, region graph, agglomeration, relabelling, block by block")
     s.add_argument("affinities", help="zarr affinity array (C, Z, Y, X)")
     s.add_argument("--out", required=True, help="directory to create")
@@ -561,19 +584,12 @@ def main(argv=None) -> int:
     s.add_argument("--context", type=int, nargs=3, default=(0, 64, 64))
     s.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
-    try:
-        if args.command == "predict":
-            result = predict_blockwise(args.checkpoint, args.raw, args.out, block=args.block, tile=args.tile,
-                                       stride=args.stride, workers=args.workers, branch=args.branch,
-                                       device=args.device, raw_range=args.raw_range)
-        else:
-            result = segment_blockwise(args.affinities, args.out, threshold=args.threshold, block=args.block,
-                                       context=args.context, workers=args.workers)
-    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2))
-    return 0
+    if args.command == "predict":
+        if not args.raw:
+            ap.error("predict needs --raw PATH:KEY")
+        return run_predict(args)
+    return _report(lambda: segment_blockwise(args.affinities, args.out, threshold=args.threshold, block=args.block,
+                                             context=args.context, workers=args.workers))
 
 
 if __name__ == "__main__":

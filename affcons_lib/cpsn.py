@@ -278,14 +278,8 @@ def precision_recall(scores: np.ndarray, errors: np.ndarray):
 
 
 def main(argv=None) -> int:
-    def run(cfg):
-        try:
-            return train_cpsn(cfg)
-        finally:
-            distributed.teardown()
-
     return run_config_cli(argv, prog="python -m affcons_lib.cpsn", description="Train a CPSN on a snapshot bank.",
-                          cls=CPSNConfig, run=run)
+                          cls=CPSNConfig, run=train_cpsn)
 
 
 if __name__ == "__main__":

@@ -84,27 +84,14 @@ def main(argv=None) -> int:
     ap.add_argument("--branch", default="embedding", choices=("embedding", "affinity"))
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--blockwise", action="store_true", help="predict --raw block by block into a zarr --out")
-    ap.add_argument("--raw", help="with --blockwise: HDF5 or zarr raw volume, PATH:KEY")
-    ap.add_argument("--block", type=int, nargs=3, default=(64, 256, 256), help="with --blockwise: block shape")
-    ap.add_argument("--workers", type=int, default=2, help="with --blockwise: daisy worker processes")
-    ap.add_argument("--raw-range", type=float, nargs=2, help="with --blockwise: intensity range (default: estimated)")
+    from .blockwise import add_predict_arguments, run_predict
+
+    add_predict_arguments(ap)
     args = ap.parse_args(argv)
     if args.blockwise:
-        import json
-
-        from .blockwise import predict_blockwise
-
         if not args.raw:
             ap.error("--blockwise needs --raw PATH:KEY")
-        try:
-            result = predict_blockwise(args.checkpoint, args.raw, args.out, block=args.block, tile=args.tile,
-                                       stride=args.stride, workers=args.workers, branch=args.branch,
-                                       device=args.device, raw_range=args.raw_range)
-        except (FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        print(json.dumps(result, indent=2))
-        return 0
+        return run_predict(args)
     try:
         affs, entropy, labels, offsets = predict_part(args.checkpoint, args.part, tile=args.tile, stride=args.stride,
                                                       branch=args.branch, device=args.device)

@@ -552,19 +552,15 @@ def run_config_cli(argv, *, prog: str, description: str, cls, run) -> int:
     except (ValueError, FileNotFoundError) as err:  # bad config, or bad data found while loading
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        distributed.teardown()  # leave torchrun's process group, if joined
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
 def main(argv=None) -> int:
-    def run(cfg):
-        try:
-            return train(cfg)
-        finally:
-            distributed.teardown()
-
     return run_config_cli(argv, prog="python -m affcons_lib.train", description=__doc__.splitlines()[0],
-                          cls=TrainConfig, run=run)
+                          cls=TrainConfig, run=train)
 
 
 if __name__ == "__main__":
