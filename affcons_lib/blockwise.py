@@ -102,12 +102,6 @@ def intensity_range(raw, max_samples: int = 8_000_000) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _scaled(raw: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    if hi <= lo:
-        return np.zeros(raw.shape, np.float32)
-    return np.clip((np.asarray(raw, np.float32) - lo) / (hi - lo), 0, 1).astype(np.float32)
-
-
 def _create_zarr(path: Path, shape, chunks, dtype, attrs: dict):
     """Create the output array, or reopen it (a resumed run) when it exists with
     the same shape, chunks and dtype; anything else is an error naming the path."""
@@ -191,6 +185,7 @@ def _predict_block(spec: _PredictSpec, block) -> None:
     """Worker: predict one block from the global tile grid and write it."""
     import torch
 
+    from .data import normalize_raw
     from .inference import plan_tiles, predict_region
     from .train import load_checkpoint
 
@@ -206,8 +201,8 @@ def _predict_block(spec: _PredictSpec, block) -> None:
     c = _WORKER_CACHE
     raw = c["raw"]
     start, stop = [int(b) for b in block.write_roi.begin], [int(e) for e in block.write_roi.end]
-    affs = predict_region(c["net"], lambda region: _scaled(raw[(Ellipsis,) + region], spec.lo, spec.hi), c["plan"],
-                          c["offsets"], start, stop)
+    affs = predict_region(c["net"], lambda region: normalize_raw(raw[(Ellipsis,) + region], (spec.lo, spec.hi)),
+                          c["plan"], c["offsets"], start, stop)
     c["out"][(slice(None),) + _roi_slices(block.write_roi)] = affs
     _note_worker_memory(spec.memory_dir)
 
@@ -231,7 +226,7 @@ def predict_blockwise(checkpoint, raw_path, out_path, *, raw_key: str | None = N
         attribute ``offsets``. An existing one with the same layout is resumed.
     block : block (and chunk) shape; each block reads the tiles that touch it.
     tile, stride : the tile grid (default: :func:`affcons_lib.predict.default_tile`
-        and 3/4 of it, as :func:`affcons_lib.predict.predict_part`).
+        and :func:`affcons_lib.predict.default_stride`, as ``predict_part``).
     workers : daisy worker processes (0: in this process, no subprocesses).
     raw_range : (lo, hi) intensity range; default :func:`intensity_range`.
     threads : torch threads per worker (default: cores / workers).
@@ -242,7 +237,7 @@ def predict_blockwise(checkpoint, raw_path, out_path, *, raw_key: str | None = N
     """
     import time
 
-    from .predict import default_tile
+    from .predict import default_stride, default_tile
     from .train import load_checkpoint
 
     t0 = time.time()
@@ -256,7 +251,7 @@ def predict_blockwise(checkpoint, raw_path, out_path, *, raw_key: str | None = N
         raise ValueError(f"{raw_path}: expected a (Z, Y, X) raw volume, got shape {raw.shape}")
     block = _check_shape("block", block)
     tile = tuple(tile) if tile else default_tile(raw.shape, cfg.patch, nets[branch].divisor)
-    stride = tuple(stride) if stride else tuple(max(1, (3 * x) // 4) for x in tile)
+    stride = tuple(stride) if stride else default_stride(tile)
     lo, hi = raw_range if raw_range is not None else intensity_range(raw)
     offsets = _offsets(cfg)
     out_path = Path(out_path)

@@ -24,7 +24,7 @@ import numpy as np
 from .inference import predict_affinities
 from .train import load_checkpoint, prepare_data
 
-__all__ = ["predict_part", "default_tile", "main"]
+__all__ = ["predict_part", "default_tile", "default_stride", "main"]
 
 
 def default_tile(shape, patch, divisor: int, max_inplane: int = 256):
@@ -38,6 +38,11 @@ def default_tile(shape, patch, divisor: int, max_inplane: int = 256):
         else:
             tile.append(max(divisor, (min(n, max_inplane) // divisor) * divisor))
     return tuple(tile)
+
+
+def default_stride(tile):
+    """Inference stride: three quarters of the tile (tiles overlap by a quarter)."""
+    return tuple(max(1, (3 * int(x)) // 4) for x in tile)
 
 
 def predict_part(checkpoint, part: str = "test", *, tile=None, stride=None, branch: str = "embedding",
@@ -62,7 +67,7 @@ def predict_part(checkpoint, part: str = "test", *, tile=None, stride=None, bran
         raise ValueError(f"part: expected 'test', 'train' or 'all', got {part!r}")
     def one(image, lab):
         t = tuple(tile) if tile else default_tile(lab.shape, cfg.patch, nets[branch].divisor)
-        s = tuple(stride) if stride else tuple(max(1, (3 * x) // 4) for x in t)
+        s = tuple(stride) if stride else default_stride(t)
         return predict_affinities(nets[branch], image, prepared["offsets"], tile=t, stride=s)
 
     if isinstance(raw, list):  # an image collection: lists, one entry per image

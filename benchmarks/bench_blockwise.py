@@ -80,8 +80,7 @@ def bench_predict(checkpoint, nets, raw, d, depth, workers):
     t_block = time.time() - t
     lo, hi = pred["raw_range"]
     t = time.time()
-    ref = inference.predict_affinities(nets["embedding"], np.clip((raw.astype(np.float32) - lo) / (hi - lo), 0, 1),
-                                       affinity.OFFSETS_3D, tile=tuple(pred["tile"]),
+    ref = inference.predict_affinities(nets["embedding"], data.normalize_raw(raw, (lo, hi)), affinity.OFFSETS_3D, tile=tuple(pred["tile"]),
                                        stride=tuple(pred["stride"]), with_entropy=False)
     t_mem = time.time() - t
     diff = 0.0
@@ -121,7 +120,7 @@ def main():
         d = work / f"z{depth}"
         d.mkdir(exist_ok=True)
         with h5py.File(d / "raw.h5", "w") as f:
-            f.create_dataset("volumes/raw", data=raw, chunks=(32, 128, 128))
+            f.create_dataset("volumes/raw", data=raw, chunks=(min(32, depth), 128, 128))
         print(f"\n{raw.shape} ({source}, {raw.size / 1e6:.0f} M voxels), block {BLOCK}, {args.workers} workers")
 
         # 1. prediction

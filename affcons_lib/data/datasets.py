@@ -142,13 +142,17 @@ class Dataset:
     real: bool
 
 
-def normalize_raw(raw: np.ndarray) -> np.ndarray:
+def normalize_raw(raw: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
     """Scale raw data of any dtype to float32 in [0, 1] by a contrast stretch
     between its 0.1th and 99.9th percentiles (robust to 16-bit images that use a
-    fraction of their range, and to a few hot pixels)."""
+    fraction of their range, and to a few hot pixels), or between the given
+    ``value_range`` (lo, hi): one range for all blocks of a large volume."""
     raw = np.asarray(raw)
     x = raw.astype(np.float32)
-    lo, hi = (float(v) for v in np.percentile(x, [0.1, 99.9])) if x.size else (0.0, 1.0)
+    if value_range is not None:
+        lo, hi = (float(v) for v in value_range)
+    else:
+        lo, hi = (float(v) for v in np.percentile(x, [0.1, 99.9])) if x.size else (0.0, 1.0)
     if hi <= lo:
         return np.zeros_like(x)
     return np.clip((x - lo) / (hi - lo), 0, 1).astype(np.float32, copy=False)
