@@ -17,7 +17,7 @@ Segmentation (waterz's agglomeration, distributed). Three blockwise passes and o
 step on the fragment graph:
 
 1. *fragments*: per block, the per-slice distance-transform watershed of
-   :func:`~affcons_lib.postprocess.fragments_from_affinities` on the block plus an
+   :func:`~affcons_lib.postprocess.distance_fragments` on the block plus an
    in-plane context, cropped to the block; ids made unique by the block's index.
 2. *edges*: per block, the region adjacency graph between the fragments of the
    block and of its lower neighbours: for every pair of touching fragments the sum
@@ -300,12 +300,12 @@ def _fragments_block(spec: _SegmentSpec, block) -> None:
     to the block. Ids are seed positions in the volume, so a fragment that a
     neighbouring block sees too (within the context) gets the same id there: most
     fragments crossing a block border are not cut."""
-    from .postprocess import fragments_from_affinities
+    from .postprocess import distance_fragments
 
     affs = open_volume(spec.affs_path)
     shape = affs.shape[1:]
     read = [slice(max(0, int(b)), min(n, int(e))) for b, e, n in zip(block.read_roi.begin, block.read_roi.end, shape)]
-    frag = fragments_from_affinities(np.asarray(affs[(slice(0, 3),) + tuple(read)]), ids="seed",
+    frag = distance_fragments(np.asarray(affs[(slice(0, 3),) + tuple(read)]), ids="seed",
                                      origin=[r.start for r in read], volume_shape=shape, **spec.fragment_options)
     crop = tuple(slice(int(w) - r.start, int(we) - r.start)
                  for w, we, r in zip(block.write_roi.begin, block.write_roi.end, read))
@@ -435,7 +435,7 @@ def segment_blockwise(affs_path, out_path, *, threshold: float = 0.5, block=(64,
     threshold : merge while 1 - mean boundary affinity is below it.
     block : write block shape. context : in-plane context of the fragment pass.
     workers : daisy worker processes (0: in this process).
-    fragment_options : passed to :func:`affcons_lib.postprocess.fragments_from_affinities`.
+    fragment_options : passed to :func:`affcons_lib.postprocess.distance_fragments`.
 
     Returns
     -------

@@ -1,10 +1,26 @@
 """Scores of predicted affinities against ground truth, as the paper reports them.
 
-3D: waterz agglomeration over a threshold sweep, VOI split/merge and ARAND at the
-best threshold (chosen on the ground truth, as in the paper: say so).
+3D (:func:`evaluate_3d`): affinities -> segmentation by one of two pipelines,
+then VOI split / merge and ARAND against the ground truth.
+
+- ``waterz`` (default, the paper's): fragments that do not cross a boundary
+  (:func:`~affcons_lib.postprocess.fragments_from_affinities`, 3D for isotropic
+  data, per slice for anisotropic), waterz agglomeration scored by the median
+  boundary affinity, over a sweep of thresholds; the best threshold is chosen on
+  the ground truth, as in the paper (an oracle choice: say so).
+- ``mutex_watershed``: all 12 channels, then segments below ``min_segment_size``
+  voxels (boundary voxels left as specks) dissolved into their neighbours.
+
+Scored region: the whole volume given. By default ground-truth voxels within one
+pixel of a label border in their section are ignored (``border_tolerance=1``, the
+CREMI challenge's convention; these are the voxels that border widening turns
+into boundary in the training targets). :func:`reference_scores` gives a table's
+floors (one object, every voxel alone) and its ceiling (the ground-truth targets
+through the same pipeline).
+
 2D: mutex watershed, then AJI, Dice, F1, PQ (BBBC039) and SBD, |DiC| (CVPPP).
 
-    python -m affcons_lib.evaluate PRED.h5 [--thresholds 0.1 0.2 ...] [--json OUT]
+    python -m affcons_lib.evaluate PRED.h5 [--method waterz|mutex_watershed] [--json OUT]
 
 PRED.h5 is what ``python -m affcons_lib.predict`` writes (affinities, offsets and
 the ground-truth labels of the predicted part).
@@ -20,19 +36,120 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics, postprocess
+from . import affinity, metrics, postprocess
 
-__all__ = ["evaluate_3d", "evaluate_2d", "evaluate_2d_many", "segment_2d", "main"]
+__all__ = ["evaluate_3d", "segment_3d", "reference_scores", "evaluate_2d", "evaluate_2d_many", "segment_2d", "main"]
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.1))
 
 
-def evaluate_3d(affs: np.ndarray, gt: np.ndarray, thresholds=THRESHOLDS) -> dict:
-    """waterz sweep; returns the best threshold's VOI split/merge/total, ARAND,
-    the threshold, the per-threshold rows and the best segmentation."""
-    sweep = postprocess.sweep_thresholds(affs, gt, thresholds)
-    best = sweep.as_rows()[sweep.best_index]
-    return {**best, "rows": sweep.as_rows(), "segmentation": sweep.best_segmentation}
+METHODS_3D = ("waterz", "mutex_watershed")
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS_3D:
+        raise ValueError(f"method: expected one of {METHODS_3D}, got {method!r}")
+
+
+def _scores(seg: np.ndarray, gt: np.ndarray) -> dict:
+    split, merge = metrics.voi(seg, gt)
+    return dict(voi_split=split, voi_merge=merge, voi=split + merge, arand=metrics.arand(seg, gt))
+
+
+def segment_3d(affs: np.ndarray, *, method: str = "waterz", threshold: float = 0.5, scoring: str = "median",
+               fragment_mode: str = "volume", offsets=affinity.OFFSETS_3D, min_segment_size: int = 50) -> np.ndarray:
+    """One segmentation of 3D affinities by either pipeline of :func:`evaluate_3d`
+    (``threshold``: waterz's; ignored by the mutex watershed).
+
+    Returns
+    -------
+    ndarray of uint64 (waterz) or int64 (mutex watershed), shape (Z, Y, X), no 0.
+    """
+    _check_method(method)
+    if method == "waterz":
+        frags = postprocess.fragments_from_affinities(affs, mode=fragment_mode)
+        return postprocess.agglomerate(affs, [threshold], scoring=scoring, fragments=frags)[0]
+    seg = postprocess.mutex_watershed(affs, offsets, affinity.N_NEAREST_3D, use_affogato=False)
+    return postprocess.merge_small_objects(seg, min_segment_size)
+
+
+def evaluate_3d(affs: np.ndarray, gt: np.ndarray, *, method: str = "waterz", thresholds=THRESHOLDS,
+                scoring: str = "median", fragment_mode: str = "volume", border_tolerance: int = 1,
+                offsets=affinity.OFFSETS_3D, min_segment_size: int = 50) -> dict:
+    """Segment 3D affinities and score the segmentation against ``gt``.
+
+    Parameters
+    ----------
+    affs : ndarray of float, shape (C, Z, Y, X), values in [0, 1]
+        At least the 3 nearest-neighbour channels (waterz); all of ``offsets``
+        for the mutex watershed.
+    gt : ndarray of int, shape (Z, Y, X); 0 is ignored.
+    method : 'waterz' or 'mutex_watershed'
+    thresholds : waterz thresholds swept; the best by VOI is reported.
+    scoring : a name of :data:`affcons_lib.postprocess.SCORING`: ``median``
+        (the field's median), ``median_release`` (the release's string), ``mean``.
+    fragment_mode : 'volume' (isotropic data, the default) or 'slice' (anisotropic).
+    border_tolerance : int
+        Ground-truth voxels closer than this many pixels to a label border in
+        their section are ignored (:func:`affcons_lib.metrics.ignore_borders`);
+        0 scores every voxel.
+    offsets : the offsets of ``affs`` (mutex watershed).
+    min_segment_size : mutex watershed: smaller segments are dissolved.
+
+    Returns
+    -------
+    dict with ``voi_split``, ``voi_merge``, ``voi``, ``arand``, ``threshold``
+    (waterz; None otherwise), ``rows`` (one per threshold), ``fragments`` (the
+    scores of waterz's fragments alone), ``n_segments``, ``method``,
+    ``border_tolerance`` and ``segmentation``.
+    """
+    _check_method(method)
+    affs = np.asarray(affs)
+    gt = np.asarray(gt)
+    if affs.ndim != 4 or affs.shape[1:] != gt.shape:
+        raise ValueError(f"affs: expected shape (C, *gt.shape) = (C, {', '.join(map(str, gt.shape))}), "
+                         f"got {affs.shape}")
+    scored = metrics.ignore_borders(gt, border_tolerance)
+    if method == "waterz":
+        frags = postprocess.fragments_from_affinities(affs, mode=fragment_mode)
+        sweep = postprocess.sweep_thresholds(affs, scored, thresholds, scoring=scoring, fragments=frags)
+        best = sweep.as_rows()[sweep.best_index]
+        seg = sweep.best_segmentation
+        out = {**best, "rows": sweep.as_rows(), "fragments": _scores(frags, scored)}
+    else:
+        seg = segment_3d(affs, method=method, offsets=offsets, min_segment_size=min_segment_size)
+        out = {**_scores(seg, scored), "threshold": None, "rows": [], "fragments": None}
+    out.update(n_segments=int(len(np.unique(seg))), method=method, border_tolerance=int(border_tolerance),
+               segmentation=seg)
+    return out
+
+
+def reference_scores(gt: np.ndarray, *, widen: bool = True, **evaluate_options) -> list[dict]:
+    """The floors and the ceiling of a 3D score table, on the region of ``gt``.
+
+    Rows (each with ``voi_split``, ``voi_merge``, ``voi``, ``arand``):
+
+    - ``one object``: everything merged (VOI = merge = the entropy of ``gt``);
+    - ``every voxel alone``: everything split;
+    - ``ground-truth targets (ceiling)``: the affinity targets of ``gt`` (border
+      widened when ``widen``, as in training) through :func:`evaluate_3d` with
+      the same options: the best this pipeline can do with perfect affinities.
+
+    A method is only seen between the floors and the ceiling; a score at a floor
+    says nothing about the method. (The fragments-alone floor depends on the
+    prediction: :func:`evaluate_3d` returns it under ``fragments``.)
+    """
+    gt = np.asarray(gt)
+    scored = metrics.ignore_borders(gt, evaluate_options.get("border_tolerance", 1))
+    rows = [dict(name="one object", **_scores(np.ones(gt.shape, np.uint32), scored)),
+            dict(name="every voxel alone", **_scores(np.arange(1, gt.size + 1, dtype=np.uint64).reshape(gt.shape),
+                                                     scored))]
+    offsets = evaluate_options.get("offsets", affinity.OFFSETS_3D)
+    targets, _ = affinity.affinities_from_labels(affinity.widen_borders(gt) if widen else gt, offsets)
+    ceiling = evaluate_3d(targets, gt, **evaluate_options)
+    rows.append(dict(name="ground-truth targets (ceiling)", **{k: ceiling[k] for k in
+                                                               ("voi_split", "voi_merge", "voi", "arand")}))
+    return rows
 
 
 def segment_2d(affs: np.ndarray, offsets, n_attractive: int = 2, *, min_size: int = 20,
@@ -74,7 +191,19 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(prog="python -m affcons_lib.evaluate", description=__doc__.splitlines()[0])
     ap.add_argument("prediction", help="HDF5 written by affcons_lib.predict")
-    ap.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS), help="waterz thresholds (3D)")
+    ap.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS),
+                    help="waterz thresholds swept (3D); the best by VOI is reported")
+    ap.add_argument("--method", choices=METHODS_3D, default="waterz",
+                    help="3D pipeline: waterz agglomeration (the paper's) or the 12-channel mutex watershed")
+    ap.add_argument("--scoring", default="median",
+                    help="waterz scoring: median (the field's), median_release (the authors' string), mean, quantile_Q")
+    ap.add_argument("--fragments", choices=("volume", "slice"), default="volume",
+                    help="3D fragments for isotropic data (volume) or per section for anisotropic data (slice)")
+    ap.add_argument("--border-tolerance", type=int, default=1,
+                    help="ignore ground-truth voxels closer than this many pixels to a label border in their "
+                         "section (CREMI convention; 0: score every voxel)")
+    ap.add_argument("--no-floors", action="store_true",
+                    help="3D: skip the floors (one object, every voxel alone) and the ceiling (ground-truth targets)")
     ap.add_argument("--json", help="write the scores to this JSON file too")
     args = ap.parse_args(argv)
     p = Path(args.prediction)
@@ -93,7 +222,15 @@ def main(argv=None) -> int:
         gt = [g["labels"][...] for g in groups]
         offsets = [tuple(int(v) for v in o) for o in groups[0]["affinities"].attrs["offsets"]]
     if gt[0].ndim == 3:
-        scores = evaluate_3d(affs[0], gt[0], args.thresholds)
+        options = dict(method=args.method, thresholds=args.thresholds, scoring=args.scoring,
+                       fragment_mode=args.fragments, border_tolerance=args.border_tolerance, offsets=offsets)
+        try:
+            scores = evaluate_3d(affs[0], gt[0], **options)
+            if not args.no_floors:
+                scores["reference"] = reference_scores(gt[0], **options)
+        except ValueError as err:
+            print(f"error: {p}: {err}", file=sys.stderr)
+            return 2
     elif len(gt) > 1:
         scores = evaluate_2d_many(affs, gt, offsets)
     else:

@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 from scipy import sparse
 
-__all__ = ["Contingency", "contingency", "voi", "arand", "sbd", "dic", "aji", "dice", "f1", "pq"]
+__all__ = ["Contingency", "contingency", "voi", "arand", "ignore_borders", "sbd", "dic", "aji", "dice", "f1", "pq"]
 
 
 def _check_pair(seg, gt) -> tuple[np.ndarray, np.ndarray]:
@@ -214,6 +214,53 @@ def arand(seg, gt, *, ignore_gt=(0,)) -> float:
     if precision + recall == 0:
         return 1.0
     return float(1.0 - 2.0 * precision * recall / (precision + recall))
+
+
+def ignore_borders(gt, width: int) -> np.ndarray:
+    """Ground truth with a band around every label border set to 0 (ignored).
+
+    The CREMI challenge's boundary tolerance (``border_threshold``): a label
+    border is where two in-plane 4-neighbours differ (label 0 counts as a
+    label); a voxel is ignored when its in-plane distance to the nearest border
+    voxel is below ``width`` pixels. ``width=1`` ignores the one-pixel rim on each
+    side of each border -- the voxels that border widening
+    (:func:`affcons_lib.affinity.widen_borders`) turns into boundary in the
+    training targets; ``width=0`` ignores nothing.
+
+    Parameters
+    ----------
+    gt : ndarray of int, shape (Y, X) or (Z, Y, X)
+    width : int >= 0, pixels in the section
+
+    Returns
+    -------
+    ndarray, same shape and dtype as ``gt``.
+    """
+    from scipy import ndimage
+
+    gt = np.asarray(gt)
+    if not np.issubdtype(gt.dtype, np.integer):
+        raise TypeError(f"gt: expected an integer label array, got dtype {gt.dtype}")
+    if gt.ndim not in (2, 3):
+        raise ValueError(f"gt: expected shape (Y, X) or (Z, Y, X), got {gt.shape}")
+    if int(width) != width or width < 0:
+        raise ValueError(f"width: expected a non-negative integer (pixels), got {width!r}")
+    if width == 0:
+        return gt.copy()
+    sections = gt[None] if gt.ndim == 2 else gt
+    out = sections.copy()
+    for z, sec in enumerate(sections):
+        border = np.zeros(sec.shape, bool)
+        for axis in (0, 1):
+            differ = np.diff(sec, axis=axis) != 0
+            lo = [slice(None)] * 2
+            hi = [slice(None)] * 2
+            lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+            border[tuple(lo)] |= differ
+            border[tuple(hi)] |= differ
+        if border.any():
+            out[z][ndimage.distance_transform_edt(~border) < width] = 0
+    return out[0] if gt.ndim == 2 else out
 
 
 # --------------------------------------------------------------------------- #

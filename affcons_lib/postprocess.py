@@ -30,6 +30,7 @@ __all__ = [
     "SCORING",
     "scoring_function",
     "fragments_from_affinities",
+    "distance_fragments",
     "agglomerate",
     "SweepResult",
     "sweep_thresholds",
@@ -39,13 +40,24 @@ __all__ = [
     "foreground_mask",
 ]
 
-#: waterz scoring functions by name. ``median`` is the paper's; the quantile and
-#: mean variants are compiled into waterz's wheels, others are compiled by waterz
-#: on first use (which needs a C++ compiler and the boost headers).
+#: waterz scoring functions by name (all compiled into waterz's wheels).
+#:
+#: - ``median``: the median affinity of the boundary between two regions, as the
+#:   field's pipelines score it (``HistogramQuantileAffinity<..., 50, ..., 256,
+#:   false>``: an edge's histogram starts empty).
+#: - ``median_release``: the string of the paper's release,
+#:   ``OneMinus<HistogramQuantileAffinity<RegionGraphType, 50, ScoreValue, 256>>``,
+#:   which leaves the last template flag (``InitWithMax``) at its default ``true``:
+#:   every edge's histogram starts from its single highest affinity, so one
+#:   strong voxel pair pulls the median of a short boundary up (merges).
+#: - ``mean``: the mean affinity of the boundary (waterz's ``MeanAffinity``; what
+#:   :mod:`affcons_lib.blockwise` computes).
+#: - ``quantile_Q``: the Q-th percentile, like ``median``.
 SCORING = {
-    "median": "OneMinus<HistogramQuantileAffinity<RegionGraphType, 50, ScoreValue, 256>>",
+    "median": "OneMinus<HistogramQuantileAffinity<RegionGraphType, 50, ScoreValue, 256, false>>",
+    "median_release": "OneMinus<HistogramQuantileAffinity<RegionGraphType, 50, ScoreValue, 256>>",
     "mean": "OneMinus<MeanAffinity<RegionGraphType, ScoreValue>>",
-    **{f"quantile_{q}": f"OneMinus<HistogramQuantileAffinity<RegionGraphType, {q}, ScoreValue, 256>>"
+    **{f"quantile_{q}": f"OneMinus<HistogramQuantileAffinity<RegionGraphType, {q}, ScoreValue, 256, false>>"
        for q in range(10, 100, 5)},
 }
 
@@ -123,11 +135,142 @@ def _position_hash(z: int, shape, origin) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def fragments_from_affinities(affs: np.ndarray, *, threshold: float = 0.5, sigma: float = 0.0,
+def _strong_everywhere(affs: np.ndarray, axes: Sequence[int], threshold: float) -> np.ndarray:
+    """Bool (Z, Y, X): voxels whose every incident nearest-neighbour edge along
+    ``axes`` (to the lower *and* the upper neighbour) has an affinity above
+    ``threshold``. Channel ``c`` at ``v`` is the edge (v - e_c, v)."""
+    inside = np.ones(affs.shape[1:], dtype=bool)
+    for c in axes:
+        at_v = [slice(None)] * 3
+        at_lower = [slice(None)] * 3
+        at_v[c], at_lower[c] = slice(1, None), slice(0, -1)
+        strong = affs[c][tuple(at_v)] > threshold
+        inside[tuple(at_v)] &= strong  # edge to the lower neighbour
+        inside[tuple(at_lower)] &= strong  # the same edge seen from below
+    return inside
+
+
+def _seeded_basins(inside: np.ndarray, min_seed_distance: int) -> tuple[np.ndarray, int]:
+    """Distance-transform watershed of the ``inside`` voxels (2D or 3D): seeds at
+    the local maxima of the distance to the nearest outside voxel, each flooding
+    its basin of ``inside``. Returns (int64 labels, 0 outside; number of seeds)."""
+    from skimage.segmentation import watershed
+
+    dist = ndimage.distance_transform_edt(inside).astype(np.float32)
+    maxima = (ndimage.maximum_filter(dist, size=min_seed_distance) == dist) & inside
+    seeds, n = ndimage.label(maxima)
+    if n == 0:
+        return np.zeros(inside.shape, np.int64), 0
+    return watershed(-dist, seeds, mask=inside).astype(np.int64), n
+
+
+def _flood_nearest(labels: np.ndarray) -> np.ndarray:
+    """Give every 0 voxel the label of its nearest labelled voxel (Euclidean)."""
+    if labels.all() or not labels.any():
+        return labels
+    idx = ndimage.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
+    return labels[tuple(idx)]
+
+
+def fragments_from_affinities(affs: np.ndarray, *, mode: str = "volume", threshold: float = 0.5,
+                              min_seed_distance: int = 3, min_new_size: int = 10) -> np.ndarray:
+    """Over-segment a volume into fragments that do not cross a boundary.
+
+    1. *Inside* voxels: every incident nearest-neighbour edge -- to the lower and
+       the upper neighbour -- has an affinity above ``threshold``. (The edges to
+       the lower neighbours alone miss one of the two sides of a one-voxel
+       boundary, and fragments leak across it.)
+    2. A distance-transform watershed of the inside voxels: seeds at the maxima
+       of the distance to the nearest boundary voxel, one basin per seed.
+    3. The remaining voxels join a basin along edges above ``threshold``, strongest
+       first, never uniting two seeds (Kruskal's order): a voxel touching another
+       instance joins its own. A connected set of such voxels that reaches no
+       seed (a neurite too thin to hold an inside voxel) becomes a fragment of its
+       own when it has at least ``min_new_size`` voxels.
+    4. What is left (boundary voxels, all of whose edges are weak) goes to the
+       nearest fragment, so every voxel belongs to a fragment.
+
+    Parameters
+    ----------
+    affs : ndarray of float, shape (C >= 3, Z, Y, X), values in [0, 1]
+        Channels 0, 1, 2: the z, y, x nearest-neighbour affinities.
+    mode : 'volume' or 'slice'
+        ``volume``: 3D fragments from all three channels, for isotropic data (the
+        FIB-SEM volume, 10 nm voxels). ``slice``: per z-slice fragments from the
+        in-plane channels, for anisotropic data (the paper's AC3 / CREMI, 30-40 nm
+        sections), where z-merging is left to the agglomeration.
+    threshold : float
+        Affinity above which an edge links two voxels of one instance.
+    min_seed_distance : int
+        Edge length of the maximum filter that finds seeds.
+    min_new_size : int
+        Smallest seedless set of strongly linked voxels that becomes a fragment.
+
+    Returns
+    -------
+    ndarray of uint64, shape (Z, Y, X): fragment ids 1, 2, ... (no 0).
+    """
+    from ._fragments import grow_along_strong_edges
+    from ._mws import edges_by_decreasing_weight
+
+    affs = _check_affs(affs, 3, spatial_ndim=3)
+    if mode not in ("volume", "slice"):
+        raise ValueError(f"mode: expected 'volume' (isotropic data) or 'slice' (anisotropic), got {mode!r}")
+    if not 0.0 <= threshold < 1.0:
+        raise ValueError(f"threshold: expected a value in [0, 1), got {threshold}")
+    if min_seed_distance < 1 or min_new_size < 1:
+        raise ValueError(f"min_seed_distance and min_new_size: expected >= 1, got {min_seed_distance}, "
+                         f"{min_new_size}")
+    nn = np.ascontiguousarray(affs[:3], dtype=np.float32)
+    shape = nn.shape[1:]
+    axes = (0, 1, 2) if mode == "volume" else (1, 2)
+    inside = _strong_everywhere(nn, axes, threshold)
+    if mode == "volume":
+        seeds, n_seeds = _seeded_basins(inside, min_seed_distance)
+    else:
+        seeds, n_seeds = np.zeros(shape, np.int64), 0
+        for z in range(shape[0]):
+            basins, n = _seeded_basins(inside[z], min_seed_distance)
+            seeds[z] = np.where(basins > 0, basins + n_seeds, 0)
+            n_seeds += n
+
+    # Only strong edges with an endpoint outside can still change a label.
+    n_pixels = int(np.prod(shape))
+    outside = ~inside
+    candidates = np.zeros(nn.shape, dtype=bool)
+    for c in axes:
+        at_v, at_lower = [slice(None)] * 3, [slice(None)] * 3
+        at_v[c], at_lower[c] = slice(1, None), slice(0, -1)
+        candidates[c][tuple(at_v)] = (nn[c][tuple(at_v)] > threshold) & (
+            outside[tuple(at_v)] | outside[tuple(at_lower)])
+    edge_ids = np.flatnonzero(candidates.ravel())
+    if nn.size <= np.iinfo(np.int32).max:
+        edge_ids = edge_ids.astype(np.int32)
+    sorted_edges = edges_by_decreasing_weight(nn.ravel(), n_pixels, 3, edge_ids)
+    flat_offsets = -np.array([shape[1] * shape[2], shape[2], 1], dtype=np.int64)
+    labels = grow_along_strong_edges(seeds.ravel(), sorted_edges, n_pixels, flat_offsets, int(min_new_size),
+                                     n_seeds + 1).reshape(shape)
+    if mode == "volume":
+        labels = _flood_nearest(labels)
+    else:
+        labels = np.stack([_flood_nearest(s) for s in labels])
+    if not labels.all():  # a slice (or volume) without any fragment: one fragment per such slice
+        for z in np.flatnonzero(~labels.reshape(shape[0], -1).any(1)):
+            labels[z] = labels.max() + 1
+    _, consecutive = np.unique(labels, return_inverse=True)
+    return (consecutive.reshape(shape) + 1).astype(np.uint64)
+
+
+def distance_fragments(affs: np.ndarray, *, threshold: float = 0.5, sigma: float = 0.0,
                               min_seed_distance: int = 3, min_size: int = 0, ids: str = "sequential",
                               origin: Sequence[int] = (0, 0, 0), volume_shape: Sequence[int] | None = None
                               ) -> np.ndarray:
-    """Over-segment a volume into fragments, slice by slice.
+    """Over-segment a volume into fragments, slice by slice, independently of the crop.
+
+    The blockwise variant (:mod:`affcons_lib.blockwise`): a block with context
+    gives the same fragments in its interior as the whole volume. It sees only the
+    edges to the lower neighbours, so a one-voxel boundary between two touching
+    instances can leak (use :func:`fragments_from_affinities` in memory).
 
     Per z-slice: the in-plane boundary map is 1 - mean(y, x affinities); pixels
     whose mean affinity exceeds ``threshold`` are inside objects; their Euclidean
@@ -364,7 +507,7 @@ def _edges_by_decreasing_weight(affs, n_attractive, valid) -> np.ndarray:
 
 def mutex_watershed(affs: np.ndarray, offsets: Sequence[Sequence[int]], n_attractive: int, *,
                     strides: Sequence[int] | None = None, randomize_strides: bool = False,
-                    mask: np.ndarray | None = None, seed: int = 0, use_affogato: bool | None = None) -> np.ndarray:
+                    mask: np.ndarray | None = None, seed: int = 0, use_affogato: bool = False) -> np.ndarray:
     """Mutex watershed segmentation (Wolf et al., TPAMI 2020).
 
     Weights: an attractive edge (the first ``n_attractive`` channels) weighs its
@@ -387,9 +530,11 @@ def mutex_watershed(affs: np.ndarray, offsets: Sequence[Sequence[int]], n_attrac
         Foreground; masked pixels get label 0 and their edges are dropped.
     seed : int
         Seed of ``randomize_strides``.
-    use_affogato : bool, optional
-        Force (True) or forbid (False) the C++ affogato implementation; by default
-        it is used when importable. Ours and affogato's agree up to ties.
+    use_affogato : bool, default False
+        Use the C++ affogato implementation (conda-forge) instead of ours. Ours is
+        the default wherever affogato is installed too, so that a conda and a pip
+        user get the same segmentation: the two agree up to the order of tied
+        weights (clipped affinities have many), and ours is deterministic.
 
     Returns
     -------
@@ -418,8 +563,6 @@ def mutex_watershed(affs: np.ndarray, offsets: Sequence[Sequence[int]], n_attrac
             raise ValueError(f"mask: shape {mask.shape} does not match the affinities' spatial shape {shape}")
         mask = mask.astype(bool)
 
-    if use_affogato is None:
-        use_affogato = HAVE_AFFOGATO
     if use_affogato:
         if not HAVE_AFFOGATO:
             raise ImportError("use_affogato=True but affogato is not importable (conda install -c conda-forge affogato)")

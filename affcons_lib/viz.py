@@ -81,3 +81,25 @@ def record_results(name: str, results: dict) -> Path:
     tmp.write_text(json.dumps(results, indent=2, default=float))
     os.replace(tmp, final)
     return final
+
+
+#: How each reference row of :func:`affcons_lib.evaluate.reference_scores` is drawn.
+REFERENCE_STYLES = {
+    "one object": dict(color="0.35", ls="--"),
+    "ground-truth targets (ceiling)": dict(color="tab:green", ls=":"),
+}
+
+
+def mark_references(ax, reference_rows, metric: str = "voi") -> None:
+    """Draw a score plot's floor and ceiling as horizontal lines with labels.
+
+    ``reference_rows``: the rows of :func:`affcons_lib.evaluate.reference_scores`
+    (dicts with ``name`` and ``metric``). The one-object floor and the ceiling
+    (ground-truth targets through the same pipeline) are drawn; "every voxel
+    alone" (VOI 10-20 bits) would only squash the axis and is left to the table.
+    """
+    for row in reference_rows:
+        style = REFERENCE_STYLES.get(row["name"])
+        if style is not None:
+            ax.axhline(row[metric], lw=1.2, label=f"{row['name']}: {row[metric]:.2f}", **style)
+    ax.legend(fontsize=8, loc="best")

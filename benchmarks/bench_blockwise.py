@@ -140,7 +140,8 @@ def main():
                             "--workers", str(args.workers)])
         t_block = time.time() - t
         t = time.time()
-        ref_seg = postprocess.agglomerate(gt_affs, [args.threshold], scoring="mean")[0]
+        ref_seg = postprocess.agglomerate(gt_affs, [args.threshold], scoring="mean",
+                                          fragments=postprocess.distance_fragments(gt_affs))[0]
         t_mem = time.time() - t
         seg = zarr.open_array(str(d / "seg" / "segmentation"))[:]
         split, merge = metrics.voi(seg, ref_seg)

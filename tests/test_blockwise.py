@@ -115,7 +115,7 @@ def test_whole_volume_block_equals_waterz(em_affs, tmp_path):
     path, affs = em_affs
     blockwise.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=affs.shape[1:], workers=0)
     seg = zarr.open_array(str(tmp_path / "seg" / "segmentation"))[:]
-    ref = postprocess.agglomerate(affs, [0.5], scoring="mean")[0]
+    ref = postprocess.agglomerate(affs, [0.5], scoring="mean", fragments=postprocess.distance_fragments(affs))[0]
     assert metrics.voi(seg, ref) == pytest.approx((0.0, 0.0), abs=1e-9)
 
 
@@ -125,7 +125,7 @@ def test_blockwise_segmentation_close_to_in_memory(em_affs, tmp_path):
                                          context=(0, 64, 64), workers=2)
     assert result["blocks"]["fragments"]["blocks"] == 8 and result["blocks"]["edges"]["done"] == 8
     seg = zarr.open_array(str(tmp_path / "seg" / "segmentation"))[:]
-    ref = postprocess.agglomerate(affs, [0.5], scoring="mean")[0]
+    ref = postprocess.agglomerate(affs, [0.5], scoring="mean", fragments=postprocess.distance_fragments(affs))[0]
     split, merge = metrics.voi(seg, ref)
     assert split + merge < 0.05, (split, merge)
     assert (seg > 0).all()
@@ -242,12 +242,12 @@ def test_seed_id_fragments_of_a_crop_equal_the_whole_inside(em_affs):
     """With ties broken by position and ids from seed positions, a block with
     context computes the same fragments as the whole volume inside it."""
     _, affs = em_affs
-    whole = postprocess.fragments_from_affinities(affs, ids="seed")
+    whole = postprocess.distance_fragments(affs, ids="seed")
     region = (slice(0, 32), slice(40, 200), slice(60, 220))
-    crop = postprocess.fragments_from_affinities(affs[(slice(None),) + region], ids="seed",
+    crop = postprocess.distance_fragments(affs[(slice(None),) + region], ids="seed",
                                                  origin=(0, 40, 60), volume_shape=affs.shape[1:])
     inner = (slice(None), slice(48, 112), slice(48, 112))  # 48 px of context on every side
     np.testing.assert_array_equal(crop[inner], whole[region][inner])
     # the same partition as the default (sequential) ids
-    seq = postprocess.fragments_from_affinities(affs)
+    seq = postprocess.distance_fragments(affs)
     assert metrics.voi(whole, seq) == pytest.approx((0.0, 0.0), abs=1e-12)

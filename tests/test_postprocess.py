@@ -3,6 +3,7 @@ import pytest
 
 from affcons_lib import affinity, metrics
 from affcons_lib import postprocess as pp
+from affcons_lib.data import make_em_volume
 
 
 # ------------------------------------------------------------------ mutex watershed
@@ -163,6 +164,21 @@ def test_mws_affogato_forced_without_it():
         pp.mutex_watershed(np.zeros((2, 4, 4), np.float32), [(-1, 0), (0, -1)], 1, use_affogato=True)
 
 
+def test_mws_default_is_ours_even_with_affogato(monkeypatch):
+    """A conda user with affogato must get the pip user's segmentation: affogato
+    only when asked for."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("affogato was called without use_affogato=True")
+
+    monkeypatch.setattr(pp, "HAVE_AFFOGATO", True)
+    monkeypatch.setattr(pp, "_affogato_mws", refuse)
+    affs = np.random.default_rng(0).random((10, 32, 32)).astype(np.float32)
+    seg = pp.mutex_watershed(affs, affinity.OFFSETS_2D, 2)
+    assert seg.shape == (32, 32)
+    with pytest.raises(AssertionError, match="without use_affogato"):
+        pp.mutex_watershed(affs, affinity.OFFSETS_2D, 2, use_affogato=True)
+
+
 # -------------------------------------------------------------------------- waterz
 @pytest.fixture(scope="module")
 def em_case():
@@ -175,17 +191,63 @@ def em_case():
     return noisy, gt
 
 
-def test_fragments_are_per_slice_and_cover_everything(em_case):
+def test_fragments_cover_everything_and_slice_mode_stays_in_slices(em_case):
     affs, gt = em_case
-    frags = pp.fragments_from_affinities(affs)
-    assert frags.dtype == np.uint64 and frags.shape == gt.shape
-    assert (frags > 0).all()
-    ids_per_slice = [set(np.unique(f)) for f in frags]
+    for mode in ("volume", "slice"):
+        frags = pp.fragments_from_affinities(affs, mode=mode)
+        assert frags.dtype == np.uint64 and frags.shape == gt.shape
+        assert (frags > 0).all()  # boundary voxels too belong to a fragment
+        assert np.array_equal(np.unique(frags), np.arange(1, frags.max() + 1))
+        # an over-segmentation: every fragment lies (almost) inside one gt object
+        split, merge = metrics.voi(frags, gt)
+        assert merge < 0.3 and split > merge, mode
+    ids_per_slice = [set(np.unique(f)) for f in pp.fragments_from_affinities(affs, mode="slice")]
     for a, b in zip(ids_per_slice, ids_per_slice[1:]):
         assert not (a & b)  # no fragment crosses slices
-    # an over-segmentation: every fragment lies (almost) inside one gt object
-    split, merge = metrics.voi(frags, gt)
-    assert merge < 0.3 and split > merge
+    with pytest.raises(ValueError, match="mode"):
+        pp.fragments_from_affinities(affs, mode="3d")
+
+
+def test_fragments_do_not_leak_across_one_voxel_boundaries():
+    """Touching instances with no boundary voxel between them (label 0 only where
+    the data say so): the affinity targets cut every edge between two instances,
+    so no fragment may hold voxels of two instances. The old per-slice map of the
+    edges to the lower neighbours only leaked here: it never sees the edge to the
+    upper neighbour, so a voxel right above a border counted as inside."""
+    _, gt = make_em_volume((8, 64, 64), n_neurites=12, membrane_width=0, seed=3)
+    assert (gt > 0).all()
+    affs, _ = affinity.affinities_from_labels(gt, affinity.OFFSETS_3D[:3])
+    for mode in ("volume", "slice"):
+        # min_new_size=2: this volume has instance pieces of 4 and 7 voxels that
+        # reach no seed; with the default (10) they go to the nearest fragment
+        frags = pp.fragments_from_affinities(affs, mode=mode, min_new_size=2)
+        assert metrics.voi(frags, gt)[1] == pytest.approx(0.0, abs=1e-9), mode  # no fragment straddles
+        assert metrics.voi(pp.fragments_from_affinities(affs, mode=mode), gt)[1] < 0.01
+    legacy = pp.distance_fragments(affs)
+    assert metrics.voi(legacy, gt)[1] > 0.01  # the leak this replaces
+
+
+def test_thin_instance_gets_its_own_fragment():
+    """A one-voxel-wide instance holds no voxel whose every edge is strong, so no
+    distance-transform seed: it must still become a fragment, not be swallowed by
+    a neighbour (the shared FIB-SEM volume is full of such neurites)."""
+    gt = np.ones((6, 20, 20), np.uint32)
+    gt[:, :, 10:] = 2
+    gt[:, 5:15, 9] = 3  # a sheet one voxel thick along x, between 1 and 2
+    affs, _ = affinity.affinities_from_labels(gt, affinity.OFFSETS_3D[:3])
+    frags = pp.fragments_from_affinities(affs, min_new_size=10)
+    assert metrics.voi(frags, gt)[1] == pytest.approx(0.0, abs=1e-9)
+    assert len(np.unique(frags[gt == 3])) == 1
+    # smaller than min_new_size: flooded by its neighbours instead
+    frags = pp.fragments_from_affinities(affs, min_new_size=1000)
+    assert len(np.unique(frags[gt == 3])) > 1 or np.unique(frags[gt == 3])[0] in frags[gt != 3]
+
+
+def test_scoring_names():
+    """``median`` is the field's median (histograms start empty); the paper's
+    release string leaves InitWithMax at true: kept as ``median_release``."""
+    assert pp.SCORING["median"].replace(" ", "").endswith("256,false>>")
+    assert pp.SCORING["median_release"] == "OneMinus<HistogramQuantileAffinity<RegionGraphType, 50, ScoreValue, 256>>"
 
 
 def test_agglomerate_thresholds_monotone_and_sweep(em_case):
@@ -203,7 +265,7 @@ def test_agglomerate_thresholds_monotone_and_sweep(em_case):
 
 def test_agglomerate_scorings_and_fragment_sources(em_case):
     affs, gt = em_case
-    for scoring in ("median", "mean", "quantile_75"):
+    for scoring in ("median", "median_release", "mean", "quantile_75"):
         (seg,) = pp.agglomerate(affs, [0.5], scoring=scoring)
         assert seg.shape == gt.shape
     (own,) = pp.agglomerate(affs, [0.5], fragments="waterz")

@@ -1,0 +1,139 @@
+"""The 3D instrument: perfect affinities must score near 0, trivial ones far from it.
+
+Acceptance of the evaluation (issue "The instrument"): noisy ground-truth targets,
+``clip(0.9 t + 0.05 + N(0, 0.1))``, border-widened or not, score VOI <= 0.5 through
+``evaluate_3d`` with its defaults, by both pipelines; an all-merged and an
+all-split prediction score VOI >= 1.5.
+"""
+
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from affcons_lib import affinity, data, evaluate, metrics
+from affcons_lib.data import make_em_volume
+
+
+def noisy_targets(gt, widen, seed=0):
+    labels = affinity.widen_borders(gt) if widen else gt
+    t, _ = affinity.affinities_from_labels(labels, affinity.OFFSETS_3D)
+    rng = np.random.default_rng(seed)
+    return np.clip(0.9 * t + 0.05 + rng.normal(0, 0.1, t.shape), 0, 1).astype(np.float32)
+
+
+def check_instrument(gt):
+    for widen in (True, False):
+        affs = noisy_targets(gt, widen)
+        for method in evaluate.METHODS_3D:
+            r = evaluate.evaluate_3d(affs, gt, method=method)
+            assert r["voi"] <= 0.5, (widen, method, r["voi_split"], r["voi_merge"])
+            assert r["voi"] == pytest.approx(r["voi_split"] + r["voi_merge"])
+    # All merged (every affinity 1): one object, so merge = H(gt), the entropy of
+    # the body sizes -- >= 1.5 bits whenever no body holds most of the voxels.
+    # All split (every affinity 0): no edge links two voxels, nothing can grow.
+    for value in (1.0, 0.0):
+        affs = np.full((len(affinity.OFFSETS_3D),) + gt.shape, value, np.float32)
+        for method in evaluate.METHODS_3D:
+            r = evaluate.evaluate_3d(affs, gt, method=method)
+            assert r["voi"] >= 1.5, (value, method, r["voi"])
+            if value == 1.0:
+                assert r["n_segments"] == 1 and r["voi_split"] == pytest.approx(0.0, abs=1e-9)
+            elif method == "mutex_watershed":
+                assert r["voi_merge"] < 0.1 < 1.5 < r["voi_split"]  # every voxel its own segment
+
+
+def test_instrument_on_generated_volume():
+    """Isotropic neurites (like the FIB-SEM volume): border widening in-plane
+    disconnects thin bodies between sections, which only the border tolerance
+    forgives; strongly anisotropic generated paths would be cut into pieces no
+    affinity pipeline can join (their widened targets are 0 across)."""
+    _, gt = make_em_volume((24, 96, 96), anisotropy=1.0, seed=1)
+    check_instrument(gt)
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_instrument_on_fibsem_test_part(fibsem_path):
+    """The test part the notebooks score: the last 50 slices, whole (250 x 250)."""
+    gt = data.read_cremi(fibsem_path)[1][200:]
+    check_instrument(gt)
+
+
+def test_reference_scores_bracket_the_methods():
+    _, gt = make_em_volume((16, 64, 64), anisotropy=1.0, seed=2)
+    rows = {r["name"]: r for r in evaluate.reference_scores(gt)}
+    one, alone, ceiling = rows["one object"], rows["every voxel alone"], rows["ground-truth targets (ceiling)"]
+    scored = metrics.ignore_borders(gt, 1)
+    assert one["voi_split"] == pytest.approx(0.0, abs=1e-9)
+    assert one["voi_merge"] == pytest.approx(metrics.voi(np.ones_like(gt), scored)[1])
+    assert alone["voi_merge"] == pytest.approx(0.0, abs=1e-9) and alone["arand"] == pytest.approx(1.0)
+    assert ceiling["voi"] < 0.5 * one["voi"]
+    # the ceiling runs the same pipeline: other options give other ceilings
+    other = {r["name"]: r for r in evaluate.reference_scores(gt, method="mutex_watershed")}
+    assert other["ground-truth targets (ceiling)"]["voi"] != ceiling["voi"]
+
+
+def test_border_tolerance_and_fragments_alone():
+    _, gt = make_em_volume((16, 64, 64), anisotropy=1.0, seed=2)
+    affs = noisy_targets(gt, widen=True)
+    strict = evaluate.evaluate_3d(affs, gt, border_tolerance=0)
+    lenient = evaluate.evaluate_3d(affs, gt, border_tolerance=2)
+    assert strict["border_tolerance"] == 0 and lenient["border_tolerance"] == 2
+    assert lenient["voi"] < strict["voi"]  # the widened rims are where the errors are
+    # fragments alone over-segment: agglomeration must improve on them
+    assert strict["fragments"]["voi_split"] > strict["voi_split"]
+    assert strict["voi"] < strict["fragments"]["voi"]
+    assert [r["threshold"] for r in strict["rows"]] == list(evaluate.THRESHOLDS)
+
+
+def test_ignore_borders_by_hand():
+    gt = np.array([[1, 1, 1, 2, 2, 2],
+                   [1, 1, 1, 2, 2, 2],
+                   [3, 3, 3, 3, 3, 3]], np.uint32)
+    out = metrics.ignore_borders(gt, 1)  # pixels with a 4-neighbour of another label
+    np.testing.assert_array_equal(out, [[1, 1, 0, 0, 2, 2],
+                                        [0, 0, 0, 0, 0, 0],
+                                        [0, 0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(metrics.ignore_borders(gt, 0), gt)
+    stack = metrics.ignore_borders(np.stack([gt, np.full_like(gt, 5)]), 1)  # per section
+    np.testing.assert_array_equal(stack[1], 5)
+    with pytest.raises(ValueError, match="width"):
+        metrics.ignore_borders(gt, -1)
+    with pytest.raises(TypeError, match="gt"):
+        metrics.ignore_borders(gt.astype(float), 1)
+
+
+def test_evaluate_3d_bad_input():
+    _, gt = make_em_volume((8, 32, 32), seed=0)
+    affs = noisy_targets(gt, widen=False)
+    with pytest.raises(ValueError, match="method"):
+        evaluate.evaluate_3d(affs, gt, method="watershed")
+    with pytest.raises(ValueError, match="affs: expected shape"):
+        evaluate.evaluate_3d(affs[:, :4], gt)
+    with pytest.raises(ValueError, match="mode"):
+        evaluate.evaluate_3d(affs, gt, fragment_mode="iso")
+
+
+def test_evaluate_command_line_3d(tmp_path):
+    _, gt = make_em_volume((12, 48, 48), anisotropy=1.0, seed=4)
+    affs = noisy_targets(gt, widen=True)
+    pred = tmp_path / "pred.h5"
+    with h5py.File(pred, "w") as f:
+        f.create_dataset("affinities", data=affs).attrs["offsets"] = np.asarray(affinity.OFFSETS_3D)
+        f.create_dataset("labels", data=gt)
+    out = tmp_path / "scores.json"
+    r = subprocess.run([sys.executable, "-m", "affcons_lib.evaluate", str(pred), "--method", "mutex_watershed",
+                        "--json", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    scores = json.loads(out.read_text())
+    direct = evaluate.evaluate_3d(affs, gt, method="mutex_watershed")
+    assert scores["voi"] == pytest.approx(direct["voi"])
+    names = [row["name"] for row in scores["reference"]]
+    assert names == ["one object", "every voxel alone", "ground-truth targets (ceiling)"]
+    r = subprocess.run([sys.executable, "-m", "affcons_lib.evaluate", str(pred), "--fragments", "slab"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--fragments" in r.stderr
