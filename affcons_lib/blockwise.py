@@ -48,6 +48,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ._atomic import atomic_path, write_text
+
 __all__ = ["open_volume", "intensity_range", "predict_blockwise", "segment_blockwise", "agglomerate_graph",
            "region_graph", "peak_memory_mb", "main"]
 
@@ -187,7 +189,7 @@ def _predict_block(spec: _PredictSpec, block) -> None:
 
     from .data import normalize_raw
     from .inference import plan_tiles, predict_region
-    from .train import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     if _WORKER_CACHE.get("spec") != spec:  # once per worker process (and run)
         torch.set_num_threads(spec.threads)
@@ -225,8 +227,8 @@ def predict_blockwise(checkpoint, raw_path, out_path, *, raw_key: str | None = N
     out_path : zarr array to write, float32 (C, Z, Y, X), chunks (C, *block);
         attribute ``offsets``. An existing one with the same layout is resumed.
     block : block (and chunk) shape; each block reads the tiles that touch it.
-    tile, stride : the tile grid (default: :func:`affcons_lib.predict.default_tile`
-        and :func:`affcons_lib.predict.default_stride`, as ``predict_part``).
+    tile, stride : the tile grid (default: :func:`affcons_lib.inference.default_tile`
+        and :func:`affcons_lib.inference.default_stride`, as ``predict_part``).
     workers : daisy worker processes (0: in this process, no subprocesses).
     raw_range : (lo, hi) intensity range; default :func:`intensity_range`.
     threads : torch threads per worker (default: cores / workers).
@@ -237,8 +239,8 @@ def predict_blockwise(checkpoint, raw_path, out_path, *, raw_key: str | None = N
     """
     import time
 
-    from .predict import default_stride, default_tile
-    from .train import load_checkpoint
+    from .inference import default_stride, default_tile
+    from .checkpoint import load_checkpoint
 
     t0 = time.time()
     nets, cfg, _ = load_checkpoint(checkpoint, "cpu")
@@ -372,9 +374,8 @@ def _edges_block(spec: _SegmentSpec, block) -> None:
     af = np.asarray(affs[(slice(0, 3),) + tuple(slice(b, e) for b, e in zip(begin, end))])
     u, v, sums, counts = region_graph(fr, af, margin)
     out = Path(spec.edges_dir) / f"{_block_index(spec, block.write_roi):08d}.npz"
-    tmp = out.with_name(out.name + ".part.npz")
-    np.savez(tmp, u=u, v=v, sums=sums, counts=counts)
-    os.replace(tmp, out)
+    with atomic_path(out, ".part.npz") as tmp:
+        np.savez(tmp, u=u, v=v, sums=sums, counts=counts)
     _note_worker_memory(spec.memory_dir)
 
 
@@ -480,9 +481,8 @@ def segment_blockwise(affs_path, out_path, *, threshold: float = 0.5, block=(64,
         pairs, inv = np.unique(key, return_inverse=True)
         rep = agglomerate_graph(len(nodes), pairs // len(nodes), pairs % len(nodes),
                                 np.bincount(inv, weights=sums), np.bincount(inv, weights=counts), float(threshold))
-        tmp = lut_path.with_name(lut_path.name + ".part.npz")
-        np.savez(tmp, fragments=nodes, segments=nodes[rep])
-        os.replace(tmp, lut_path)
+        with atomic_path(lut_path, ".part.npz") as tmp:
+            np.savez(tmp, fragments=nodes, segments=nodes[rep])
         n_edges = len(pairs)
     else:
         nodes, n_edges = np.load(lut_path)["fragments"], -1
@@ -519,10 +519,7 @@ def _fresh_memory_dir(tracking: Path) -> str:
 
 def _note_worker_memory(memory_dir: str) -> None:
     """Worker: write this process's peak memory so far (one file per process)."""
-    out = Path(memory_dir) / f"{os.getpid()}.txt"
-    tmp = out.with_name(out.name + ".part")
-    tmp.write_text(f"{_own_peak_mb():.1f}")
-    os.replace(tmp, out)
+    write_text(Path(memory_dir) / f"{os.getpid()}.txt", f"{_own_peak_mb():.1f}")
 
 
 def peak_memory_mb(memory_dir: str | None = None) -> dict:
@@ -536,10 +533,13 @@ def peak_memory_mb(memory_dir: str | None = None) -> dict:
 # ------------------------------------------------------------------ command line
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of blockwise prediction (also ``python -m affcons_lib.predict --blockwise``)."""
-    parser.add_argument("--raw", help="HDF5 or zarr raw volume, PATH:KEY")
-    parser.add_argument("--block", type=int, nargs=3, default=(64, 256, 256), help="block (and chunk) shape")
-    parser.add_argument("--workers", type=int, default=2, help="daisy worker processes")
-    parser.add_argument("--raw-range", type=float, nargs=2, help="intensity range (default: estimated)")
+    parser.add_argument("--raw", help="blockwise: the raw volume to predict, an HDF5 or zarr PATH:KEY")
+    parser.add_argument("--block", type=int, nargs=3, default=(64, 256, 256),
+                        help="blockwise: block (and zarr chunk) shape Z Y X; a worker holds one block")
+    parser.add_argument("--workers", type=int, default=2, help="blockwise: daisy worker processes")
+    parser.add_argument("--raw-range", type=float, nargs=2, metavar=("LO", "HI"),
+                        help="blockwise: raw intensities mapped to 0 and 1 for the whole volume "
+                             "(default: estimated from a strided sample)")
 
 
 def _report(run) -> int:

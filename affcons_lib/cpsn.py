@@ -29,11 +29,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import affinity, distributed, models
-from .train import (PatchSampler, TrainConfig, _atomic_save, _device, _write_log, build_models, prepare_data,
-                    run_config_cli)
+from . import affinity, checkpoint, distributed, models
+from .checkpoint import build_models
+from .config import TrainConfig, run_config_cli
+from .sampling import PatchSampler, prepare_data
 
-__all__ = ["SnapshotBank", "error_target", "cpsn_input", "cpsn_loss", "CPSNConfig", "train_cpsn",
+__all__ = ["SnapshotBank", "snapshot_affinities", "error_target", "cpsn_input", "cpsn_loss", "CPSNConfig", "train_cpsn",
            "load_cpsn", "cpsn_confidence", "predict_errors", "precision_recall", "main"]
 
 PAPER_SNAPSHOTS = (1000, 5000, 10000, 50000, 100000)
@@ -86,7 +87,7 @@ class SnapshotBank:
         if path not in self._cache:
             if len(self._cache) >= 4:  # a few in memory at a time
                 self._cache.pop(next(iter(self._cache)))
-            ckpt = torch.load(path, map_location=self.device, weights_only=False)
+            ckpt = checkpoint.read_checkpoint(path, self.device)
             cfg = TrainConfig(**ckpt["config"])
             nets = build_models(cfg)
             for name, net in nets.items():
@@ -106,6 +107,15 @@ class SnapshotBank:
         rate = float(rng.uniform(0, self.max_dropout))
         net.set_dropout(rate, always_on=True)
         return net, f"{path.stem}/{branch} dropout {rate:.3f}"
+
+
+def snapshot_affinities(snapshot: torch.nn.Module, image: torch.Tensor, offsets) -> torch.Tensor:
+    """Affinities (N, C, *S) of a snapshot network drawn from a :class:`SnapshotBank`,
+    whichever branch it is (embeddings become affinities by cosine similarity);
+    no gradient."""
+    with torch.no_grad():
+        out = snapshot(image)
+        return affinity.affinities_from_embeddings(out, offsets) if snapshot.kind == "embedding" else out
 
 
 def error_target(aff: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -171,14 +181,14 @@ def _seg_config(snapshot_dir: Path) -> TrainConfig:
     files = sorted(Path(snapshot_dir).glob("snapshot_*.pt")) or sorted(Path(snapshot_dir).glob("last.pt"))
     if not files:
         raise FileNotFoundError(f"{snapshot_dir}: no snapshot_*.pt or last.pt")
-    return TrainConfig(**torch.load(files[0], map_location="cpu", weights_only=False)["config"])
+    return TrainConfig(**checkpoint.read_checkpoint(files[0])["config"])
 
 
 def train_cpsn(cfg: CPSNConfig, prepared: dict | None = None) -> dict:
     """Train a CPSN on errors simulated by the snapshot bank; atomic checkpoints,
     ``losses.csv`` and exact resume as in :func:`affcons_lib.train.train`."""
     seg_cfg = _seg_config(Path(cfg.snapshot_dir))
-    device = distributed.setup(str(_device(TrainConfig(device=cfg.device))))  # torchrun's group, if any
+    device = distributed.setup(str(checkpoint.resolve_device(cfg)))  # torchrun's group, if any
     main_rank = distributed.is_main()
     prepared = prepared or prepare_data(seg_cfg)
     offsets = prepared["offsets"]
@@ -195,7 +205,7 @@ def train_cpsn(cfg: CPSNConfig, prepared: dict | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     last, start, log = out_dir / "last.pt", 1, []
     if cfg.resume and last.is_file():
-        ckpt = torch.load(last, map_location=device, weights_only=False)
+        ckpt = checkpoint.read_checkpoint(last, device, keys=("model", "optimizer", "iteration", "log"))
         plain.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["torch_rng"])
@@ -209,9 +219,7 @@ def train_cpsn(cfg: CPSNConfig, prepared: dict | None = None) -> dict:
         rng = np.random.default_rng([cfg.seed, t])
         image = raw.unsqueeze(1)
         snapshot, _ = bank.draw(rng)
-        with torch.no_grad():
-            out = snapshot(image)
-            aff = affinity.affinities_from_embeddings(out, offsets) if snapshot.kind == "embedding" else out
+        aff = snapshot_affinities(snapshot, image, offsets)
         if 0 < cfg.channels_per_step < aff.shape[1]:
             pick = torch.from_numpy(np.sort(rng.choice(aff.shape[1], cfg.channels_per_step, replace=False)))
             aff, target, mask = aff[:, pick], target[:, pick], mask[:, pick]
@@ -227,21 +235,18 @@ def train_cpsn(cfg: CPSNConfig, prepared: dict | None = None) -> dict:
             log.append({"iteration": t, **row, "error_rate": (counts[0] / counts[1].clamp_min(1)).item(),
                         "seconds": time.time() - t0})
         if (t % cfg.checkpoint_every == 0 or t == cfg.iterations) and main_rank:
-            _atomic_save({"model": plain.state_dict(), "optimizer": opt.state_dict(), "iteration": t,
+            checkpoint.save({"model": plain.state_dict(), "optimizer": opt.state_dict(), "iteration": t,
                           "torch_rng": torch.get_rng_state(), "config": dataclasses.asdict(cfg),
                           "widths": cfg.widths, "dim": seg_cfg.dim, "world_size": distributed.world_size(),
                           "log": log}, last)
-            _write_log(log, out_dir)
+            checkpoint.write_log(log, out_dir)
     distributed.barrier()
     return {"checkpoint": str(last), "seconds": time.time() - t0, "last": log[-1] if log else {}}
 
 
 def load_cpsn(path, device="cpu") -> torch.nn.Module:
     """A trained CPSN (eval mode, dropout off) from :func:`train_cpsn`'s checkpoint."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"CPSN checkpoint not found: {p}")
-    ckpt = torch.load(p, map_location=device, weights_only=False)
+    ckpt = checkpoint.read_checkpoint(path, device, keys=("model", "dim", "widths"))
     net = models.build("cpsn3d" if ckpt["dim"] == 3 else "cpsn2d", widths=tuple(ckpt["widths"]))
     net.load_state_dict(ckpt["model"])
     return net.to(device).eval()

@@ -30,15 +30,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from . import affinity, metrics, postprocess
+from ._atomic import write_text
 
-__all__ = ["evaluate_3d", "segment_3d", "reference_scores", "evaluate_2d", "evaluate_2d_many", "segment_2d", "main"]
+__all__ = ["evaluate_3d", "segment_3d", "reference_scores", "evaluate_2d", "score_prediction", "evaluate_2d_many", "segment_2d", "main"]
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.1))
 
@@ -186,6 +186,17 @@ def evaluate_2d_many(affs_list, labels_list, offsets, **segment_options) -> dict
     return out
 
 
+def score_prediction(affs, labels, offsets, **options) -> dict:
+    """Score a prediction of any of the three kinds the data come in: one volume
+    (:func:`evaluate_3d`), one image (:func:`evaluate_2d`) or a list of images
+    (:func:`evaluate_2d_many`); ``options`` go to that function."""
+    if isinstance(affs, (list, tuple)):
+        return evaluate_2d_many(affs, labels, offsets, **options)
+    if np.ndim(labels) == 3:
+        return evaluate_3d(affs, labels, offsets=offsets, **options)
+    return evaluate_2d(affs, labels, offsets, **options)
+
+
 def main(argv=None) -> int:
     import h5py
 
@@ -221,27 +232,22 @@ def main(argv=None) -> int:
         affs = [g["affinities"][...] for g in groups]
         gt = [g["labels"][...] for g in groups]
         offsets = [tuple(int(v) for v in o) for o in groups[0]["affinities"].attrs["offsets"]]
-    if gt[0].ndim == 3:
-        options = dict(method=args.method, thresholds=args.thresholds, scoring=args.scoring,
-                       fragment_mode=args.fragments, border_tolerance=args.border_tolerance, offsets=offsets)
-        try:
-            scores = evaluate_3d(affs[0], gt[0], **options)
-            if not args.no_floors:
-                scores["reference"] = reference_scores(gt[0], **options)
-        except ValueError as err:
-            print(f"error: {p}: {err}", file=sys.stderr)
-            return 2
-    elif len(gt) > 1:
-        scores = evaluate_2d_many(affs, gt, offsets)
-    else:
-        scores = evaluate_2d(affs[0], gt[0], offsets)
+    three_d = gt[0].ndim == 3
+    options = dict(method=args.method, thresholds=args.thresholds, scoring=args.scoring,
+                   fragment_mode=args.fragments, border_tolerance=args.border_tolerance) if three_d else {}
+    try:
+        scores = score_prediction(affs if len(affs) > 1 else affs[0], gt if len(gt) > 1 else gt[0], offsets,
+                                  **options)
+        if three_d and not args.no_floors:
+            scores["reference"] = reference_scores(gt[0], offsets=offsets, **options)
+    except ValueError as err:
+        print(f"error: {p}: {err}", file=sys.stderr)
+        return 2
     scores.pop("segmentation")
     text = json.dumps(scores, indent=2)
     print(text)
     if args.json:
-        tmp = Path(args.json + ".part")
-        tmp.write_text(text)
-        os.replace(tmp, args.json)
+        write_text(args.json, text)
     return 0
 
 

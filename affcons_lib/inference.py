@@ -19,7 +19,7 @@ import torch
 
 from .affinity import affinities_from_embeddings, affinities_from_labels, affinity_entropy, check_offsets
 
-__all__ = ["predict_affinities", "predict_region", "plan_tiles", "TilePlan", "tile_starts"]
+__all__ = ["predict_affinities", "predict_region", "plan_tiles", "TilePlan", "tile_starts", "default_tile", "default_stride"]
 
 
 def tile_starts(size: int, tile: int, stride: int) -> list[int]:
@@ -190,3 +190,21 @@ def predict_affinities(model: torch.nn.Module, raw: np.ndarray, offsets, *, tile
     if with_entropy:
         return affs, affinity_entropy(affs).astype(np.float32)
     return affs
+
+
+def default_tile(shape, patch, divisor: int, max_inplane: int = 256):
+    """Inference tiles: twice the training depth in z (3D), and in-plane the largest
+    multiple of the network's divisor up to ``max_inplane`` that fits the data --
+    few large tiles are much faster than many training-sized ones."""
+    tile = []
+    for i, (n, p) in enumerate(zip(shape, patch)):
+        if i < len(shape) - 2:
+            tile.append(min(n, 2 * p))
+        else:
+            tile.append(max(divisor, (min(n, max_inplane) // divisor) * divisor))
+    return tuple(tile)
+
+
+def default_stride(tile):
+    """Inference stride: three quarters of the tile (tiles overlap by a quarter)."""
+    return tuple(max(1, (3 * int(x)) // 4) for x in tile)

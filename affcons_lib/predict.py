@@ -15,34 +15,17 @@ a zarr array, never holding the volume (:mod:`affcons_lib.blockwise`).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .inference import predict_affinities
-from .train import load_checkpoint, prepare_data
+from ._atomic import atomic_path
+from .checkpoint import load_checkpoint
+from .inference import default_stride, default_tile, predict_affinities
+from .sampling import prepare_data
 
 __all__ = ["predict_part", "default_tile", "default_stride", "main"]
-
-
-def default_tile(shape, patch, divisor: int, max_inplane: int = 256):
-    """Inference tiles: twice the training depth in z (3D), and in-plane the largest
-    multiple of the network's divisor up to ``max_inplane`` that fits the data --
-    few large tiles are much faster than many training-sized ones."""
-    tile = []
-    for i, (n, p) in enumerate(zip(shape, patch)):
-        if i < len(shape) - 2:
-            tile.append(min(n, 2 * p))
-        else:
-            tile.append(max(divisor, (min(n, max_inplane) // divisor) * divisor))
-    return tuple(tile)
-
-
-def default_stride(tile):
-    """Inference stride: three quarters of the tile (tiles overlap by a quarter)."""
-    return tuple(max(1, (3 * int(x)) // 4) for x in tile)
 
 
 def predict_part(checkpoint, part: str = "test", *, tile=None, stride=None, branch: str = "embedding",
@@ -81,13 +64,17 @@ def main(argv=None) -> int:
     import h5py
 
     ap = argparse.ArgumentParser(prog="python -m affcons_lib.predict", description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoint")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--part", default="test", choices=("test", "train", "all"))
-    ap.add_argument("--tile", type=int, nargs="+")
-    ap.add_argument("--stride", type=int, nargs="+")
-    ap.add_argument("--branch", default="embedding", choices=("embedding", "affinity"))
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("checkpoint", help="last.pt (or a snapshot) written by python -m affcons_lib.train")
+    ap.add_argument("--out", required=True, help="HDF5 file to write (zarr folder with --blockwise)")
+    ap.add_argument("--part", default="test", choices=("test", "train", "all"),
+                    help="which part of the run's dataset to predict (default: the test part)")
+    ap.add_argument("--tile", type=int, nargs="+",
+                    help="tile shape fed to the network (default: twice the training depth, in-plane up to 256)")
+    ap.add_argument("--stride", type=int, nargs="+",
+                    help="step between tiles (default: 3/4 of the tile; overlaps are blended)")
+    ap.add_argument("--branch", default="embedding", choices=("embedding", "affinity"),
+                    help="f(θ2), the embedding branch the paper infers with, or crac's f(θ1)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--blockwise", action="store_true", help="predict --raw block by block into a zarr --out")
     from .blockwise import add_predict_arguments, run_predict
 
@@ -104,8 +91,7 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    tmp = out.with_name(out.name + ".part")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
         groups = [(f, affs, entropy, labels)] if not isinstance(affs, list) else \
             [(f.create_group(f"image_{i:03d}"), a, e, lab) for i, (a, e, lab) in enumerate(zip(affs, entropy, labels))]
         for g, a, e, lab in groups:
@@ -113,7 +99,6 @@ def main(argv=None) -> int:
             ds.attrs["offsets"] = np.asarray(offsets, dtype=np.int64)
             g.create_dataset("entropy", data=e, compression="gzip")
             g.create_dataset("labels", data=lab, compression="gzip")
-    os.replace(tmp, out)
     print(out)
     return 0
 

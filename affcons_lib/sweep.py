@@ -25,6 +25,8 @@ import os
 import sys
 from pathlib import Path
 
+from ._atomic import atomic_path
+
 
 def _rows(result: dict) -> list[dict]:
     """Flatten a recorded result: lists of records become rows, scalars columns."""
@@ -73,9 +75,8 @@ def run_sweep(spec: dict, *, kernel: str | None = None) -> Path:
             for row in _rows(json.loads(f.read_text())):
                 rows.append({"run": i, **dict(zip(keys, values)), **row})
     table = pd.DataFrame(rows)
-    tmp = out / "results.csv.part"
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out / "results.csv")
+    with atomic_path(out / "results.csv") as tmp:
+        table.to_csv(tmp, index=False)
     metric = spec.get("metric")
     if metric and metric in table and keys:
         x = keys[0]

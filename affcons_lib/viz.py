@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_path, write_json
 from ._paths import project_root
 
 __all__ = ["figures_dir", "save_figure", "label_cmap", "show_labels", "results_dir", "record_results"]
@@ -30,9 +31,8 @@ def save_figure(fig, name: str, formats=("png", "pdf"), dpi: int = 150) -> list[
     paths = []
     for fmt in formats:
         final = out_dir / f"{name}.{fmt}"
-        tmp = out_dir / f".{name}.{fmt}.part"
-        fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, final)
+        with atomic_path(final) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
         paths.append(final)
     return paths
 
@@ -72,15 +72,9 @@ def results_dir() -> Path:
 def record_results(name: str, results: dict) -> Path:
     """Write a notebook's key numbers to ``results_dir()/NAME.json`` (atomically),
     so batch runs collect numbers from files rather than from printed text."""
-    import json
-
     out_dir = results_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / f"{name}.json"
-    tmp = out_dir / f".{name}.json.part"
-    tmp.write_text(json.dumps(results, indent=2, default=float))
-    os.replace(tmp, final)
-    return final
+    return write_json(out_dir / f"{name}.json", results, default=float)
 
 
 #: How each reference row of :func:`affcons_lib.evaluate.reference_scores` is drawn.
@@ -103,3 +97,20 @@ def mark_references(ax, reference_rows, metric: str = "voi") -> None:
         if style is not None:
             ax.axhline(row[metric], lw=1.2, label=f"{row['name']}: {row[metric]:.2f}", **style)
     ax.legend(fontsize=8, loc="best")
+
+
+#: One colour map per meaning, across the notebooks.
+AFFINITY_CMAP, ENTROPY_CMAP = "viridis", "magma"
+
+
+def show_affinities_and_entropy(fig, top_axes, bottom_axes, affs, entropy, names) -> None:
+    """Affinity maps (top row, ``viridis``, [0, 1]) above their entropy (bottom
+    row, ``magma``, [0, ln 2] nats), one column per entry of ``names``; ``affs``
+    and ``entropy`` are sequences of 2D arrays in the same order."""
+    for ax_a, ax_h, a, h, name in zip(top_axes, bottom_axes, affs, entropy, names):
+        im = ax_a.imshow(a, cmap=AFFINITY_CMAP, vmin=0, vmax=1)
+        ax_a.set_title(f"affinity, {name}")
+        fig.colorbar(im, ax=ax_a, fraction=0.046)
+        im = ax_h.imshow(h, cmap=ENTROPY_CMAP, vmin=0, vmax=np.log(2))
+        ax_h.set_title(f"entropy, {name} (nats)")
+        fig.colorbar(im, ax=ax_h, fraction=0.046)

@@ -53,16 +53,10 @@ def tiled_volume(depth: int, size: int = 512):
         raw, labels = (labels_only[0] * 255).astype(np.uint8), labels_only[1]
         source = "generated"
 
-    def mirror(a, n, axis):
-        reps = [a, np.flip(a, axis)]
-        out = np.concatenate([reps[i % 2] for i in range(-(-n // a.shape[axis]))], axis=axis)
-        return np.take(out, np.arange(n), axis=axis)
-
-    for axis, n in ((0, depth), (1, size), (2, size)):
-        raw, labels = mirror(raw, n, axis), mirror(labels, n, axis)
+    raw, labels = data.mirror_to_shape(raw, (depth, size, size)), data.mirror_to_shape(labels, (depth, size, size))
     # mirrored copies of one body are separate objects only where they do not touch;
     # they are one label here, which is fine for comparing two segmentations
-    return np.ascontiguousarray(raw), np.ascontiguousarray(labels), source
+    return raw, labels, source
 
 
 def run_cli(args: list[str]) -> dict:

@@ -33,9 +33,11 @@ def test_loss_balances_errors():
     mask = torch.ones_like(err, dtype=torch.bool)
     only_missed_error = torch.zeros_like(err) + 1e-3  # predicts "correct" everywhere
     only_false_alarm = torch.full_like(err, 0.5)
-    # missing the single error costs as much as nine correct pixels would
+    # the error pixel weighs #correct / #error = 9: (9 * -ln(1e-3) + 9 * -ln(1 - 1e-3)) / 10
     loss = cpsn.cpsn_loss(only_missed_error, err, mask)
-    assert loss.item() > 9 * 0.9 * (-np.log(1 - 1e-3)) and loss.item() > cpsn.cpsn_loss(only_false_alarm, err, mask) / 3
+    assert loss.item() == pytest.approx((9 * -np.log(1e-3) + 9 * -np.log(1 - 1e-3)) / 10, rel=1e-5)  # 6.218
+    assert loss.item() == pytest.approx(6.218, abs=1e-3)  # unbalanced it would be 0.692
+    assert cpsn.cpsn_loss(only_false_alarm, err, mask).item() == pytest.approx(18 * np.log(2) / 10, rel=1e-5)
 
 
 def test_cpsn_input_layout():
@@ -76,12 +78,20 @@ def test_train_cpsn_and_plug_into_crac(snapshot_run, tmp_path):
     assert np.isfinite(fewer["last"]["loss"])
     img, aff = torch.rand(1, 1, 4, 32, 32), torch.rand(1, 12, 4, 32, 32)
     conf = cpsn.cpsn_confidence(net, img, aff)
-    assert conf.shape == aff.shape and conf.dtype == torch.bool
+    errors = cpsn.predict_errors(net, img, aff)
+    assert conf.shape == aff.shape and torch.equal(conf, errors < 0.5)  # "correct" = E < 0.5, every channel
+    assert ((errors > 0) & (errors < 1)).all()
     cfg = train.load_config(None, TINY + ["method=crac", "iterations=3", "cpsn_warmup=1",
                                           f"cpsn_checkpoint={summary['checkpoint']}", f"out_dir={tmp_path / 'crac'}"])
     assert np.isfinite(train.train(cfg)["last_losses"]["total"])
-    with pytest.raises(FileNotFoundError, match="CPSN checkpoint not found"):
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         cpsn.load_cpsn(tmp_path / "nope.pt")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_text("garbage\n")
+    with pytest.raises(ValueError, match="garbage.pt: not a checkpoint"):
+        cpsn.load_cpsn(garbage)
+    with pytest.raises(ValueError, match="not a checkpoint written by affcons_lib .no .'model'"):
+        cpsn.load_cpsn(tmp_path / "crac" / "last.pt")  # a segmentation checkpoint is not a CPSN
 
 
 def test_precision_recall_hand_made():

@@ -268,3 +268,16 @@ def test_real_nuclei_image(nuclei_dir):
     assert len(np.unique(labels)) - 1 == 125  # README: 125 nuclei
     vol = data.load_image("auto")
     assert vol.real and vol.raw.max() <= 1.0
+
+
+def test_mirror_to_shape():
+    from affcons_lib.data import mirror_to_shape
+
+    a = np.arange(6).reshape(2, 3)
+    out = mirror_to_shape(a, (5, 7))
+    np.testing.assert_array_equal(out[0], [0, 1, 2, 2, 1, 0, 0])  # a, its mirror image, a again
+    np.testing.assert_array_equal(out[:, 0], [0, 3, 3, 0, 0])
+    assert out.flags.c_contiguous
+    np.testing.assert_array_equal(mirror_to_shape(a, (1, 2)), a[:1, :2])
+    with pytest.raises(ValueError, match="shape"):
+        mirror_to_shape(a, (4,))

@@ -220,3 +220,19 @@ def load_image(dataset: str = "auto", *, synthetic_shape=(256, 256), seed: int =
         )
     img, labels = read_image_pair(folder / "img2d.tif", folder / "mask2d.tif")
     return Dataset(normalize_raw(img), labels, f"{folder.name} {img.shape}", True)
+
+
+def mirror_to_shape(array: np.ndarray, shape) -> np.ndarray:
+    """``array`` repeated with alternate mirror images along each axis until it
+    reaches ``shape`` (then cut to it): a larger volume with no seams, for
+    benchmarks and demonstrations of blockwise processing. Mirrored copies of one
+    body keep its id."""
+    array = np.asarray(array)
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != array.ndim or min(shape) < 1:
+        raise ValueError(f"shape: expected {array.ndim} positive sizes, got {shape}")
+    for axis, n in enumerate(shape):
+        copies = [array, np.flip(array, axis)]
+        array = np.concatenate([copies[i % 2] for i in range(-(-n // array.shape[axis]))], axis=axis)
+        array = np.take(array, np.arange(n), axis=axis)
+    return np.ascontiguousarray(array)

@@ -1,0 +1,82 @@
+"""Networks on disk: building them from a config, atomic checkpoints and logs,
+loading them back.
+
+A checkpoint (``last.pt``, ``snapshot_NNNNNNN.pt``) holds the models' weights, the
+optimiser, the iteration, the random state, the running log sums and the config:
+everything :func:`affcons_lib.train.train` needs to resume exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+
+from . import models
+from ._atomic import atomic_path
+from .config import TrainConfig
+
+__all__ = ["build_models", "save", "write_log", "load_checkpoint", "read_checkpoint", "resolve_device"]
+
+
+def build_models(cfg: TrainConfig) -> dict[str, torch.nn.Module]:
+    """f(θ2) always (the inference branch); f(θ1) too for ``crac``."""
+    suffix = "3d" if cfg.dim == 3 else "2d"
+    nets = {"embedding": models.build(f"embedding{suffix}", widths=cfg.widths, in_channels=cfg.in_channels)}
+    if cfg.method == "crac":
+        nets["affinity"] = models.build(f"affinity{suffix}", widths=cfg.widths, in_channels=cfg.in_channels)
+    return nets
+
+
+def save(obj, path) -> None:
+    """``torch.save`` that never leaves half a file."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def write_log(rows: list[dict], out_dir, name: str = "losses.csv") -> None:
+    """A CSV log, rewritten whole and atomically."""
+    if not rows:
+        return
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with atomic_path(Path(out_dir) / name) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def load_checkpoint(path, device="cpu") -> tuple[dict[str, torch.nn.Module], TrainConfig, dict]:
+    """Models (in eval mode), config and the raw checkpoint dict from a file
+    written by :func:`train`."""
+    ckpt = read_checkpoint(path, device)
+    cfg = TrainConfig(**ckpt["config"])
+    nets = build_models(cfg)
+    for name, net in nets.items():
+        net.load_state_dict(ckpt["models"][name])
+        net.to(device).eval()
+    return nets, cfg, ckpt
+
+
+def read_checkpoint(path, device="cpu", keys=("models", "config")) -> dict:
+    """The dict of a checkpoint file; a clear error when it is missing, is not a
+    checkpoint, or lacks ``keys``."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {p}")
+    try:
+        ckpt = torch.load(p, map_location=device, weights_only=False)
+    except Exception as err:  # pickle, zip or torch errors: all mean "not a checkpoint"
+        raise ValueError(f"{p}: not a checkpoint written by affcons_lib ({type(err).__name__}: {err})") from err
+    missing = [k for k in keys if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(f"{p}: not a checkpoint written by affcons_lib (no {missing})")
+    return ckpt
+
+
+def resolve_device(cfg) -> torch.device:
+    """The torch device of ``cfg.device``: ``auto`` is CUDA when available."""
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+

@@ -1,0 +1,231 @@
+"""Configuration of a training run: one dataclass, read from YAML, ``--set``
+overrides or a dict.
+
+    load_config("config.yaml", ["iterations=500", "patch=8,64,64"])
+    load_config(None, {"iterations": 500, "patch": [8, 64, 64]})   # from a notebook
+
+Unknown keys and values of the wrong type fail at once, naming the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import data, distributed
+
+__all__ = ["METHODS", "TrainConfig", "load_config", "run_config_cli"]
+
+METHODS = ("sparse_only", "crac", "full_supervision")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. Defaults: a small CPU-sized run."""
+
+    # data
+    dataset: str = "auto"  # 3D: auto / fibsem / synthetic / CREMI path; 2D: auto / nuclei / synthetic / folder
+    dim: int = 3
+    train_fraction: float = 0.8  # leading part of z (3D) or x (2D) used for training; the rest is the test part
+    sparsity: float = 0.1  # fraction of instances annotated (ignored when voxel_budget is set)
+    annotation: str = "random"  # random / small / large
+    voxel_budget: float | None = None  # annotate by voxel budget instead (count, or fraction in (0, 1))
+    min_size: int = 1  # never annotate smaller instances
+    annotation_seed: int = 0
+    # network
+    widths: tuple = (28, 36, 48, 64, 80)
+    in_channels: int = 1  # set from the data (3 for RGB folders such as CVPPP)
+    # optimisation
+    method: str = "crac"
+    patch: tuple = (8, 64, 64)
+    batch: int = 2
+    iterations: int = 200
+    lr: float = 1e-4
+    betas: tuple = (0.9, 0.999)
+    seed: int = 0
+    min_labeled: float = 0.02  # least fraction of labeled edges in a patch (resampled otherwise)
+    augment: bool = True
+    # cross-representation consistency
+    lambda_cross: float = 1.0
+    alpha0: float = 0.005
+    nearest_weight: float = 10.0
+    detach_targets: bool = True  # paper text; the release does not detach
+    release_double_weight: bool = False  # the release's ×100 on the embedding cross term
+    cpsn_checkpoint: str | None = None
+    cpsn_warmup: int = 5000
+    # output
+    out_dir: str = "runs/train"
+    checkpoint_every: int = 50
+    snapshot_iters: tuple = ()  # keep copies of the models at these iterations (for the CPSN)
+    log_every: int = 10
+    val_every: int = 0  # score f(θ2) on the test part every N iterations (0: never) -> validation.csv
+    resume: bool = False
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("widths", "patch", "betas", "snapshot_iters"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                setattr(self, name, tuple(value))
+
+    def validate(self) -> "TrainConfig":
+        """Raise ValueError naming the field for values that cannot work."""
+        def bad(name, why):
+            raise ValueError(f"config.{name}={getattr(self, name)!r}: {why}")
+
+        if self.dim not in (2, 3):
+            bad("dim", "expected 2 or 3")
+        for name in ("widths", "patch", "snapshot_iters"):
+            if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in getattr(self, name)):
+                bad(name, "expected integers")
+        if self.method not in METHODS:
+            bad("method", f"expected one of {METHODS}")
+        if self.annotation not in data.ANNOTATION_MODES:
+            bad("annotation", f"expected one of {data.ANNOTATION_MODES}")
+        if not 0 < self.sparsity <= 1:
+            bad("sparsity", "expected a fraction of instances in (0, 1]")
+        if self.voxel_budget is not None and self.voxel_budget <= 0:
+            bad("voxel_budget", "expected a positive voxel count or fraction")
+        if not 0 < self.train_fraction < 1:
+            bad("train_fraction", "expected a value in (0, 1)")
+        if len(self.patch) != self.dim or min(self.patch) < 1:
+            bad("patch", f"expected {self.dim} positive sizes")
+        divisor = 2 ** (len(self.widths) - 1)
+        if any(p % divisor for p in self.patch[-2:]):
+            bad("patch", f"in-plane sizes must be multiples of {divisor} (from {len(self.widths)} widths)")
+        for name in ("batch", "iterations", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                bad(name, "expected a positive integer")
+        if self.lr <= 0:
+            bad("lr", "expected a positive learning rate")
+        if not 0 <= self.min_labeled < 1:
+            bad("min_labeled", "expected a fraction in [0, 1)")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            bad("device", "expected 'auto', 'cpu' or 'cuda[:N]'")
+        return self
+
+
+def _parse_text(text: str):
+    """The Python value a ``--set`` text stands for: a literal when it is one
+    (``8,64,64`` is a tuple, ``1e-3`` a float), else the text itself (a path)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _coerce(value, annotation, name: str):
+    """``value`` (a text from ``--set``, or a Python value) as the field's type."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    shown = f"{name}={value}"
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        for a in args:
+            if a is not type(None):
+                try:
+                    return _coerce(value, a, name)
+                except ValueError:
+                    continue
+        raise ValueError(f"{shown}: cannot read as {annotation}")
+    if annotation is bool:
+        if isinstance(value, str):
+            text = value.strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+        elif isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        raise ValueError(f"{shown}: expected true or false")
+    if annotation in (int, float):
+        v = _parse_text(value.strip()) if isinstance(value, str) else value
+        ok = isinstance(v, (int, np.integer)) or (annotation is float and isinstance(v, (float, np.floating)))
+        if isinstance(v, bool) or not ok:
+            raise ValueError(f"{shown}: expected {annotation.__name__}")
+        return annotation(v)
+    if annotation is str:
+        return str(value)
+    if annotation is tuple or origin is tuple:
+        v = _parse_text(value.strip()) if isinstance(value, str) else value
+        if isinstance(v, str) and v:
+            v = tuple(p.strip() for p in v.strip("()[] ").split(","))
+        return tuple(v) if isinstance(v, (list, tuple)) else (v,) if v not in ("", None) else ()
+    return value
+
+
+def load_config(path=None, overrides: typing.Sequence[str] | typing.Mapping = (), cls=None):
+    """A config dataclass (:class:`TrainConfig` by default, or ``cls``) from an
+    optional YAML file and overrides: ``key=value`` texts (the command line) or a
+    mapping of Python values (notebooks). Unknown keys and badly typed values fail
+    at once, naming them."""
+    import yaml
+
+    values: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file not found: {p}")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{p}: expected a mapping of config keys, got {type(loaded).__name__}")
+        values.update(loaded)
+    cls = cls or TrainConfig
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown}{' in ' + str(path) if path else ''}; known: {sorted(known)}")
+    if isinstance(overrides, typing.Mapping):
+        pairs = list(overrides.items())
+    else:
+        pairs = []
+        for item in overrides:
+            if "=" not in item:
+                raise ValueError(f"--set {item!r}: expected key=value")
+            key, value = item.split("=", 1)
+            pairs.append((key.strip(), value))
+    for key, value in pairs:
+        if key not in known:
+            raise ValueError(f"--set {key}: unknown config key; known: {sorted(known)}")
+        values[key] = _coerce(value, hints[key], f"--set {key}")
+    cfg = cls(**values)
+    return cfg.validate() if hasattr(cfg, "validate") else cfg
+
+
+def run_config_cli(argv, *, prog: str, description: str, cls, run) -> int:
+    """The command line shared by the training entry points: a YAML file and
+    ``--set key=value`` overrides become a ``cls`` config, ``run(config)`` returns a
+    summary printed as JSON. Bad configs and data exit with status 2 and a message."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("config", nargs="?", help=f"YAML file with {cls.__name__} keys (optional)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set iterations=500 --set patch=8,64,64")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.set, cls=cls)
+        if args.print_config:
+            print(json.dumps(dataclasses.asdict(cfg), indent=2))
+            return 0
+        summary = run(cfg)
+    except (ValueError, FileNotFoundError) as err:  # bad config, or bad data found while loading
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        distributed.teardown()  # leave torchrun's process group, if joined
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+

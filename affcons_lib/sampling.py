@@ -1,0 +1,158 @@
+"""Training data: the train / test split, the sparse annotation, and random
+patches with their affinity targets and labeled-region masks.
+
+:func:`prepare_data` loads what a config names; :class:`PatchSampler` draws the
+patches of an iteration, each from its own random stream.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import affinity, data
+from .config import TrainConfig
+
+__all__ = ["PatchSampler", "prepare_data", "split_part", "center_crop", "crop_test_part"]
+
+
+# ------------------------------------------------------------------------ data
+class PatchSampler:
+    """Random training patches with flips, 90° in-plane rotations and intensity
+    jitter; targets and masks are computed after augmentation, on the patch.
+
+    ``raw`` and ``labels`` are one volume / image or lists of them (folder datasets
+    such as BBBC039; an image is drawn with probability proportional to its area).
+    Raw data have the labels' shape, or a leading channel axis (RGB).
+
+    A patch whose labeled region covers less than ``min_labeled`` of its edges is
+    drawn again: with sparse labels most random patches hold little annotation.
+    """
+
+    def __init__(self, raw, labels, offsets, *, patch, sparse: bool, background_is_instance: bool, widen: bool,
+                 n_nearest: int, min_labeled: float = 0.02, augment: bool = True, max_tries: int = 200):
+        raws = list(raw) if isinstance(raw, (list, tuple)) else [raw]
+        labs = list(labels) if isinstance(labels, (list, tuple)) else [labels]
+        patch = tuple(int(p) for p in patch)
+        if len(raws) != len(labs) or not raws:
+            raise ValueError(f"raw and labels: expected lists of equal, non-zero length, got {len(raws)} and {len(labs)}")
+        for r, lab in zip(raws, labs):
+            if r.shape[-lab.ndim:] != lab.shape or r.ndim not in (lab.ndim, lab.ndim + 1):
+                raise ValueError(f"raw {r.shape} and labels {lab.shape} do not match")
+            if any(p > n for p, n in zip(patch, lab.shape)):
+                raise ValueError(f"config.patch={patch} is larger than the training data {lab.shape}")
+        self.raws, self.labs, self.offsets = raws, labs, offsets
+        areas = np.array([lab.size for lab in labs], dtype=np.float64)
+        self.weights = areas / areas.sum()
+        self.patch, self.sparse, self.bg = patch, sparse, background_is_instance
+        self.widen, self.n_nearest = widen, n_nearest
+        self.min_labeled, self.augment, self.max_tries = min_labeled, augment, max_tries
+
+    def _crop(self, rng):
+        k = int(rng.choice(len(self.raws), p=self.weights)) if len(self.raws) > 1 else 0
+        raw, lab = self.raws[k], self.labs[k]
+        corner = [int(rng.integers(0, n - p + 1)) for n, p in zip(lab.shape, self.patch)]
+        region = tuple(slice(c, c + p) for c, p in zip(corner, self.patch))
+        return raw[(Ellipsis,) + region].copy(), lab[region].copy()
+
+    def _augment(self, raw, lab, rng):
+        if not self.augment:
+            return raw, lab
+        lead = raw.ndim - lab.ndim  # 1 for a channel axis
+        for axis in range(lab.ndim):
+            if rng.random() < 0.5:
+                raw, lab = np.flip(raw, axis + lead), np.flip(lab, axis)
+        if lab.shape[-1] == lab.shape[-2] and rng.random() < 0.5:
+            raw, lab = np.swapaxes(raw, -1, -2), np.swapaxes(lab, -1, -2)
+        contrast = rng.uniform(0.8, 1.2)
+        brightness = rng.uniform(-0.1, 0.1)
+        gamma = rng.uniform(0.8, 1.25)
+        raw = np.clip(raw * contrast + brightness, 0, 1) ** gamma
+        return np.ascontiguousarray(raw, np.float32), np.ascontiguousarray(lab)
+
+    def sample_one(self, rng):
+        for _ in range(self.max_tries):
+            raw, lab = self._augment(*self._crop(rng), rng)
+            lab_t = affinity.widen_borders(lab) if self.widen else lab
+            target, valid = affinity.affinities_from_labels(lab_t, self.offsets,
+                                                            background_is_instance=self.bg and not self.sparse)
+            mask = affinity.labeled_region_mask(lab, self.offsets) & valid if self.sparse else valid
+            if mask.mean() >= self.min_labeled:
+                return raw, target, mask, valid
+        raise RuntimeError(
+            f"no patch with at least {self.min_labeled:.1%} labeled edges in {self.max_tries} draws: annotate "
+            "more instances (sparsity / voxel_budget) or lower config.min_labeled"
+        )
+
+    def sample(self, seed: int, iteration: int, first: int, count: int):
+        """Samples ``first … first+count-1`` of the global batch of ``iteration``,
+        stacked as tensors (raw, target, mask, valid). Sample ``j`` comes from its
+        own generator seeded ``(seed, iteration, j)``: a rank draws its share of the
+        global batch, and the global batch is the same however it is split."""
+        items = [self.sample_one(np.random.default_rng([seed, iteration, j])) for j in range(first, first + count)]
+        return [torch.from_numpy(np.stack(x)) for x in zip(*items)]
+
+
+def split_part(array: np.ndarray, fraction: float, dim: int):
+    """Train / test parts along z (3D) or x (2D)."""
+    axis = 0 if dim == 3 else 1
+    cut = int(round(array.shape[axis] * fraction))
+    index = [slice(None)] * array.ndim
+    index[axis] = slice(0, cut)
+    train_part = array[tuple(index)]
+    index[axis] = slice(cut, None)
+    return train_part, array[tuple(index)]
+
+
+def prepare_data(cfg: TrainConfig):
+    """Load the dataset, split it, annotate the training part. Returns a dict with
+    raw/labels (dense) for train and test, the sparse training labels, offsets and
+    a description."""
+    if cfg.dim == 3:
+        ds = data.load_volume(cfg.dataset, synthetic_shape=(64, 160, 160), seed=cfg.annotation_seed)
+        offsets, n_nearest = affinity.OFFSETS_3D, affinity.N_NEAREST_3D
+    elif data.is_image_collection(cfg.dataset):  # BBBC039 / CVPPP folder: lists of images
+        coll = data.load_image_collection(cfg.dataset, cfg.train_fraction)
+        first = lambda im: np.moveaxis(im, -1, 0) if im.ndim == 3 else im  # RGB: channels first
+        sparse = [_annotate(lab, cfg, cfg.annotation_seed + i) for i, lab in enumerate(coll.train_labels)]
+        return dict(raw_train=[first(i) for i in coll.train_images], raw_test=[first(i) for i in coll.test_images],
+                    labels_train=coll.train_labels, labels_test=coll.test_labels, sparse_train=sparse,
+                    offsets=affinity.OFFSETS_2D, n_nearest=affinity.N_NEAREST_2D, source=coll.source,
+                    in_channels=3 if coll.train_images[0].ndim == 3 else 1)
+    else:
+        ds = data.load_image(cfg.dataset, synthetic_shape=(256, 512), seed=cfg.annotation_seed)
+        offsets, n_nearest = affinity.OFFSETS_2D, affinity.N_NEAREST_2D
+    raw_train, raw_test = split_part(ds.raw, cfg.train_fraction, cfg.dim)
+    lab_train, lab_test = split_part(ds.labels, cfg.train_fraction, cfg.dim)
+    sparse = _annotate(lab_train, cfg, cfg.annotation_seed)
+    return dict(raw_train=raw_train, raw_test=raw_test, labels_train=lab_train, labels_test=lab_test,
+                sparse_train=sparse, offsets=offsets, n_nearest=n_nearest, source=ds.source, in_channels=1)
+
+
+def _annotate(labels, cfg: TrainConfig, seed: int):
+    if cfg.voxel_budget is not None:
+        return data.annotate_instances(labels, cfg.annotation, voxel_budget=cfg.voxel_budget, seed=seed,
+                                       min_size=cfg.min_size)
+    return data.annotate_instances(labels, cfg.annotation, fraction=cfg.sparsity, seed=seed, min_size=cfg.min_size)
+
+
+
+
+def center_crop(array: np.ndarray, size) -> np.ndarray:
+    """The centred in-plane region of ``size`` (Y, X) of an array (..., Y, X), each
+    side clipped to the array; ``size=None`` returns the array."""
+    if size is None:
+        return array
+    ys, xs = array.shape[-2:]
+    h, w = min(int(size[0]), ys), min(int(size[1]), xs)
+    return array[..., (ys - h) // 2:(ys - h) // 2 + h, (xs - w) // 2:(xs - w) // 2 + w]
+
+
+def crop_test_part(prepared: dict, size) -> dict:
+    """``prepared`` (from :func:`prepare_data`) with its test part centre-cropped
+    in-plane to ``size`` for a quicker score; image collections are scored whole,
+    and ``size=None`` keeps everything."""
+    if size is None or isinstance(prepared["raw_test"], list):
+        return prepared
+    return {**prepared, "raw_test": center_crop(prepared["raw_test"], size),
+            "labels_test": center_crop(prepared["labels_test"], size)}
