@@ -1,6 +1,8 @@
 # Two commands, nothing by hand:
 #   make reproduce   set up .venv, then run every notebook (small scale), figures -> figures/
 #   make test        set up .venv, then run the test suite
+# and for readers:
+#   make lab         set up .venv, then JupyterLab on the notebooks (Ctrl-C stops it)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -14,12 +16,19 @@ export AFFCONS_DATA_DIR
 # Keep pip quiet about the machine's optional local indexes; errors still show.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup reproduce test bench clean
+# JupyterLab: local only; --allow-root because containers often run as root.
+LAB_PORT ?= 8888
+LAB_TOKEN ?=
+LAB_TOKEN_FLAG := $(if $(LAB_TOKEN),--IdentityProvider.token=$(LAB_TOKEN),)
 
+.PHONY: setup reproduce test lab bench clean
+
+# setuptools warns on every editable install that a folder named like the package
+# could shadow it; here that folder is the package itself (UserWarnings of the build only).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel 2> >(grep -v "is ignored: it is neither" >&2)
-	$(PY) -m pip install -q -e '.[test]' 2> >(grep -v "is ignored: it is neither" >&2)
+	PYTHONWARNINGS=ignore::UserWarning $(PY) -m pip install -q -e '.[test]' 2> >(grep -v "is ignored: it is neither" >&2)
 	$(PY) -m ipykernel install --sys-prefix --name python3 > /dev/null
 	touch $@
 
@@ -30,6 +39,11 @@ reproduce: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+lab: setup
+	@echo "JupyterLab with the project's kernel; data from $(AFFCONS_DATA_DIR). Open the http://127.0.0.1 link below; Ctrl-C twice stops it."
+	$(VENV)/bin/jupyter lab --no-browser --allow-root --ip=127.0.0.1 --port=$(LAB_PORT) \
+		--ServerApp.root_dir=notebooks $(LAB_TOKEN_FLAG)
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

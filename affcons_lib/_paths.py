@@ -1,7 +1,8 @@
-"""Locating the repository, so notebooks find data/ and figures/ from any cwd."""
+"""Locating the repository, so notebooks find data/ and runs/ from any cwd."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -13,3 +14,15 @@ def project_root() -> Path | None:
         if (p / "pyproject.toml").is_file() and (p / "affcons_lib").is_dir():
             return p
     return None
+
+
+def runs_dir() -> Path:
+    """Where runs write (checkpoints, executed notebooks, one-off figures):
+    ``$AFFCONS_RUNS_DIR`` if set (the tests point it at a temporary folder), else
+    the repository's ``runs/`` (ignored by git) found from the current
+    directory, else ``./runs``."""
+    env = os.environ.get("AFFCONS_RUNS_DIR")
+    if env:
+        return Path(env).expanduser()
+    root = project_root()
+    return (root if root is not None else Path.cwd()) / "runs"

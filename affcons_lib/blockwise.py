@@ -49,24 +49,18 @@ from typing import Sequence
 import numpy as np
 
 from ._atomic import atomic_path, write_text
+from .data.readers import split_path_key
 
 __all__ = ["open_volume", "intensity_range", "predict_blockwise", "segment_blockwise", "agglomerate_graph",
            "region_graph", "peak_memory_mb", "main"]
 
 
 # ------------------------------------------------------------------ volumes
-def _split_key(spec: str, key: str | None):
-    """``FILE.h5:volumes/raw`` -> (FILE.h5, volumes/raw); an explicit ``key`` wins."""
-    if key is None and ":" in spec and not Path(spec).exists():
-        spec, key = spec.rsplit(":", 1)
-    return spec, key
-
-
 def open_volume(path: str, key: str | None = None, mode: str = "r"):
     """A chunked array on disk, read lazily by slicing: an HDF5 dataset or a zarr
     array (``path:key`` or ``key=``). Raises with the file and key when either is
     missing or the array is not 3D."""
-    path, key = _split_key(str(path), key)
+    path, key = split_path_key(path, key)
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or directory")

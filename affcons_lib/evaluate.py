@@ -38,7 +38,7 @@ import numpy as np
 from . import affinity, metrics, postprocess
 from ._atomic import write_text
 
-__all__ = ["evaluate_3d", "segment_3d", "reference_scores", "evaluate_2d", "score_prediction", "evaluate_2d_many", "segment_2d", "main"]
+__all__ = ["evaluate_3d", "segment_3d", "reference_scores", "evaluate_2d", "score_prediction", "evaluate_2d_many", "segment_2d", "read_prediction", "main"]
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.1))
 
@@ -52,8 +52,7 @@ def _check_method(method: str) -> None:
 
 
 def _scores(seg: np.ndarray, gt: np.ndarray) -> dict:
-    split, merge = metrics.voi(seg, gt)
-    return dict(voi_split=split, voi_merge=merge, voi=split + merge, arand=metrics.arand(seg, gt))
+    return metrics.voi_arand(seg, gt)
 
 
 def segment_3d(affs: np.ndarray, *, method: str = "waterz", threshold: float = 0.5, scoring: str = "median",
@@ -197,11 +196,62 @@ def score_prediction(affs, labels, offsets, **options) -> dict:
     return evaluate_2d(affs, labels, offsets, **options)
 
 
-def main(argv=None) -> int:
+def read_prediction(prediction, labels=None):
+    """Affinities, ground truth and offsets of a prediction on disk, as lists (one
+    entry per image of a collection).
+
+    ``prediction`` is the HDF5 of ``python -m affcons_lib.predict`` (``affinities``
+    with its ``offsets`` attribute, ``labels``; groups ``image_NNN`` for
+    collections) or a zarr array of ``predict --blockwise``. ``labels``
+    (``PATH[:KEY]``) gives or replaces the ground truth. Errors name the file and
+    what is missing."""
     import h5py
 
+    from .data import read_array
+
+    p = Path(prediction)
+    if not p.exists():
+        raise FileNotFoundError(f"prediction file not found: {p}")
+    if p.is_dir():  # zarr affinities of predict --blockwise
+        from .blockwise import open_volume
+
+        arr = open_volume(p)
+        affs = [np.asarray(arr[...])]
+        offsets = [tuple(int(v) for v in o) for o in arr.attrs.get("offsets", affinity.OFFSETS_3D)]
+        gt = [None]
+    else:
+        try:
+            f = h5py.File(p, "r")
+        except OSError as err:
+            raise ValueError(f"{p}: not a readable HDF5 file ({err})") from err
+        with f:
+            groups = [f[k] for k in sorted(f) if k.startswith("image_")] or [f]
+            for g in groups:
+                if "affinities" not in g:
+                    raise ValueError(f"{p}: no dataset 'affinities' (write it with python -m affcons_lib.predict)")
+            affs = [g["affinities"][...] for g in groups]
+            gt = [g["labels"][...] if "labels" in g else None for g in groups]
+            offsets = [tuple(int(v) for v in o) for o in groups[0]["affinities"].attrs["offsets"]]
+    if labels is not None:
+        if len(affs) > 1:
+            raise ValueError(f"--labels {labels}: {p} holds {len(affs)} images; --labels scores one volume or image")
+        gt = [read_array(labels, key_word="--labels PATH:KEY")]
+    if any(g is None for g in gt):
+        raise ValueError(f"{p}: no dataset 'labels'; give the ground truth with --labels PATH[:KEY]")
+    for a, g in zip(affs, gt):
+        if tuple(a.shape[1:]) != tuple(g.shape):
+            raise ValueError(f"{p}: affinities of shape {a.shape[1:]} but labels of shape {g.shape}"
+                             + (f" ({labels})" if labels else ""))
+    return affs, gt, offsets
+
+
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m affcons_lib.evaluate", description=__doc__.splitlines()[0])
-    ap.add_argument("prediction", help="HDF5 written by affcons_lib.predict")
+    ap.add_argument("prediction", help="HDF5 written by affcons_lib.predict, or the zarr affinities of "
+                                       "predict --blockwise (then give --labels)")
+    ap.add_argument("--labels", metavar="PATH[:KEY]",
+                    help="ground truth to score against (HDF5, zarr or TIFF), for a prediction that holds none or "
+                         "to replace the one it holds")
     ap.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS),
                     help="waterz thresholds swept (3D); the best by VOI is reported")
     ap.add_argument("--method", choices=METHODS_3D, default="waterz",
@@ -217,21 +267,12 @@ def main(argv=None) -> int:
                     help="3D: skip the floors (one object, every voxel alone) and the ceiling (ground-truth targets)")
     ap.add_argument("--json", help="write the scores to this JSON file too")
     args = ap.parse_args(argv)
-    p = Path(args.prediction)
-    if not p.is_file():
-        print(f"error: prediction file not found: {p}", file=sys.stderr)
+    try:
+        affs, gt, offsets = read_prediction(args.prediction, args.labels)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    with h5py.File(p, "r") as f:
-        groups = [f[k] for k in sorted(f) if k.startswith("image_")] or [f]
-        for g in groups:
-            for key in ("affinities", "labels"):
-                if key not in g:
-                    print(f"error: {p}: no dataset '{key}' (write it with python -m affcons_lib.predict)",
-                          file=sys.stderr)
-                    return 2
-        affs = [g["affinities"][...] for g in groups]
-        gt = [g["labels"][...] for g in groups]
-        offsets = [tuple(int(v) for v in o) for o in groups[0]["affinities"].attrs["offsets"]]
+    p = Path(args.prediction)
     three_d = gt[0].ndim == 3
     options = dict(method=args.method, thresholds=args.thresholds, scoring=args.scoring,
                    fragment_mode=args.fragments, border_tolerance=args.border_tolerance) if three_d else {}

@@ -460,10 +460,10 @@ def sweep_thresholds(affs: np.ndarray, gt: np.ndarray, thresholds: Sequence[floa
     segs = agglomerate(affs, thresholds, **agglomerate_options)
     splits, merges, arands = [], [], []
     for seg in segs:
-        s, m = metrics.voi(seg, gt)
-        splits.append(s)
-        merges.append(m)
-        arands.append(metrics.arand(seg, gt))
+        scores = metrics.voi_arand(seg, gt)
+        splits.append(scores["voi_split"])
+        merges.append(scores["voi_merge"])
+        arands.append(scores["arand"])
     best = int(np.argmin(np.add(splits, merges)))
     return SweepResult(thresholds, splits, merges, arands, best, segs[best])
 

@@ -2,12 +2,15 @@
 
     python -m affcons_lib.predict CHECKPOINT --out PRED.h5 [--part test|train|all]
                                   [--tile 8 64 64] [--stride 4 32 32] [--branch embedding|affinity]
+                                  [--set test_dataset=OTHER.h5 --set raw_key=... ...]
     python -m affcons_lib.predict CHECKPOINT --blockwise --raw VOL.h5:volumes/raw --out AFFS.zarr
                                   [--block 64 256 256] [--workers 4] [--tile ...] [--stride ...]
 
 Writes, atomically, an HDF5 file with ``affinities`` (C, *spatial; attribute
 ``offsets``), ``entropy`` and the dense ``labels`` of the predicted part, which
-``python -m affcons_lib.evaluate`` reads. With ``--blockwise``, predicts any 3D
+``python -m affcons_lib.evaluate`` reads. The data are the run's own (its
+config's ``test_dataset``, or the held-out part of ``dataset``); ``--set`` points
+the data keys (:data:`DATA_KEYS`) elsewhere, e.g. at another test volume. With ``--blockwise``, predicts any 3D
 raw volume on disk (chunked HDF5 or zarr) block by block with daisy workers into
 a zarr array, never holding the volume (:mod:`affcons_lib.blockwise`).
 """
@@ -21,25 +24,46 @@ from pathlib import Path
 import numpy as np
 
 from ._atomic import atomic_path
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, set_threads
+from .config import load_config
 from .inference import default_stride, default_tile, predict_affinities
 from .sampling import prepare_data
 
-__all__ = ["predict_part", "default_tile", "default_stride", "main"]
+__all__ = ["DATA_KEYS", "predict_part", "default_tile", "default_stride", "main"]
+
+#: Config keys that ``--set`` may change at prediction time: where the data are,
+#: never how the networks were built or trained.
+DATA_KEYS = ("dataset", "raw_key", "labels", "labels_key", "test_dataset", "test_labels", "train_fraction")
 
 
 def predict_part(checkpoint, part: str = "test", *, tile=None, stride=None, branch: str = "embedding",
-                 device="cpu", prepared: dict | None = None):
+                 device="cpu", prepared: dict | None = None, data_overrides=()):
     """Affinities, entropy and dense labels of one part of the run's dataset (lists,
-    one entry per image, for image collections such as BBBC039)."""
+    one entry per image, for image collections such as BBBC039).
+    ``data_overrides`` (``key=value`` texts or a dict of :data:`DATA_KEYS`) point
+    the run's config at other data."""
     nets, cfg, _ = load_checkpoint(checkpoint, device)
     if branch not in nets:
         raise ValueError(f"branch={branch!r}: the checkpoint holds {sorted(nets)}")
+    if data_overrides:
+        items = data_overrides.items() if isinstance(data_overrides, dict) else \
+            [tuple(t.split("=", 1)) if "=" in t else (t, None) for t in data_overrides]
+        for key, value in items:
+            if key not in DATA_KEYS or value is None:
+                raise ValueError(f"--set {key}{'' if value is None else '=' + str(value)}: expected KEY=VALUE "
+                                 f"with KEY one of {DATA_KEYS}")
+        changed = load_config(None, dict(items) if isinstance(data_overrides, dict) else list(data_overrides))
+        for key, value in items:
+            setattr(cfg, key, getattr(changed, key))
+        cfg.validate()
     prepared = prepared or prepare_data(cfg)
     if part == "test":
         raw, labels = prepared["raw_test"], prepared["labels_test"]
     elif part == "train":
         raw, labels = prepared["raw_train"], prepared["labels_train"]
+    elif part == "all" and cfg.test_dataset is not None:
+        raise ValueError(f"part='all': the run has a separate test_dataset ({cfg.test_dataset}); "
+                         "predict --part train and --part test one by one")
     elif part == "all" and isinstance(prepared["raw_test"], list):
         raw = prepared["raw_train"] + prepared["raw_test"]
         labels = prepared["labels_train"] + prepared["labels_test"]
@@ -75,6 +99,11 @@ def main(argv=None) -> int:
     ap.add_argument("--branch", default="embedding", choices=("embedding", "affinity"),
                     help="f(θ2), the embedding branch the paper infers with, or crac's f(θ1)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help=f"point the run's data elsewhere; KEY one of {', '.join(DATA_KEYS)} "
+                         "(e.g. --set test_dataset=test.h5 --set raw_key=stack)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="CPU threads (default 0: half the usable cores, or OMP_NUM_THREADS)")
     ap.add_argument("--blockwise", action="store_true", help="predict --raw block by block into a zarr --out")
     from .blockwise import add_predict_arguments, run_predict
 
@@ -84,9 +113,10 @@ def main(argv=None) -> int:
         if not args.raw:
             ap.error("--blockwise needs --raw PATH:KEY")
         return run_predict(args)
+    set_threads(args.threads)
     try:
         affs, entropy, labels, offsets = predict_part(args.checkpoint, args.part, tile=args.tile, stride=args.stride,
-                                                      branch=args.branch, device=args.device)
+                                                      branch=args.branch, device=args.device, data_overrides=args.set)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -3,10 +3,12 @@
     python -m affcons_lib.reproduce [--notebooks notebooks] [--runs runs]
                                     [--figures figures] [-p NAME VALUE ...]
 
-Executed copies go to ``runs/``; notebooks save their figures through
-:func:`affcons_lib.viz.save_figure`, which writes to ``$AFFCONS_FIGURES_DIR`` (set
-here to ``--figures``). ``-p`` passes a parameter to every notebook that declares
-it in its ``parameters`` cell.
+Executed copies and the notebooks' runs go to ``--runs`` (``$AFFCONS_RUNS_DIR``);
+notebooks save their figures through :func:`affcons_lib.viz.save_figure`, which
+writes to ``$AFFCONS_FIGURES_DIR`` (set here to ``--figures``). ``-p`` passes a
+parameter to every notebook that declares it in its ``parameters`` cell. Each
+notebook shows a progress bar of its cells; kernels talk over local sockets
+(IPC), so no warning about unencrypted TCP fills the log.
 """
 
 from __future__ import annotations
@@ -42,6 +44,19 @@ def _parse_value(text: str):
         return text
 
 
+def _ipc_kernel_manager():
+    """A kernel manager whose kernel listens on local IPC sockets, not TCP ports:
+    nothing leaves the machine, and ipykernel has no unencrypted-TCP warning to print."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+
+    return IPCKernelManager
+
+
 def run_all(notebooks: Path, runs: Path, figures: Path, params: dict, kernel: str | None = None) -> int:
     import papermill as pm
 
@@ -52,6 +67,8 @@ def run_all(notebooks: Path, runs: Path, figures: Path, params: dict, kernel: st
     runs.mkdir(parents=True, exist_ok=True)
     figures.mkdir(parents=True, exist_ok=True)
     os.environ["AFFCONS_FIGURES_DIR"] = str(figures.resolve())
+    os.environ["AFFCONS_RUNS_DIR"] = str(runs.resolve())
+    manager = _ipc_kernel_manager()
     for path in paths:
         declared = _declared_parameters(path)
         unknown = set(params) - declared
@@ -59,9 +76,9 @@ def run_all(notebooks: Path, runs: Path, figures: Path, params: dict, kernel: st
         if unknown:
             print(f"{path.name}: ignoring parameters it does not declare: {', '.join(sorted(unknown))}")
         t0 = time.time()
-        print(f"running {path.name} {use or ''}", flush=True)
+        print(f"[{paths.index(path) + 1}/{len(paths)}] running {path.name} {use or ''}", flush=True)
         pm.execute_notebook(str(path), str(runs / path.name), parameters=use, cwd=str(path.parent),
-                            kernel_name=kernel, progress_bar=False)
+                            kernel_name=kernel, progress_bar=True, kernel_manager_class=manager)
         print(f"  done in {time.time() - t0:.0f} s -> {runs / path.name}")
     return 0
 

@@ -13,7 +13,7 @@ import torch
 from . import affinity, data
 from .config import TrainConfig
 
-__all__ = ["PatchSampler", "prepare_data", "split_part", "center_crop", "crop_test_part"]
+__all__ = ["PatchSampler", "prepare_data", "describe", "split_part", "center_crop", "crop_test_part"]
 
 
 # ------------------------------------------------------------------------ data
@@ -105,11 +105,13 @@ def split_part(array: np.ndarray, fraction: float, dim: int):
 
 
 def prepare_data(cfg: TrainConfig):
-    """Load the dataset, split it, annotate the training part. Returns a dict with
-    raw/labels (dense) for train and test, the sparse training labels, offsets and
-    a description."""
+    """Load the dataset, split it (or load the separate ``test_dataset``), annotate
+    the training part. Returns a dict with raw/labels (dense) for train and test,
+    the sparse training labels, offsets and a description. Raw is normalised per
+    volume: a separate test volume on its own range."""
+    keys = dict(raw_key=cfg.raw_key, labels=cfg.labels, labels_key=cfg.labels_key)
     if cfg.dim == 3:
-        ds = data.load_volume(cfg.dataset, synthetic_shape=(64, 160, 160), seed=cfg.annotation_seed)
+        ds = data.load_volume(cfg.dataset, synthetic_shape=(64, 160, 160), seed=cfg.annotation_seed, **keys)
         offsets, n_nearest = affinity.OFFSETS_3D, affinity.N_NEAREST_3D
     elif data.is_image_collection(cfg.dataset):  # BBBC039 / CVPPP folder: lists of images
         coll = data.load_image_collection(cfg.dataset, cfg.train_fraction)
@@ -120,13 +122,56 @@ def prepare_data(cfg: TrainConfig):
                     offsets=affinity.OFFSETS_2D, n_nearest=affinity.N_NEAREST_2D, source=coll.source,
                     in_channels=3 if coll.train_images[0].ndim == 3 else 1)
     else:
-        ds = data.load_image(cfg.dataset, synthetic_shape=(256, 512), seed=cfg.annotation_seed)
+        ds = data.load_image(cfg.dataset, synthetic_shape=(256, 512), seed=cfg.annotation_seed, **keys)
         offsets, n_nearest = affinity.OFFSETS_2D, affinity.N_NEAREST_2D
-    raw_train, raw_test = split_part(ds.raw, cfg.train_fraction, cfg.dim)
-    lab_train, lab_test = split_part(ds.labels, cfg.train_fraction, cfg.dim)
+    if cfg.test_dataset is None:
+        raw_train, raw_test = split_part(ds.raw, cfg.train_fraction, cfg.dim)
+        lab_train, lab_test = split_part(ds.labels, cfg.train_fraction, cfg.dim)
+        source = ds.source
+    else:
+        test_keys = {**keys, "labels": cfg.test_labels}
+        load = data.load_volume if cfg.dim == 3 else data.load_image
+        test = load(cfg.test_dataset, **test_keys)
+        raw_train, lab_train, raw_test, lab_test = ds.raw, ds.labels, test.raw, test.labels
+        source = f"{ds.source}; test: {test.source}"
     sparse = _annotate(lab_train, cfg, cfg.annotation_seed)
+    in_channels = 3 if raw_train.ndim == lab_train.ndim + 1 else 1
+    if in_channels == 3:  # an RGB image file: channels first, as the networks take them
+        raw_train, raw_test = np.moveaxis(raw_train, -1, 0), np.moveaxis(raw_test, -1, 0)
     return dict(raw_train=raw_train, raw_test=raw_test, labels_train=lab_train, labels_test=lab_test,
-                sparse_train=sparse, offsets=offsets, n_nearest=n_nearest, source=ds.source, in_channels=1)
+                sparse_train=sparse, offsets=offsets, n_nearest=n_nearest, source=source, in_channels=in_channels)
+
+
+def describe(prepared: dict, cfg: TrainConfig | None = None, n_patches: int = 32) -> str:
+    """A few lines on what a run trains on: the parts' shapes, the annotated
+    instances (count, largest sizes, share of voxels) and, given ``cfg``, the
+    share of labeled edges in random training patches (before augmentation)."""
+    as_list = lambda a: a if isinstance(a, list) else [a]
+    sparse, dense = as_list(prepared["sparse_train"]), as_list(prepared["labels_train"])
+    annotated = np.concatenate([data.instance_sizes(s)[1] for s in sparse])
+    n_all = sum(len(data.instance_sizes(d)[0]) for d in dense)
+    voxels = sum(int((s > 0).sum()) for s in sparse) / max(1, sum(s.size for s in sparse))
+    shapes = lambda key: ", ".join(str(r.shape) for r in as_list(prepared[key])[:3]) + \
+        (" ..." if len(as_list(prepared[key])) > 3 else "")
+    largest = ", ".join(str(int(v)) for v in np.sort(annotated)[::-1][:8])
+    lines = [f"data: {prepared['source']}",
+             f"train part {shapes('labels_train')}; test part {shapes('labels_test')}",
+             f"annotated: {len(annotated)} of {n_all} training instances, {voxels:.1%} of the voxels"
+             + (f"; largest sizes {largest}" + (" ..." if len(annotated) > 8 else "") if len(annotated) else "")]
+    if cfg is not None and cfg.method != "full_supervision":
+        sampler = PatchSampler(prepared["raw_train"], prepared["sparse_train"], prepared["offsets"], patch=cfg.patch,
+                               sparse=True, background_is_instance=cfg.dim == 2, widen=cfg.dim == 3,
+                               n_nearest=prepared["n_nearest"], min_labeled=0.0, augment=False)
+        rng = np.random.default_rng(0)
+        shares = []
+        for _ in range(n_patches):
+            _, lab = sampler._crop(rng)
+            shares.append(affinity.labeled_region_mask(lab, prepared["offsets"]).mean())
+        shares = np.array(shares)
+        lines.append(f"labeled edges per random {tuple(cfg.patch)} patch: mean {shares.mean():.1%}, "
+                     f"{(shares >= cfg.min_labeled).mean():.0%} of patches reach min_labeled={cfg.min_labeled} "
+                     f"(min_size={cfg.min_size}: smaller instances are never annotated)")
+    return "\n".join(lines)
 
 
 def _annotate(labels, cfg: TrainConfig, seed: int):

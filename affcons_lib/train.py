@@ -40,7 +40,7 @@ from .config import METHODS, TrainConfig, load_config, run_config_cli
 from .cpsn import cpsn_confidence, load_cpsn
 from .evaluate import score_prediction
 from .inference import default_tile, predict_affinities
-from .sampling import PatchSampler, prepare_data
+from .sampling import PatchSampler, describe, prepare_data
 
 # TrainConfig, load_config, PatchSampler, prepare_data, build_models and
 # load_checkpoint live in config / sampling / checkpoint; they stay importable
@@ -88,17 +88,22 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
     """
     cfg.validate()
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    threads = checkpoint.set_threads(cfg.threads)
     device = distributed.setup(str(checkpoint.resolve_device(cfg)))  # joins torchrun's process group, if any
     main_rank = distributed.is_main()  # rank 0 alone writes logs and checkpoints
     prepared = prepared or prepare_data(cfg)
     cfg.in_channels = prepared.get("in_channels", 1)
+    if cfg.progress and main_rank:
+        print(describe(prepared, cfg), f"\n{cfg.method} on {device} ({threads} CPU thread{'s' if threads > 1 else ''}): "
+              f"{cfg.iterations} iterations, batch {cfg.batch}, patch {tuple(cfg.patch)}, widths {tuple(cfg.widths)} "
+              f"-> {out_dir}", flush=True)
     offsets, n_nearest = prepared["offsets"], prepared["n_nearest"]
     full = cfg.method == "full_supervision"
     sampler = PatchSampler(
         prepared["raw_train"], prepared["labels_train"] if full else prepared["sparse_train"], offsets,
         patch=cfg.patch, sparse=not full, background_is_instance=cfg.dim == 2, widen=cfg.dim == 3,
         n_nearest=n_nearest, min_labeled=0.0 if full else cfg.min_labeled, augment=cfg.augment)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once the data loaded: a failed start leaves no folder
 
     torch.manual_seed(cfg.seed)
     # several ranks: DistributedDataParallel with synchronised batch norm; `plain`
@@ -190,7 +195,10 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
 
 
 def main(argv=None) -> int:
-    return run_config_cli(argv, prog="python -m affcons_lib.train", description=__doc__.split("\n\n")[0],
+    description = ("Train with sparse instance labels: sparse_only, crac (the paper's cross-representation "
+                   "affinity consistency) or full_supervision. Defaults are a small CPU run; --set scale=paper "
+                   "gives the paper's settings. --print-config lists every key.")
+    return run_config_cli(argv, prog="python -m affcons_lib.train", description=description,
                           cls=TrainConfig, run=train)
 
 

@@ -8,19 +8,19 @@ from pathlib import Path
 import numpy as np
 
 from ._atomic import atomic_path, write_json
-from ._paths import project_root
+from ._paths import runs_dir
 
-__all__ = ["figures_dir", "save_figure", "label_cmap", "show_labels", "results_dir", "record_results"]
+__all__ = ["runs_dir", "figures_dir", "save_figure", "label_cmap", "show_labels", "results_dir", "record_results"]
 
 
 def figures_dir() -> Path:
-    """``$AFFCONS_FIGURES_DIR`` if set (``make reproduce`` sets it), else the
-    repository's ``figures/`` when run from inside it, else ``./figures``."""
+    """``$AFFCONS_FIGURES_DIR`` if set (``make reproduce`` sets it to the
+    repository's ``figures/``), else ``runs/figures``: a one-off run, in
+    JupyterLab or papermill, never overwrites the figures of ``make reproduce``."""
     env = os.environ.get("AFFCONS_FIGURES_DIR")
     if env:
         return Path(env)
-    root = project_root()
-    return (root if root is not None else Path.cwd()) / "figures"
+    return runs_dir() / "figures"
 
 
 def save_figure(fig, name: str, formats=("png", "pdf"), dpi: int = 150) -> list[Path]:
@@ -61,12 +61,11 @@ def show_labels(ax, labels: np.ndarray, title: str | None = None, seed: int = 0)
 
 
 def results_dir() -> Path:
-    """``$AFFCONS_RESULTS_DIR`` if set, else ``runs/results`` in the repository."""
+    """``$AFFCONS_RESULTS_DIR`` if set, else ``runs/results`` (:func:`runs_dir`)."""
     env = os.environ.get("AFFCONS_RESULTS_DIR")
     if env:
         return Path(env)
-    root = project_root()
-    return (root if root is not None else Path.cwd()) / "runs" / "results"
+    return runs_dir() / "results"
 
 
 def record_results(name: str, results: dict) -> Path:

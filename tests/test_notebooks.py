@@ -36,12 +36,28 @@ def test_committed_without_outputs_and_parameters_first(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_papermill_reads_every_parameter(path):
+    """papermill's parser (``--help-notebook``, the parameter table of a batch run)
+    gives up on a line whose comment holds ``=``: every assignment must parse."""
+    import ast
+
+    from papermill.translators import PythonTranslator
+
+    nb = json.loads(path.read_text())
+    source = "".join(next(c for c in nb["cells"] if c["cell_type"] == "code")["source"])
+    assigned = [t.id for node in ast.parse(source).body if isinstance(node, ast.Assign) for t in node.targets]
+    parsed = [p.name for p in PythonTranslator.inspect({"source": source})]
+    assert parsed == assigned, f"{path.name}: papermill reads {parsed}, the cell assigns {assigned}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_at_smoke_scale(path, tmp_path, monkeypatch):
     import papermill as pm
 
     assert path.name in SMOKE, f"{path.name}: add its smoke parameters to notebooks/smoke.yaml"
     monkeypatch.setenv("AFFCONS_FIGURES_DIR", str(tmp_path / "figures"))
     monkeypatch.setenv("AFFCONS_RESULTS_DIR", str(tmp_path / "results"))  # not the repository's runs/
+    monkeypatch.setenv("AFFCONS_RUNS_DIR", str(tmp_path / "runs"))
     out = tmp_path / path.name
     pm.execute_notebook(str(path), str(out), parameters=SMOKE[path.name], cwd=str(path.parent),
                         progress_bar=False, kernel_name="python3")
@@ -68,6 +84,7 @@ def test_deterministic_outputs_with_nbval(path, tmp_path, monkeypatch):
 
     monkeypatch.setenv("AFFCONS_FIGURES_DIR", str(tmp_path / "figures"))
     monkeypatch.setenv("AFFCONS_RESULTS_DIR", str(tmp_path / "results"))  # not the repository's runs/
+    monkeypatch.setenv("AFFCONS_RUNS_DIR", str(tmp_path / "runs"))
     executed = tmp_path / path.name
     pm.execute_notebook(str(path), str(executed), parameters=SMOKE[path.name], cwd=str(path.parent),
                         progress_bar=False, kernel_name="python3")

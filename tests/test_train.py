@@ -91,7 +91,7 @@ def test_config_yaml_and_typed_overrides(tmp_path):
     [
         (["learning_rate=1"], "unknown config key"),
         (["sparsity=-0.5"], "config.sparsity=-0.5"),
-        (["patch=8,60,60"], "multiples of 16"),
+        (["patch=8,62,62"], "multiples of 4"),
         (["method=magic"], "config.method"),
         (["iterations=ten"], "expected int"),
         (["detach_targets=maybe"], "expected true or false"),

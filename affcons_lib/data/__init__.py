@@ -11,6 +11,7 @@ from .datasets import (
     ImageCollection,
     mirror_to_shape,
     data_dir,
+    data_dirs,
     is_image_collection,
     load_image_collection,
     load_image,
@@ -24,16 +25,19 @@ from .readers import (
     read_bbbc039,
     read_cremi,
     read_cvppp,
+    read_array,
     read_image_pair,
     read_label_image,
+    read_raw_and_labels,
     read_snemi,
+    split_path_key,
 )
 from .sparse import ANNOTATION_MODES, annotate_instances, instance_sizes
 from .synthetic import make_em_volume, make_nuclei_image
 
 __all__ = [
-    "FIBSEM_FILE", "NUCLEI_DIR", "Dataset", "ImageCollection", "is_image_collection", "load_image_collection", "data_dir", "load_image", "load_volume", "normalize_raw", "mirror_to_shape",
+    "FIBSEM_FILE", "NUCLEI_DIR", "Dataset", "ImageCollection", "is_image_collection", "load_image_collection", "data_dir", "data_dirs", "load_image", "load_volume", "normalize_raw", "mirror_to_shape",
     "real_image_dir", "real_volume_path", "DataFormatError", "read_bbbc039", "read_cremi", "read_cvppp",
-    "read_image_pair", "read_label_image", "read_snemi", "ANNOTATION_MODES", "annotate_instances",
+    "read_array", "read_image_pair", "read_label_image", "read_raw_and_labels", "read_snemi", "split_path_key", "ANNOTATION_MODES", "annotate_instances",
     "instance_sizes", "make_em_volume", "make_nuclei_image",
 ]

@@ -10,28 +10,35 @@ Dataset names
     ``auto``       the real FIB-SEM volume if present, else generated data;
     ``fibsem``     the real FIB-SEM volume (error if absent);
     ``synthetic``  :func:`~affcons_lib.data.make_em_volume`;
-    a path        any CREMI-layout HDF5 file.
+    a path        any CREMI-layout HDF5 file, or with ``raw_key`` / ``labels`` /
+                  ``labels_key`` any HDF5, zarr or TIFF volume and its labels.
 2D (:func:`load_image`)
     ``auto``       the real DSB2018 nuclei image if present, else generated data;
     ``nuclei``     the real DSB2018 image (error if absent);
     ``synthetic``  :func:`~affcons_lib.data.make_nuclei_image`;
-    a path        a folder with ``img2d.tif`` + ``mask2d.tif``.
+    a path        a folder with ``img2d.tif`` + ``mask2d.tif``, or an image file
+                  with ``labels`` (and keys, for HDF5 / zarr).
+
+``auto`` never falls back to generated data silently: it warns, naming the
+folders it searched (:func:`data_dirs`) and how to point it at the real data.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .._paths import project_root
-from .readers import read_cremi, read_image_pair
+from .readers import _HDF5, CREMI_LABELS, CREMI_RAW, read_cremi, read_image_pair, read_raw_and_labels
 from .synthetic import make_em_volume, make_nuclei_image
 
 __all__ = [
     "data_dir",
+    "data_dirs",
     "FIBSEM_FILE",
     "NUCLEI_DIR",
     "real_volume_path",
@@ -57,7 +64,8 @@ NUCLEI_DIR = "dsb2018_nuclei_sample"
 
 def data_dir() -> Path:
     """The data folder: ``$AFFCONS_DATA_DIR``, else the repository's ``data/``
-    (found from the current directory, so notebooks/ works too), else ``./data``."""
+    (found from the current directory, so notebooks/ works too), else ``./data``.
+    Fetched data goes here."""
     env = os.environ.get("AFFCONS_DATA_DIR")
     if env:
         return Path(env).expanduser()
@@ -65,16 +73,39 @@ def data_dir() -> Path:
     return (root if root is not None else Path.cwd()) / "data"
 
 
+def data_dirs() -> list[Path]:
+    """Where real data is looked for, in order: ``$AFFCONS_DATA_DIR`` when set
+    (then only there); else the repository's ``data/`` and the project machines'
+    shared folder beside the checkout (``../shared/data``), so a notebook run
+    outside ``make`` finds the same data as ``make reproduce``."""
+    if os.environ.get("AFFCONS_DATA_DIR"):
+        return [data_dir()]
+    dirs = [data_dir()]
+    root = project_root()
+    if root is not None:
+        dirs.append(root.parent / "shared" / "data")
+    return dirs
+
+
+def _looked_in() -> str:
+    return ", ".join(str(d) for d in data_dirs())
+
+
 def real_volume_path() -> Path | None:
-    """Path of the real FIB-SEM volume, or None when it is not present."""
-    p = data_dir() / FIBSEM_FILE
-    return p if p.is_file() else None
+    """Path of the real FIB-SEM volume (first of :func:`data_dirs`), or None."""
+    return next((d / FIBSEM_FILE for d in data_dirs() if (d / FIBSEM_FILE).is_file()), None)
 
 
 def real_image_dir() -> Path | None:
-    """Folder of the real DSB2018 nuclei sample, or None when it is not present."""
-    p = data_dir() / NUCLEI_DIR
-    return p if (p / "img2d.tif").is_file() and (p / "mask2d.tif").is_file() else None
+    """Folder of the real DSB2018 nuclei sample (first of :func:`data_dirs`), or None."""
+    return next((d / NUCLEI_DIR for d in data_dirs()
+                 if (d / NUCLEI_DIR / "img2d.tif").is_file() and (d / NUCLEI_DIR / "mask2d.tif").is_file()), None)
+
+
+def _warn_generated(what: str, name: str, fetch: str) -> None:
+    warnings.warn(f"dataset='auto': no {what} ({name}) in {_looked_in()}; using generated data instead. "
+                  f"Point AFFCONS_DATA_DIR at the folder that holds it, or fetch it with "
+                  f"`python -m affcons_lib.data.fetch {fetch} --dest data/`.", UserWarning, stacklevel=3)
 
 
 @dataclass
@@ -158,13 +189,21 @@ def normalize_raw(raw: np.ndarray, value_range: tuple[float, float] | None = Non
     return np.clip((x - lo) / (hi - lo), 0, 1).astype(np.float32, copy=False)
 
 
-def load_volume(dataset: str = "auto", *, roi=None, synthetic_shape=(32, 128, 128), seed: int = 0) -> Dataset:
-    """Load a 3D EM volume by name (see the module docstring).
+def load_volume(dataset: str = "auto", *, raw_key: str | None = None, labels: str | None = None,
+                labels_key: str | None = None, roi=None, synthetic_shape=(32, 128, 128), seed: int = 0) -> Dataset:
+    """Load a 3D EM volume by name (see the module docstring), raw normalised on
+    its own range (:func:`normalize_raw`).
 
     Parameters
     ----------
     dataset : str
-        ``auto``, ``fibsem``, ``synthetic`` or a path to a CREMI-layout file.
+        ``auto``, ``fibsem``, ``synthetic``, or the raw volume's ``PATH[:KEY]``
+        (HDF5, zarr or TIFF stack).
+    raw_key, labels, labels_key : str, optional
+        For a path: the raw array's key, the labels' own file ``PATH[:KEY]``
+        (default: the raw file), the labels' key. With none of them an HDF5 file
+        is read with CREMI's layout (``volumes/raw``, ``volumes/labels/neuron_ids``,
+        padded files cropped to the labels).
     roi : tuple of 3 slices, optional
         Crop of a real volume to read.
     synthetic_shape : (Z, Y, X)
@@ -172,54 +211,68 @@ def load_volume(dataset: str = "auto", *, roi=None, synthetic_shape=(32, 128, 12
     seed : int
         Seed of generated data.
     """
-    if dataset in ("auto", "fibsem"):
-        path = real_volume_path()
+    if dataset in ("auto", "fibsem", "synthetic"):
+        path = real_volume_path() if dataset != "synthetic" else None
+        if path is None and dataset == "fibsem":
+            raise FileNotFoundError(
+                f"dataset='fibsem': {FIBSEM_FILE} not found in {_looked_in()}; set AFFCONS_DATA_DIR "
+                "or run `python -m affcons_lib.data.fetch fibsem --dest data/`"
+            )
         if path is None:
-            if dataset == "fibsem":
-                raise FileNotFoundError(
-                    f"dataset='fibsem': {data_dir() / FIBSEM_FILE} not found; set AFFCONS_DATA_DIR "
-                    "or run `python -m affcons_lib.data.fetch fibsem --dest data/`"
-                )
-            raw, labels = make_em_volume(synthetic_shape, seed=seed)
-            return Dataset(raw, labels, f"generated EM-like volume {tuple(synthetic_shape)}, seed {seed}", False)
-        raw, labels = read_cremi(path, roi=roi)
-        return Dataset(normalize_raw(raw), labels, f"FIB-SEM (FlyEM NeuroProof sample 2) {raw.shape}", True)
-    if dataset == "synthetic":
-        raw, labels = make_em_volume(synthetic_shape, seed=seed)
-        return Dataset(raw, labels, f"generated EM-like volume {tuple(synthetic_shape)}, seed {seed}", False)
-    path = Path(dataset).expanduser()
+            if dataset == "auto":
+                _warn_generated("real FIB-SEM volume", FIBSEM_FILE, "fibsem")
+            raw, lab = make_em_volume(synthetic_shape, seed=seed)
+            return Dataset(raw, lab, f"generated EM-like volume {tuple(synthetic_shape)}, seed {seed}", False)
+        raw, lab = read_cremi(path, roi=roi)
+        return Dataset(normalize_raw(raw), lab, f"FIB-SEM (FlyEM NeuroProof sample 2) {raw.shape}", True)
+    from .readers import split_path_key
+
+    path, key = split_path_key(dataset, raw_key)
     if not path.exists():
         raise FileNotFoundError(
-            f"dataset={dataset!r}: not 'auto', 'fibsem', 'synthetic', nor an existing CREMI-layout file"
+            f"dataset={dataset!r}: not 'auto', 'fibsem', 'synthetic', nor an existing HDF5, zarr or TIFF volume"
         )
-    raw, labels = read_cremi(path, roi=roi)
-    return Dataset(normalize_raw(raw), labels, f"{path.name} {raw.shape}", True)
+    if labels is None and key in (None, CREMI_RAW) and labels_key in (None, CREMI_LABELS) \
+            and path.suffix.lower() in _HDF5:
+        raw, lab = read_cremi(path, roi=roi)
+    else:
+        raw, lab = read_raw_and_labels(path, labels, raw_key=key, labels_key=labels_key, ndim=3)
+        if roi is not None:
+            raw, lab = raw[tuple(roi)], lab[tuple(roi)]
+    return Dataset(normalize_raw(raw), lab, f"{path.name} {raw.shape}", True)
 
 
-def load_image(dataset: str = "auto", *, synthetic_shape=(256, 256), seed: int = 0) -> Dataset:
-    """Load a 2D nuclei image by name (see the module docstring)."""
-    if dataset in ("auto", "nuclei"):
-        folder = real_image_dir()
+def load_image(dataset: str = "auto", *, raw_key: str | None = None, labels: str | None = None,
+               labels_key: str | None = None, synthetic_shape=(256, 256), seed: int = 0) -> Dataset:
+    """Load a 2D nuclei image by name (see the module docstring); ``raw_key``,
+    ``labels`` and ``labels_key`` as in :func:`load_volume`, for an image file."""
+    if dataset in ("auto", "nuclei", "synthetic"):
+        folder = real_image_dir() if dataset != "synthetic" else None
+        if folder is None and dataset == "nuclei":
+            raise FileNotFoundError(
+                f"dataset='nuclei': {NUCLEI_DIR}/ with img2d.tif and mask2d.tif not found in {_looked_in()}; "
+                "set AFFCONS_DATA_DIR or run `python -m affcons_lib.data.fetch dsb2018 --dest data/`"
+            )
         if folder is None:
-            if dataset == "nuclei":
-                raise FileNotFoundError(
-                    f"dataset='nuclei': {data_dir() / NUCLEI_DIR} with img2d.tif and mask2d.tif not found; "
-                    "set AFFCONS_DATA_DIR or run `python -m affcons_lib.data.fetch dsb2018 --dest data/`"
-                )
-            raw, labels = make_nuclei_image(synthetic_shape, seed=seed)
-            return Dataset(raw, labels, f"generated nuclei image {tuple(synthetic_shape)}, seed {seed}", False)
-        img, labels = read_image_pair(folder / "img2d.tif", folder / "mask2d.tif")
-        return Dataset(normalize_raw(img), labels, f"DSB2018 nuclei sample {img.shape}", True)
-    if dataset == "synthetic":
-        raw, labels = make_nuclei_image(synthetic_shape, seed=seed)
-        return Dataset(raw, labels, f"generated nuclei image {tuple(synthetic_shape)}, seed {seed}", False)
-    folder = Path(dataset).expanduser()
-    if not folder.is_dir():
+            if dataset == "auto":
+                _warn_generated("real nuclei image", NUCLEI_DIR, "dsb2018")
+            raw, lab = make_nuclei_image(synthetic_shape, seed=seed)
+            return Dataset(raw, lab, f"generated nuclei image {tuple(synthetic_shape)}, seed {seed}", False)
+        img, lab = read_image_pair(folder / "img2d.tif", folder / "mask2d.tif")
+        return Dataset(normalize_raw(img), lab, f"DSB2018 nuclei sample {img.shape}", True)
+    from .readers import split_path_key
+
+    path, key = split_path_key(dataset, raw_key)
+    if path.is_dir() and (path / "img2d.tif").is_file():
+        img, lab = read_image_pair(path / "img2d.tif", path / "mask2d.tif")
+    elif path.exists() and (labels is not None or labels_key is not None):
+        img, lab = read_raw_and_labels(path, labels, raw_key=key, labels_key=labels_key, ndim=2)
+    else:
         raise FileNotFoundError(
-            f"dataset={dataset!r}: not 'auto', 'nuclei', 'synthetic', nor a folder with img2d.tif + mask2d.tif"
+            f"dataset={dataset!r}: not 'auto', 'nuclei', 'synthetic', a folder with img2d.tif + mask2d.tif, "
+            "nor an existing image file with its labels (labels=PATH)"
         )
-    img, labels = read_image_pair(folder / "img2d.tif", folder / "mask2d.tif")
-    return Dataset(normalize_raw(img), labels, f"{folder.name} {img.shape}", True)
+    return Dataset(normalize_raw(img), lab, f"{path.name} {img.shape}", True)
 
 
 def mirror_to_shape(array: np.ndarray, shape) -> np.ndarray:

@@ -12,6 +12,7 @@ file, key and what was expected.
 | BBBC039 v1       | :func:`read_bbbc039`| list of (Y, X) uint16      | list of (Y, X) int32|
 | CVPPP A1         | :func:`read_cvppp`  | list of (Y, X, 3) uint8    | list of (Y, X) int32|
 | 2D TIFF/PNG pair | :func:`read_image_pair` | (Y, X[, C])            | (Y, X) integer      |
+| any one array    | :func:`read_array`  | HDF5 / zarr ``PATH[:KEY]``, TIFF stack     |                     |
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ import numpy as np
 
 __all__ = [
     "DataFormatError",
+    "split_path_key",
+    "read_array",
+    "read_raw_and_labels",
     "read_cremi",
     "read_snemi",
     "read_bbbc039",
@@ -137,18 +141,164 @@ def read_cremi(
     return raw, labels
 
 
-def _read_array(path: Path, key: str) -> np.ndarray:
+def split_path_key(spec, key: str | None = None) -> tuple[Path, str | None]:
+    """``FILE.h5:volumes/raw`` -> (FILE.h5, "volumes/raw"). A path that exists as
+    written is never split (a colon may belong to its name); an explicit ``key``
+    wins over one in the text."""
+    text = os.fspath(spec)
+    if key is None and ":" in text and not Path(text).expanduser().exists():
+        text, key = text.rsplit(":", 1)
+    return Path(text).expanduser(), (key or None)
+
+
+_HDF5 = (".h5", ".hdf5", ".hdf")
+_TIFF = (".tif", ".tiff")
+
+
+def _only_array(names: list[str], where: str, key_word: str) -> str:
+    if len(names) == 1:
+        return names[0]
+    raise DataFormatError(f"{where}: holds {len(names)} arrays {names or ''}; name one as PATH:KEY "
+                          f"(or the config's {key_word})")
+
+
+def read_array(spec, key: str | None = None, *, key_word: str = "raw_key / labels_key") -> np.ndarray:
+    """One array from an HDF5 file, a zarr store or a TIFF stack, whole.
+
+    Parameters
+    ----------
+    spec : str or Path
+        ``PATH`` or ``PATH:KEY``. HDF5 (``.h5``, ``.hdf5``, ``.hdf``) and zarr
+        (``.zarr`` or any folder) name the array by ``KEY``; a file holding a
+        single array needs no key. TIFF (``.tif``, ``.tiff``; multi-page = a stack
+        of sections) has no keys.
+    key : str, optional
+        The array's key; wins over one in ``spec``.
+    key_word : str
+        How the caller's users name the key, for error messages.
+
+    Returns
+    -------
+    ndarray in the file's dtype and axis order.
+
+    Raises
+    ------
+    FileNotFoundError, DataFormatError
+        Naming the file, the key and the arrays the file does hold.
+    """
+    path, key = split_path_key(spec, key)
+    path = _existing(path, "array file")
     suffix = path.suffix.lower()
-    if suffix in (".h5", ".hdf5", ".hdf"):
+    if suffix in _HDF5:
         import h5py
 
-        with h5py.File(path, "r") as f:
+        try:
+            f = h5py.File(path, "r")
+        except OSError as err:
+            raise DataFormatError(f"{path}: not a readable HDF5 file ({err})") from err
+        with f:
+            if key is None:
+                found = []
+                f.visit(lambda name: found.append(name) if hasattr(f[name], "shape") else None)
+                key = _only_array(found, str(path), key_word)
             return _h5_dataset(f, key, path)[...]
-    if suffix in (".tif", ".tiff"):
+    if suffix in _TIFF:
         import tifffile
 
-        return tifffile.imread(path)
-    raise DataFormatError(f"{path}: unknown format '{suffix}', expected .h5/.hdf5/.hdf or .tif/.tiff")
+        if key is not None:
+            raise DataFormatError(f"{path}: a TIFF file has no keys, got key {key!r}")
+        try:
+            return tifffile.imread(path)
+        except Exception as err:  # tifffile raises several types for a broken file
+            raise DataFormatError(f"{path}: not a readable TIFF file ({err})") from err
+    if path.is_dir():  # zarr v2 / v3 store
+        import zarr
+
+        try:
+            node = zarr.open(store=str(path), mode="r")
+        except Exception as err:  # zarr raises several types for "not a store"
+            raise DataFormatError(f"{path}: not a zarr store ({err})") from None
+        if key is not None:
+            try:
+                node = node[key]
+            except Exception:
+                raise DataFormatError(f"{path}: no zarr array {key!r}; arrays: {_zarr_arrays(node)}") from None
+        elif not hasattr(node, "shape"):
+            node = node[_only_array(_zarr_arrays(node), str(path), key_word)]
+        if not hasattr(node, "shape"):
+            raise DataFormatError(f"{path}:{key}: a zarr group, not an array; arrays: {_zarr_arrays(node)}")
+        return np.asarray(node[...])
+    raise DataFormatError(f"{path}: unknown format '{suffix}'; expected HDF5 (.h5, .hdf5, .hdf), "
+                          "a zarr folder or a TIFF stack (.tif, .tiff)")
+
+
+def _zarr_arrays(group) -> list[str]:
+    names = []
+
+    def walk(g, prefix):
+        for name, item in g.members():
+            if hasattr(item, "shape"):
+                names.append(prefix + name)
+            else:
+                walk(item, prefix + name + "/")
+    if not hasattr(group, "shape"):
+        walk(group, "")
+    return names
+
+
+def read_raw_and_labels(raw, labels=None, *, raw_key: str | None = None, labels_key: str | None = None,
+                        ndim: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Raw data and dense instance labels from any pair of arrays on disk.
+
+    Parameters
+    ----------
+    raw : str or Path
+        ``PATH[:KEY]`` of the raw array (see :func:`read_array`).
+    labels : str or Path, optional
+        ``PATH[:KEY]`` of the labels; default: the raw file itself.
+    raw_key, labels_key : str, optional
+        Keys inside HDF5 / zarr files (win over ``:KEY``). In a file holding both,
+        ``labels_key`` defaults to CREMI's ``volumes/labels/neuron_ids`` when
+        ``raw_key`` is CREMI's too; a file holding one array needs no key.
+    ndim : 2 or 3
+        Spatial dimensions: (Z, Y, X) volumes or (Y, X) images (raw may add a
+        trailing colour axis).
+
+    Returns
+    -------
+    raw : ndarray, (Z, Y, X) or (Y, X[, C]), the file's dtype
+    labels : ndarray of integers, the raw data's spatial shape; 0 = no instance
+
+    Raises
+    ------
+    FileNotFoundError, DataFormatError
+    """
+    raw_path, raw_key = split_path_key(raw, raw_key)
+    raw_array = read_array(raw_path, raw_key, key_word="raw_key")
+    if raw_array.ndim not in (ndim, ndim + 1) or (raw_array.ndim == ndim + 1 and ndim == 3):
+        axes = "(Z, Y, X)" if ndim == 3 else "(Y, X) or (Y, X, C)"
+        raise DataFormatError(f"{raw_path}{':' + raw_key if raw_key else ''}: expected a {ndim}D raw array {axes}, "
+                              f"got shape {raw_array.shape}")
+    if labels is None:
+        labels_path = raw_path
+        if labels_key is None and raw_key == CREMI_RAW:
+            labels_key = CREMI_LABELS
+    else:
+        labels_path, labels_key = split_path_key(labels, labels_key)
+    if labels_path == raw_path and raw_path.suffix.lower() in _TIFF:
+        raise DataFormatError(f"{raw_path}: a TIFF file holds one array; give the labels' own file (labels=PATH)")
+    if labels_path == raw_path and labels_key in (None, raw_key):
+        raise DataFormatError(f"{raw_path}: the labels would be read from the raw array's file; name their array "
+                              "(labels_key, or labels=PATH:KEY) or their own file (labels=PATH)")
+    where = f"{labels_path}{':' + labels_key if labels_key else ''}"
+    label_array = _check_labels(read_array(labels_path, labels_key, key_word="labels_key"), where)
+    _check_same_shape(raw_array.shape, label_array.shape, f"{raw_path} vs {where}", spatial=ndim)
+    return raw_array, label_array
+
+
+def _read_array(path: Path, key: str) -> np.ndarray:
+    """:func:`read_array` for readers whose default key (``main``) means nothing to TIFF."""
+    return read_array(path, None if path.suffix.lower() in _TIFF else key)
 
 
 def read_snemi(raw_path, labels_path=None, *, raw_key: str = "main", labels_key: str = "main"):
