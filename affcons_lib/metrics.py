@@ -1,5 +1,8 @@
 """Segmentation metrics of the paper: VOI and ARAND (3D EM), SBD and |DiC| (CVPPP),
-AJI, Dice, F1 and PQ (BBBC039).
+AJI, Dice, F1 and PQ (BBBC039); and affinity-level scores that need no
+segmentation and no threshold chosen on the ground truth: the share of edges on
+the wrong side of 0.5 (:func:`affinity_error`) and the average precision of
+finding boundary edges (:func:`boundary_ap`).
 
 Every function takes ``(seg, gt)``: a candidate segmentation and the ground truth,
 integer arrays of one shape, 0 = background. The EM metrics follow the CREMI
@@ -19,7 +22,7 @@ import numpy as np
 from numba import njit
 from scipy import sparse
 
-__all__ = ["Contingency", "contingency", "voi", "arand", "voi_arand", "ignore_borders", "sbd", "dic", "aji", "dice", "f1", "pq"]
+__all__ = ["Contingency", "contingency", "voi", "arand", "voi_arand", "affinity_error", "precision_recall", "boundary_ap", "ignore_borders", "sbd", "dic", "aji", "dice", "f1", "pq"]
 
 
 def _check_pair(seg, gt) -> tuple[np.ndarray, np.ndarray]:
@@ -34,6 +37,98 @@ def _check_pair(seg, gt) -> tuple[np.ndarray, np.ndarray]:
     if seg.size == 0:
         raise ValueError("seg and gt are empty")
     return seg, gt
+
+
+@dataclass
+class Contingency:
+    """Sparse contingency table ``table[i, j]`` = number of voxels with
+    ``seg == seg_ids[i]`` and ``gt == gt_ids[j]``. Ignored voxels are left out, and
+    so are ids that occur only there."""
+
+    table: sparse.csr_array
+    seg_ids: np.ndarray
+    gt_ids: np.ndarray
+
+    @property
+    def n(self) -> float:
+        return float(self.table.sum())
+
+
+@njit(cache=True, inline="always")
+def _pair_slot(s, g, mask):
+    # multiply-xor hashing of the pair; the high bits are the well mixed ones
+    h = (s * np.uint64(0x9E3779B97F4A7C15)) ^ (g * np.uint64(0xC2B2AE3D27D4EB4F))
+    return np.int64((h ^ (h >> np.uint64(29))) & np.uint64(mask))
+
+
+@njit(cache=True, inline="always")
+def _find_pair(keys_s, keys_g, counts, s, g):
+    """Linear probing: the slot of pair (s, g), or the empty slot where it goes."""
+    mask = counts.shape[0] - 1
+    i = _pair_slot(s, g, mask)
+    while counts[i] != 0 and (keys_s[i] != s or keys_g[i] != g):
+        i = (i + 1) & mask
+    return i
+
+
+@njit(cache=True)
+def _grown(keys_s, keys_g, counts):  # pragma: no cover - compiled
+    """The same pairs and counts in a table twice as large."""
+    cap = 2 * counts.shape[0]
+    new_s, new_g, new_c = np.zeros(cap, np.uint64), np.zeros(cap, np.uint64), np.zeros(cap, np.int64)
+    for j in range(counts.shape[0]):
+        if counts[j] != 0:
+            i = _find_pair(new_s, new_g, new_c, keys_s[j], keys_g[j])
+            new_s[i], new_g[i], new_c[i] = keys_s[j], keys_g[j], counts[j]
+    return new_s, new_g, new_c
+
+
+@njit(cache=True, nogil=True)
+def _count_pairs(seg, gt, ignore_gt, max_pairs):  # pragma: no cover - compiled
+    """The distinct (seg, gt) value pairs of two flat arrays and how many voxels
+    hold each, in one pass: an open-addressing hash table of the pairs seen so far
+    (small for EM volumes, which have far fewer pairs than voxels), and a shortcut
+    for a voxel whose pair is its predecessor's, as most are along a row.
+    Returns ``complete=False`` as soon as more than ``max_pairs`` pairs are
+    found: a table that outgrows the caches is slower than sorting."""
+    keys_s = np.zeros(1 << 12, np.uint64)
+    keys_g = np.zeros(1 << 12, np.uint64)
+    counts = np.zeros(1 << 12, np.int64)  # 0 marks an empty slot
+    size = 0
+    last_s, last_g, last = np.uint64(0), np.uint64(0), -1
+    for k in range(seg.shape[0]):
+        g = np.uint64(gt[k])
+        skip = False
+        for v in ignore_gt:
+            skip |= g == v
+        if skip:
+            continue
+        s = np.uint64(seg[k])
+        if last >= 0 and s == last_s and g == last_g:
+            counts[last] += 1
+            continue
+        i = _find_pair(keys_s, keys_g, counts, s, g)
+        if counts[i] == 0:
+            keys_s[i], keys_g[i] = s, g
+            size += 1
+            if size > max_pairs:
+                return keys_s[:0], keys_g[:0], np.zeros(0, np.float64), False
+            if 2 * size > counts.shape[0]:  # load under one half: probes stay short
+                counts[i] = 1
+                keys_s, keys_g, counts = _grown(keys_s, keys_g, counts)
+                i = _find_pair(keys_s, keys_g, counts, s, g)
+                counts[i] -= 1  # counted once below
+        counts[i] += 1
+        last_s, last_g, last = s, g, i
+    out_s = np.empty(size, np.uint64)
+    out_g = np.empty(size, np.uint64)
+    out_c = np.empty(size, np.float64)
+    n = 0
+    for i in range(counts.shape[0]):
+        if counts[i] != 0:
+            out_s[n], out_g[n], out_c[n] = keys_s[i], keys_g[i], counts[i]
+            n += 1
+    return out_s, out_g, out_c, True
 
 
 @njit(cache=True, nogil=True)
@@ -71,20 +166,6 @@ def _relabel(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return ids.astype(labels.dtype), index
     ids, index = np.unique(flat, return_inverse=True)
     return ids, index.ravel()
-
-
-@dataclass
-class Contingency:
-    """Sparse contingency table ``table[i, j]`` = number of voxels with
-    ``seg == seg_ids[i]`` and ``gt == gt_ids[j]`` (ignored voxels left out)."""
-
-    table: sparse.csr_array
-    seg_ids: np.ndarray
-    gt_ids: np.ndarray
-
-    @property
-    def n(self) -> float:
-        return float(self.table.sum())
 
 
 @njit(cache=True, nogil=True)
@@ -126,8 +207,18 @@ def _pair_counts(si, gi, n_seg, n_gt, gt_ignored):  # pragma: no cover - compile
     return out_s[:nnz], out_g[:nnz], out_c[:nnz]
 
 
+def _drop_unused(ids: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    used = np.bincount(index, minlength=len(ids)) > 0
+    return ids[used], (np.cumsum(used) - 1)[index]
+
+
+def _flat(labels: np.ndarray) -> np.ndarray:
+    flat = labels.ravel()
+    return flat.view(np.uint8) if flat.dtype == bool else flat
+
+
 def contingency(seg, gt, *, ignore_gt=(0,), ignore_seg=()) -> Contingency:
-    """Sparse contingency table of two label arrays.
+    """Sparse contingency table of two label arrays, counted in one pass.
 
     Parameters
     ----------
@@ -140,15 +231,24 @@ def contingency(seg, gt, *, ignore_gt=(0,), ignore_seg=()) -> Contingency:
     Contingency
     """
     seg, gt = _check_pair(seg, gt)
-    seg_ids, si = _relabel(seg)
-    gt_ids, gi = _relabel(gt)
-    gt_ignored = np.isin(gt_ids, np.asarray(list(ignore_gt), dtype=gt_ids.dtype)) if len(ignore_gt) \
-        else np.zeros(len(gt_ids), dtype=bool)
-    rows, cols, counts = _pair_counts(si, gi, len(seg_ids), len(gt_ids), gt_ignored)
+    ignore = np.array([int(v) for v in ignore_gt], dtype=np.uint64)
+    pair_s, pair_g, counts, complete = _count_pairs(_flat(seg), _flat(gt), ignore, max(1 << 16, seg.size >> 6))
+    if complete:
+        seg_ids, rows = np.unique(pair_s, return_inverse=True)
+        gt_ids, cols = np.unique(pair_g, return_inverse=True)
+        seg_ids, gt_ids = seg_ids.astype(seg.dtype), gt_ids.astype(gt.dtype)
+    else:  # many pairs (noise-like labels): ids to 0..n-1, then a counting sort of the voxels by gt
+        seg_ids, si = _relabel(seg)
+        gt_ids, gi = _relabel(gt)
+        gt_ignored = np.isin(gt_ids, ignore.astype(gt_ids.dtype)) if len(ignore) else np.zeros(len(gt_ids), bool)
+        rows, cols, counts = _pair_counts(si, gi, len(seg_ids), len(gt_ids), gt_ignored)
+        # as in the one-pass count, ids seen only on ignored voxels get no row or column
+        seg_ids, rows = _drop_unused(seg_ids, rows)
+        gt_ids, cols = _drop_unused(gt_ids, cols)
     if len(ignore_seg):
-        keep = ~np.isin(seg_ids[rows], np.asarray(list(ignore_seg), dtype=seg_ids.dtype))
+        keep = ~np.isin(seg_ids[rows], np.array([int(v) for v in ignore_seg]).astype(seg_ids.dtype))
         rows, cols, counts = rows[keep], cols[keep], counts[keep]
-    table = sparse.csr_array((counts, (rows, cols)), shape=(len(seg_ids), len(gt_ids)))
+    table = sparse.csr_array((counts, (rows.ravel(), cols.ravel())), shape=(len(seg_ids), len(gt_ids)))
     return Contingency(table, seg_ids, gt_ids)
 
 
@@ -411,3 +511,85 @@ def pq(seg, gt) -> float:
     fp, fn = n_seg - tp, n_gt - tp
     denom = tp + 0.5 * fp + 0.5 * fn
     return 1.0 if denom == 0 else float(ious.sum() / denom)
+
+
+# ------------------------------------------------------------ affinity level
+def _edges(pred, target, mask, what: str):
+    pred, target = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    if pred.shape != target.shape:
+        raise ValueError(f"{what}: pred shape {pred.shape} does not match target shape {target.shape}")
+    if mask is None:
+        mask = np.ones(pred.shape, bool)
+    mask = np.asarray(mask)
+    if mask.shape != pred.shape:
+        raise ValueError(f"{what}: mask shape {mask.shape} does not match pred shape {pred.shape}")
+    if not mask.any():
+        raise ValueError(f"{what}: the mask selects no edge")
+    return pred[mask.astype(bool)], target[mask.astype(bool)]
+
+
+def affinity_error(pred, target, mask=None) -> float:
+    """Share of edges on the wrong side of 0.5: ``pred >= 0.5`` where the target
+    says the two pixels are apart, or ``pred < 0.5`` where it says together.
+
+    Parameters
+    ----------
+    pred : ndarray of float, (C, *spatial), affinities in [0, 1]
+    target : ndarray, same shape, 0 / 1 affinity targets
+    mask : ndarray of bool, same shape, optional
+        The edges that count (e.g. the unlabeled region, or the valid edges).
+
+    Returns
+    -------
+    float in [0, 1]; lower is better.
+    """
+    p, t = _edges(pred, target, mask, "affinity_error")
+    return float(np.mean((p >= 0.5) != (t >= 0.5)))
+
+
+def precision_recall(scores, positives):
+    """Precision and recall of flagging the highest-scoring items, at every
+    cut-off (ties flagged together), and the average precision: the area under
+    the step curve, as scikit-learn's ``average_precision_score`` computes it.
+
+    Parameters
+    ----------
+    scores : ndarray of float; higher = more likely positive
+    positives : ndarray of bool, same size
+
+    Returns
+    -------
+    precision, recall : ndarray of float, one entry per distinct score
+    ap : float
+    """
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    positives = np.asarray(positives).ravel().astype(bool)
+    if scores.shape != positives.shape:
+        raise ValueError(f"scores ({scores.size}) and positives ({positives.size}) differ in size")
+    if positives.sum() == 0:
+        raise ValueError("positives: none, precision and recall are undefined")
+    order = np.argsort(-scores, kind="stable")
+    s, e = scores[order], positives[order]
+    tp = np.cumsum(e)
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # one point per distinct score
+    precision = tp[last] / (last + 1)
+    recall = tp[last] / e.sum()
+    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return precision, recall, ap
+
+
+def boundary_ap(pred, target, mask=None) -> float:
+    """Average precision of ``1 - pred`` for finding the boundary edges
+    (``target == 0``): how well the affinities rank cuts above links, with no
+    threshold. The share of boundary edges is the score of a random ranking.
+
+    Parameters
+    ----------
+    pred, target, mask : as in :func:`affinity_error`
+
+    Returns
+    -------
+    float in (0, 1]; higher is better.
+    """
+    p, t = _edges(pred, target, mask, "boundary_ap")
+    return precision_recall(1.0 - p, t < 0.5)[2]

@@ -21,6 +21,39 @@ def test_voi_arand_agree_with_skimage(seed):
     assert metrics.arand(seg, gt) == pytest.approx(sk_arand, abs=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["blocky", "noise", "bool"])
+def test_one_pass_and_sorting_counts_agree(kind, monkeypatch):
+    """The hash-table count (few label pairs) and the sorting count it hands over
+    to (many pairs) give the same table, ids and scores, equal to scikit-image's
+    to 1e-9; ids seen only on ignored voxels get no row in either."""
+    rng = np.random.default_rng(1)
+    if kind == "blocky":  # EM-like: blocks, a shifted copy, background
+        gt = rng.integers(0, 40, (4, 6, 6)).repeat(2, 0).repeat(8, 1).repeat(8, 2).astype(np.uint32)
+        seg = np.roll(gt, 3, axis=2).astype(np.int64) * 7 + (np.arange(48) // 5 % 2)
+    elif kind == "noise":
+        gt, seg = rng.integers(0, 3000, (8, 48, 48)), rng.integers(0, 3000, (8, 48, 48)).astype(np.uint64)
+    else:
+        gt, seg = rng.integers(0, 3, (8, 48, 48)), rng.random((8, 48, 48)) < 0.5
+    gt[0, 0, 0], seg.flat[0] = 0, 999_999 if seg.dtype != bool else seg.flat[0]  # only on an ignored voxel
+    one_pass = metrics.contingency(seg, gt)
+    scores = metrics.voi_arand(seg, gt)
+    real = metrics._count_pairs
+    monkeypatch.setattr(metrics, "_count_pairs", lambda s, g, i, m: real(s, g, i, 0))  # give up at once
+    sorted_ = metrics.contingency(seg, gt)
+    np.testing.assert_array_equal(one_pass.seg_ids, sorted_.seg_ids)
+    np.testing.assert_array_equal(one_pass.gt_ids, sorted_.gt_ids)
+    assert (one_pass.table != sorted_.table).nnz == 0 and 0 not in one_pass.gt_ids
+    if kind != "bool":
+        assert 999_999 not in one_pass.seg_ids
+    assert metrics.voi_arand(seg, gt) == pytest.approx(scores, abs=1e-12)
+    sk_split, sk_merge = variation_of_information(gt, seg.astype(np.int64), ignore_labels=(0,))
+    assert scores["voi_split"] == pytest.approx(sk_split, abs=1e-9)
+    assert scores["voi_merge"] == pytest.approx(sk_merge, abs=1e-9)
+    assert scores["arand"] == pytest.approx(adapted_rand_error(gt, seg.astype(np.int64))[0], abs=1e-9)
+    assert scores["voi"] == scores["voi_split"] + scores["voi_merge"]
+    assert (scores["voi_split"], scores["voi_merge"]) == metrics.voi(seg, gt)
+
+
 def test_voi_hand_computed():
     gt = np.array([1, 1, 2, 2])
     # one segment covering both gt objects: a pure merge of 1 bit
