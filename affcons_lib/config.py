@@ -81,7 +81,9 @@ class TrainConfig:
     detach_targets: bool = True  # paper text; the release does not detach
     release_double_weight: bool = False  # the release's ×100 on the embedding cross term
     cpsn_checkpoint: str | None = None
-    cpsn_warmup: int = 5000
+    # iterations before the CPSN filter switches on: a share of the run below 1 (the release: 5k of
+    # 300k), a count from 1 up
+    cpsn_warmup: float = 5000 / 300_000
     # output
     out_dir: str = "runs/train"
     checkpoint_every: int = 50
@@ -99,6 +101,11 @@ class TrainConfig:
             if isinstance(value, list):
                 setattr(self, name, tuple(value))
 
+    def cpsn_warmup_iterations(self) -> int:
+        """The iteration after which the CPSN filter acts (``cpsn_warmup`` as a count)."""
+        w = self.cpsn_warmup
+        return int(w) if w >= 1 else int(round(w * self.iterations))
+
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming the field for values that cannot work."""
         def bad(name, why):
@@ -108,6 +115,8 @@ class TrainConfig:
             bad("dim", "expected 2 or 3")
         if self.scale not in SCALES:
             bad("scale", f"expected one of {tuple(SCALES)}")
+        if self.cpsn_warmup < 0:
+            bad("cpsn_warmup", "expected a share of the iterations in [0, 1) or a count of at least 1")
         if self.threads < 0:
             bad("threads", "expected 0 (automatic) or a positive count")
         if self.test_labels is not None and self.test_dataset is None:

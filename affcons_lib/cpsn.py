@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import affinity, checkpoint, distributed, models
+from . import affinity, checkpoint, distributed, metrics, models
 from .checkpoint import build_models
 from .config import TrainConfig, run_config_cli
 from .sampling import PatchSampler, prepare_data
@@ -265,21 +265,11 @@ def cpsn_confidence(cpsn: torch.nn.Module, image: torch.Tensor, aff: torch.Tenso
 
 def precision_recall(scores: np.ndarray, errors: np.ndarray):
     """Precision and recall of flagging the highest-scoring pixels as errors, at
-    every cut-off; and the average precision (area under the step curve, as
-    scikit-learn computes it). ``scores``: higher = more likely wrong."""
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    errors = np.asarray(errors).ravel().astype(bool)
-    if errors.sum() == 0:
+    every cut-off, and the average precision (:func:`affcons_lib.metrics.precision_recall`).
+    ``scores``: higher = more likely wrong."""
+    if np.asarray(errors).sum() == 0:
         raise ValueError("errors: no error pixel, precision and recall are undefined")
-    order = np.argsort(-scores, kind="stable")
-    s, e = scores[order], errors[order]
-    tp = np.cumsum(e)
-    # one point per distinct score (ties flagged together)
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
-    precision = tp[last] / (last + 1)
-    recall = tp[last] / e.sum()
-    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-    return precision, recall, ap
+    return metrics.precision_recall(scores, errors)
 
 
 def main(argv=None) -> int:

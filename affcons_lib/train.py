@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -113,6 +114,10 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
     params = [p for net in nets.values() for p in net.parameters()]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
     cpsn = load_cpsn(cfg.cpsn_checkpoint, device) if cfg.cpsn_checkpoint and cfg.method == "crac" else None
+    warmup = cfg.cpsn_warmup_iterations()
+    if cpsn is not None and warmup >= cfg.iterations:
+        warnings.warn(f"config.cpsn_warmup={cfg.cpsn_warmup!r}: the CPSN filter would switch on after iteration "
+                      f"{warmup} of {cfg.iterations}, that is never; give a share of the run (e.g. 0.3)", UserWarning)
     start, log, val_log, running = 1, [], [], {}
     last = out_dir / "last.pt"
     if cfg.resume and last.is_file():
@@ -147,7 +152,7 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
             loss_sup1 = losses.weighted_mse(aff1, target, mask, n_nearest=n_nearest,
                                             nearest_weight=cfg.nearest_weight)
             extra1 = extra2 = None
-            if cpsn is not None and t > cfg.cpsn_warmup:
+            if cpsn is not None and t > warmup:
                 extra1 = cpsn_confidence(cpsn, x, aff1.detach())
                 extra2 = cpsn_confidence(cpsn, x, aff2.detach())
             loss_cross, info = losses.cross_consistency_loss(

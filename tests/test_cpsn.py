@@ -84,6 +84,13 @@ def test_train_cpsn_and_plug_into_crac(snapshot_run, tmp_path):
     cfg = train.load_config(None, TINY + ["method=crac", "iterations=3", "cpsn_warmup=1",
                                           f"cpsn_checkpoint={summary['checkpoint']}", f"out_dir={tmp_path / 'crac'}"])
     assert np.isfinite(train.train(cfg)["last_losses"]["total"])
+    # the warm-up as a share of the run; one that never ends is said, not silent
+    assert cfg.cpsn_warmup_iterations() == 1
+    assert train.load_config(None, ["iterations=300"]).cpsn_warmup_iterations() == 5  # the release's 5k of 300k
+    late = train.load_config(None, TINY + ["method=crac", "iterations=2", "cpsn_warmup=5000",
+                                           f"cpsn_checkpoint={summary['checkpoint']}", f"out_dir={tmp_path / 'late'}"])
+    with pytest.warns(UserWarning, match="cpsn_warmup=5000.*after iteration 5000 of 2, that is never"):
+        train.train(late)
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         cpsn.load_cpsn(tmp_path / "nope.pt")
     garbage = tmp_path / "garbage.pt"

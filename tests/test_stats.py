@@ -1,0 +1,60 @@
+"""Paired comparisons and the affinity-level scores, against hand computations."""
+
+import math
+
+import numpy as np
+import pytest
+
+from affcons_lib import metrics, stats
+
+
+def test_paired_difference_hand_computed():
+    # differences -1, -2, -3: mean -2, sd 1, t_0.975(2) = 4.302653, half = 4.302653 / sqrt(3)
+    d = stats.paired_difference([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])
+    half = 4.302652729911275 / math.sqrt(3)
+    assert d.mean == pytest.approx(-2.0)
+    assert (d.low, d.high) == pytest.approx((-2.0 - half, -2.0 + half))
+    assert d.verdict == "inconclusive" and d.claim("a lower") == "inconclusive"  # high = 0.484 > 0
+    # ten pairs of the same shape are enough: t_0.975(9) = 2.262157, sd of 1..10 = 3.02765
+    a = np.arange(10.0)
+    e = stats.paired_difference(a, a + 5.5 + np.arange(10.0) * 0)  # all differences -5.5: zero width
+    assert (e.low, e.high, e.verdict) == (-5.5, -5.5, "a lower")
+    f = stats.paired_difference(a + np.arange(1.0, 11.0), a)  # differences 1..10
+    half = 2.2621571627409915 * np.std(np.arange(1.0, 11.0), ddof=1) / math.sqrt(10)
+    assert (f.low, f.high) == pytest.approx((5.5 - half, 5.5 + half))
+    assert f.verdict == "b lower" and f.claim("a lower") == "does not hold" and f.claim("b lower") == "holds"
+    assert "+5.500 [" in str(f) and "10 pairs): b lower" in str(f)
+
+
+def test_paired_difference_edges():
+    one = stats.paired_difference([1.0], [0.0])
+    assert one.low == -math.inf and one.high == math.inf and one.verdict == "inconclusive"
+    with pytest.raises(ValueError, match="equal length"):
+        stats.paired_difference([1, 2], [1])
+    with pytest.raises(ValueError, match="finite"):
+        stats.paired_difference([1, np.nan], [1, 2])
+    with pytest.raises(ValueError, match="'a lower' or 'b lower'"):
+        one.claim("better")
+
+
+def test_affinity_error_hand_computed():
+    pred = np.array([[0.9, 0.4, 0.5, 0.1]])
+    target = np.array([[1, 1, 0, 0]])
+    # wrong: 0.4 on a link, 0.5 (>= 0.5, "together") on a cut -> 2 of 4
+    assert metrics.affinity_error(pred, target) == 0.5
+    assert metrics.affinity_error(pred, target, mask=np.array([[True, False, False, True]])) == 0.0
+    with pytest.raises(ValueError, match="selects no edge"):
+        metrics.affinity_error(pred, target, mask=np.zeros((1, 4), bool))
+
+
+def test_boundary_ap_hand_computed():
+    # boundary scores 1 - pred = 0.9, 0.8, 0.7, 0.6 for cut, link, cut, link:
+    # precision 1/1 at recall 1/2, 2/3 at recall 1 -> AP = 0.5 + 0.5 * 2/3
+    pred = np.array([0.1, 0.2, 0.3, 0.4])
+    target = np.array([0, 1, 0, 1])
+    assert metrics.boundary_ap(pred, target) == pytest.approx(0.5 + 0.5 * 2 / 3)
+    assert metrics.boundary_ap(target.astype(float), target) == 1.0  # perfect affinities rank every cut first
+    # ties are flagged together: all equal -> precision = share of cuts at recall 1
+    assert metrics.boundary_ap(np.full(4, 0.5), target) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="positives: none"):
+        metrics.boundary_ap(pred, np.ones(4))
