@@ -38,7 +38,7 @@ import numpy as np
 from . import affinity, metrics, postprocess
 from ._atomic import write_text
 
-__all__ = ["evaluate_3d", "segment_3d", "reference_scores", "evaluate_2d", "score_prediction", "evaluate_2d_many", "segment_2d", "read_prediction", "main"]
+__all__ = ["evaluate_3d", "segment_3d", "reference_scores", "evaluate_2d", "score_prediction", "evaluate_2d_many", "segment_2d", "affinity_scores", "read_prediction", "main"]
 
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.1))
 
@@ -183,6 +183,43 @@ def evaluate_2d_many(affs_list, labels_list, offsets, **segment_options) -> dict
     out["per_image"] = [{k: r[k] for k in keys} for r in results]
     out["segmentation"] = [r["segmentation"] for r in results]
     return out
+
+
+def affinity_scores(affs: np.ndarray, labels: np.ndarray, offsets, *, sparse_labels: np.ndarray | None = None,
+                    widen: bool | None = None) -> dict:
+    """Affinity-level scores against the targets of ``labels``: no segmentation,
+    no threshold chosen on the ground truth.
+
+    Parameters
+    ----------
+    affs : ndarray of float, (C, *spatial)
+    labels : ndarray of int, spatial shape; dense ground truth
+    offsets : the affinities' offsets
+    sparse_labels : ndarray of int, optional
+        The annotation a run was trained with: then only its unlabeled region
+        counts (valid edges outside :func:`~affcons_lib.affinity.labeled_region_mask`),
+        where the cross-consistency loss acts.
+    widen : bool, optional
+        Targets from labels with widened borders, as 3D training uses (default:
+        True for 3D, False for 2D).
+
+    Returns
+    -------
+    dict with ``affinity_error`` (share of edges on the wrong side of 0.5, lower
+    is better), ``boundary_ap`` (average precision of finding the cuts, higher is
+    better), ``boundary_share`` (the AP of a random ranking) and ``edges``.
+    """
+    labels = np.asarray(labels)
+    three_d = labels.ndim == 3
+    widen = three_d if widen is None else widen
+    target, valid = affinity.affinities_from_labels(affinity.widen_borders(labels) if widen else labels, offsets,
+                                                    background_is_instance=not three_d)
+    if sparse_labels is not None:
+        valid = valid & ~affinity.labeled_region_mask(np.asarray(sparse_labels), offsets)
+    cuts = (target < 0.5) & valid
+    return dict(affinity_error=metrics.affinity_error(affs, target, valid),
+                boundary_ap=metrics.boundary_ap(affs, target, valid),
+                boundary_share=float(cuts.sum() / valid.sum()), edges=int(valid.sum()))
 
 
 def score_prediction(affs, labels, offsets, **options) -> dict:

@@ -13,7 +13,8 @@ import torch
 from . import affinity, data
 from .config import TrainConfig
 
-__all__ = ["PatchSampler", "prepare_data", "describe", "split_part", "center_crop", "crop_test_part"]
+__all__ = ["PatchSampler", "prepare_data", "describe", "split_part", "center_crop", "crop_test_part",
+           "crop_train_part"]
 
 
 # ------------------------------------------------------------------------ data
@@ -201,3 +202,13 @@ def crop_test_part(prepared: dict, size) -> dict:
         return prepared
     return {**prepared, "raw_test": center_crop(prepared["raw_test"], size),
             "labels_test": center_crop(prepared["labels_test"], size)}
+
+
+def crop_train_part(prepared: dict, size) -> dict:
+    """``prepared`` with its training part (raw, dense and sparse labels)
+    centre-cropped in-plane to ``size``: where to measure the affinities on the
+    unlabeled region, the consistency loss's ground, in seconds rather than minutes.
+    Image collections and ``size=None`` are returned as they are."""
+    if size is None or isinstance(prepared["raw_train"], list):
+        return prepared
+    return {**prepared, **{k: center_crop(prepared[k], size) for k in ("raw_train", "labels_train", "sparse_train")}}

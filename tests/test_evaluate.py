@@ -137,3 +137,22 @@ def test_evaluate_command_line_3d(tmp_path):
     r = subprocess.run([sys.executable, "-m", "affcons_lib.evaluate", str(pred), "--fragments", "slab"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "--fragments" in r.stderr
+
+
+def test_affinity_scores_floors_and_ceiling():
+    """Perfect affinities: no wrong edge, every cut ranked first; a constant gets
+    every cut wrong and ranks at chance (the share of cuts); the unlabeled region
+    is the valid edges outside the labeled region."""
+    from affcons_lib import affinity, data, evaluate
+
+    _, labels = data.make_em_volume((8, 64, 64), seed=0)
+    target, valid = affinity.affinities_from_labels(affinity.widen_borders(labels), affinity.OFFSETS_3D)
+    perfect = evaluate.affinity_scores(target.astype(float), labels, affinity.OFFSETS_3D)
+    assert perfect["affinity_error"] == 0 and perfect["boundary_ap"] == 1 and perfect["edges"] == valid.sum()
+    flat = evaluate.affinity_scores(np.full(target.shape, 0.7), labels, affinity.OFFSETS_3D)
+    assert flat["affinity_error"] == pytest.approx(flat["boundary_share"])
+    assert flat["boundary_ap"] == pytest.approx(flat["boundary_share"])
+    sparse = data.annotate_instances(labels, "random", fraction=0.3, seed=0)
+    unlabeled = valid & ~affinity.labeled_region_mask(sparse, affinity.OFFSETS_3D)
+    region = evaluate.affinity_scores(target.astype(float), labels, affinity.OFFSETS_3D, sparse_labels=sparse)
+    assert region["edges"] == unlabeled.sum() < valid.sum()
