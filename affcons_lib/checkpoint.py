@@ -18,7 +18,8 @@ from . import models
 from ._atomic import atomic_path
 from .config import TrainConfig
 
-__all__ = ["build_models", "save", "write_log", "load_checkpoint", "read_checkpoint", "resolve_device", "set_threads"]
+__all__ = ["build_models", "save", "write_log", "load_checkpoint", "read_checkpoint", "resolve_device", "set_threads",
+           "rng_state", "restore_rng_state"]
 
 
 def build_models(cfg: TrainConfig) -> dict[str, torch.nn.Module]:
@@ -95,3 +96,22 @@ def set_threads(threads: int = 0) -> int:
         threads = max(1, len(os.sched_getaffinity(0)) // 2)
     torch.set_num_threads(int(threads))
     return int(threads)
+
+
+def rng_state() -> dict:
+    """torch's random state: the CPU generator, and each GPU's where CUDA runs
+    (dropout on a GPU draws from the GPU's generator)."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state) -> None:
+    """Undo :func:`rng_state`. States come back as CPU byte tensors whatever
+    device the checkpoint was mapped to; older checkpoints hold the CPU state alone."""
+    if isinstance(state, torch.Tensor):
+        state = {"cpu": state}
+    torch.set_rng_state(state["cpu"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -208,7 +208,7 @@ def train_cpsn(cfg: CPSNConfig, prepared: dict | None = None) -> dict:
         ckpt = checkpoint.read_checkpoint(last, device, keys=("model", "optimizer", "iteration", "log"))
         plain.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        checkpoint.restore_rng_state(ckpt["torch_rng"])
         start, log = ckpt["iteration"] + 1, ckpt["log"]
     t0 = time.time()
     for t in range(start, cfg.iterations + 1):
@@ -236,7 +236,7 @@ def train_cpsn(cfg: CPSNConfig, prepared: dict | None = None) -> dict:
                         "seconds": time.time() - t0})
         if (t % cfg.checkpoint_every == 0 or t == cfg.iterations) and main_rank:
             checkpoint.save({"model": plain.state_dict(), "optimizer": opt.state_dict(), "iteration": t,
-                          "torch_rng": torch.get_rng_state(), "config": dataclasses.asdict(cfg),
+                          "torch_rng": checkpoint.rng_state(), "config": dataclasses.asdict(cfg),
                           "widths": cfg.widths, "dim": seg_cfg.dim, "world_size": distributed.world_size(),
                           "log": log}, last)
             checkpoint.write_log(log, out_dir)

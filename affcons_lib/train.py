@@ -69,7 +69,7 @@ def _state(iteration, plain, optimizer, cfg, log, val_log, running, source) -> d
         "models": {k: v.state_dict() for k, v in plain.items()},
         "optimizer": optimizer.state_dict(),
         "iteration": iteration,
-        "torch_rng": torch.get_rng_state(),
+        "torch_rng": checkpoint.rng_state(),
         "numpy_rng": {"seed": cfg.seed, "iteration": iteration},  # samples are seeded by (seed, t, j)
         "config": dataclasses.asdict(cfg),
         "world_size": distributed.world_size(),
@@ -125,7 +125,7 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
         for name, net in plain.items():
             net.load_state_dict(ckpt["models"][name])
         optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        checkpoint.restore_rng_state(ckpt["torch_rng"])
         start, log, val_log = ckpt["iteration"] + 1, ckpt["log"], ckpt.get("val_log", [])
         running = ckpt.get("running", {})
 

@@ -349,3 +349,18 @@ def test_not_an_image_folder(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="neither a BBBC039 folder"):
         load_image_collection(tmp_path)
+
+
+def test_rng_state_round_trip_and_old_checkpoints():
+    """The random state travels as CPU tensors (a checkpoint mapped to a GPU
+    must still restore: resuming on CUDA once crashed there), and checkpoints
+    written before the GPU state was kept (a bare CPU tensor) still resume."""
+    from affcons_lib import checkpoint
+
+    torch.manual_seed(3)
+    state = checkpoint.rng_state()
+    first = torch.rand(3)
+    checkpoint.restore_rng_state(state)
+    assert torch.equal(torch.rand(3), first)
+    checkpoint.restore_rng_state(state["cpu"].clone())  # the old format
+    assert torch.equal(torch.rand(3), first)
