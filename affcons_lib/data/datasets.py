@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .._paths import project_root
-from .readers import _HDF5, CREMI_LABELS, CREMI_RAW, read_cremi, read_image_pair, read_raw_and_labels
+from .readers import _HDF5, CREMI_LABELS, CREMI_RAW, read_cremi, read_image_pair, read_raw_and_labels, split_path_key
 from .synthetic import make_em_volume, make_nuclei_image
 
 __all__ = [
@@ -225,7 +225,6 @@ def load_volume(dataset: str = "auto", *, raw_key: str | None = None, labels: st
             return Dataset(raw, lab, f"generated EM-like volume {tuple(synthetic_shape)}, seed {seed}", False)
         raw, lab = read_cremi(path, roi=roi)
         return Dataset(normalize_raw(raw), lab, f"FIB-SEM (FlyEM NeuroProof sample 2) {raw.shape}", True)
-    from .readers import split_path_key
 
     path, key = split_path_key(dataset, raw_key)
     if not path.exists():
@@ -260,7 +259,6 @@ def load_image(dataset: str = "auto", *, raw_key: str | None = None, labels: str
             return Dataset(raw, lab, f"generated nuclei image {tuple(synthetic_shape)}, seed {seed}", False)
         img, lab = read_image_pair(folder / "img2d.tif", folder / "mask2d.tif")
         return Dataset(normalize_raw(img), lab, f"DSB2018 nuclei sample {img.shape}", True)
-    from .readers import split_path_key
 
     path, key = split_path_key(dataset, raw_key)
     if path.is_dir() and (path / "img2d.tif").is_file():
