@@ -9,30 +9,73 @@ Clusters are a union-find forest. Each root keeps, in one contiguous block of a
 shared pool, the clusters it is mutex with (each as any pixel of theirs, resolved
 with find when read). "Are ru and rv mutex?" scans the shorter block for ru; a
 merge appends the shorter block, deduplicated during that scan, to the longer one
-(small into large: each entry moves O(log n) times). Contiguous blocks make the
-scans sequential memory reads, which is where the time of this algorithm goes
-(cache misses), and a small hash set of pairs already found mutex answers the
-repeated question along the boundary of two large clusters.
+(small into large: each entry moves O(log n) times). A small hash set of pairs
+already found mutex answers the repeated question along the boundary of two
+large clusters.
+
+The time of this algorithm goes to waiting on memory: in weight order, every
+edge touches random pixels, roots and blocks. Three choices answer that:
+contiguous blocks make a scan a sequential read; a pixel's parent, block and
+scan mark share one 16-byte record (one cache line per root, not three); and the
+pass prefetches what edges a few places ahead will touch, so that their memory
+waits overlap (on uniform random weights the pass runs about twice as fast as
+without the last two; ``benchmarks/bench_postprocess.py``).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Ask the CPU to bring ``array[index]`` into cache (LLVM's prefetch: a hint,
+    no fault and no effect on any value, even out of bounds). The Kruskal pass
+    waits on memory, not arithmetic: edges come in weight order, so every edge
+    touches random pixels, roots and blocks. Requests issued a few edges ahead
+    overlap those waits; on the benchmark's uniform weights the pass runs about
+    twice as fast."""
+    sig = types.void(array, index)
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        arr = context.make_array(array_type)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, array_type, arr, [args[1]], wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        # read access, high locality, data cache
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# One record per pixel: its union-find parent and, while it is a root, where its
+# block of partners lies in the pool (start, length) and the last scan that met it
+# (dedup). Side by side they share a cache line, so finding a root also brings in
+# its block and its scan mark: one memory wait instead of three.
+PARENT, START, LEN, SEEN = 0, 1, 2, 3
 
 
 @njit(cache=True, inline="always")
-def _find(parent, x):
+def _find(node, x):
     root = x
-    while parent[root] != root:
-        root = parent[root]
-    while parent[x] != root:  # path compression
-        nxt = parent[x]
-        parent[x] = root
+    while node[root, PARENT] != root:
+        root = node[root, PARENT]
+    while node[x, PARENT] != root:  # path compression
+        nxt = node[x, PARENT]
+        node[x, PARENT] = root
         x = nxt
     return root
 
 
+# Mutex pairs already found, in an open-addressing hash set of int64 pair keys.
 _EMPTY = -1
 
 
@@ -85,59 +128,87 @@ def _pair(a, b, n):
     return a * n + b if a < b else b * n + a
 
 
-# Per root, (start, length, capacity) of its block of partners in the pool sit side
-# by side: one cache line per root.
-START, LEN, CAP = 0, 1, 2
+@njit(cache=True, inline="always")
+def _capacity(length):
+    """Room of a block holding ``length`` partners: blocks are allocated in powers
+    of two, at least 4. Deduplication can shrink a block below its room; this then
+    under-counts, which only moves the block a little early."""
+    cap = 4
+    while cap < length:
+        cap *= 2
+    return cap
 
 
 @njit(cache=True)
-def _compacted(pool, blocks, needed):
+def _compacted(pool, node, needed):
     """A new pool holding only the blocks of roots with partners (merged-away
     roots' blocks are garbage), with room for ``needed`` more. Returns (pool, top)."""
     live = 0
-    for r in range(blocks.shape[0]):
-        if blocks[r, LEN] > 0:
-            live += blocks[r, CAP]
+    for r in range(node.shape[0]):
+        if node[r, LEN] > 0:
+            live += _capacity(node[r, LEN])
     out = np.empty(2 * (live + needed), np.int32)
     top = 0
-    for r in range(blocks.shape[0]):
-        if blocks[r, LEN] > 0:
-            s, n = blocks[r, START], blocks[r, LEN]
+    for r in range(node.shape[0]):
+        if node[r, LEN] > 0:
+            s, n = node[r, START], node[r, LEN]
             out[top:top + n] = pool[s:s + n]
-            blocks[r, START] = top
-            top += blocks[r, CAP]
+            node[r, START] = top
+            top += _capacity(n)
         else:
-            blocks[r, START] = -1
-            blocks[r, CAP] = 0
+            node[r, START] = -1
     return out, top
 
 
 @njit(cache=True, inline="always")
-def _reserve(root, total, pool, top, blocks):
-    """Room for ``total`` partners in ``root``'s block: when it is too small, move
-    it to the end of the pool with twice the capacity (compacting the pool first
-    when full). Returns (pool, top)."""
-    cap = blocks[root, CAP]
-    if total <= cap:
+def _reserve(root, total, pool, top, node):
+    """Room for ``total`` partners in ``root``'s block: when it is too small (or
+    there is none), move it to the end of the pool with room to spare (compacting
+    the pool first when full). Returns (pool, top)."""
+    n = node[root, LEN]
+    if node[root, START] >= 0 and total <= _capacity(n):
         return pool, top
-    new_cap = max(4, cap)
-    while new_cap < total:
-        new_cap *= 2
+    new_cap = _capacity(total)
     if top + new_cap > pool.shape[0]:
-        pool, top = _compacted(pool, blocks, new_cap)
-    s, n = blocks[root, START], blocks[root, LEN]
+        pool, top = _compacted(pool, node, new_cap)
+    s = node[root, START]
     pool[top:top + n] = pool[s:s + n]
-    blocks[root, START] = top
-    blocks[root, CAP] = new_cap
+    node[root, START] = top
     return pool, top + new_cap
 
 
 @njit(cache=True, inline="always")
-def _append(root, partner, pool, top, blocks):
-    pool, top = _reserve(root, blocks[root, LEN] + 1, pool, top, blocks)
-    pool[blocks[root, START] + blocks[root, LEN]] = partner
-    blocks[root, LEN] += 1
+def _append(root, partner, pool, top, node):
+    pool, top = _reserve(root, node[root, LEN] + 1, pool, top, node)
+    pool[node[root, START] + node[root, LEN]] = partner
+    node[root, LEN] += 1
     return pool, top
+
+
+@njit(cache=True, inline="always")
+def _channel_pixel(e, n_pixels):
+    c = e // n_pixels
+    return c, e - c * n_pixels
+
+
+@njit(cache=True, inline="always")
+def _prefetch_pool(ra, rb, repulsive, pool, node):
+    """Prefetch the pool slots an edge between roots (or near-roots) ``ra`` and
+    ``rb`` will touch: both blocks' ends for a repulsive edge (the appends); for
+    an attractive one, the start of the shorter block (the scan) and the end of
+    the longer (where a merge copies it)."""
+    sa, la = node[ra, START], node[ra, LEN]
+    sb, lb = node[rb, START], node[rb, LEN]
+    if repulsive:
+        if sa >= 0:
+            _prefetch(pool, sa + la)
+        if sb >= 0:
+            _prefetch(pool, sb + lb)
+    elif la > 0 and lb > 0:
+        if la > lb:
+            sa, la, sb, lb = sb, lb, sa, la
+        _prefetch(pool, sa)
+        _prefetch(pool, sb + lb)
 
 
 @njit(cache=True)
@@ -151,30 +222,50 @@ def mws_kruskal(sorted_edges, n_pixels, n_attractive, flat_offsets, short_block=
     boundary, and every attractive edge there asks the same question again.
     ``pool_size`` is the initial pool (it grows as needed). Neither changes the
     result; the tests set both tiny to exercise every path."""
-    parent = np.arange(n_pixels, dtype=np.int32)
-    blocks = np.zeros((n_pixels, 3), np.int32)
-    blocks[:, START] = -1
-    pool = np.empty(pool_size, np.int32)
+    node = np.empty((n_pixels, 4), np.int32)
+    node[:, PARENT] = np.arange(n_pixels)
+    node[:, START] = -1
+    node[:, LEN] = 0
+    node[:, SEEN] = 0  # SEEN == scan id: this root already kept in that scan
+    flat = node.reshape(-1)  # a view, for the prefetches (node is never reallocated)
+    pool = np.empty(max(pool_size, 1), np.int32)
     top = 0
     known = np.full(1 << 12, _EMPTY, np.int64)
     n_known = 0
-    seen = np.zeros(n_pixels, np.int32)  # seen[r] == scan id: r already kept in this scan
     scan = 0
 
-    for e in sorted_edges:
-        c = e // n_pixels
-        p = e - c * n_pixels
-        ru = _find(parent, p)
-        rv = _find(parent, p + flat_offsets[c])
+    n_edges = sorted_edges.shape[0]
+    for i in range(n_edges):
+        # three prefetch stages, each using what the one before brought in: the
+        # pixels of edge i + 24, the records of their parents for edge i + 12
+        # (a parent is the root or close to it), the pool slots edge i + 4 will
+        # read or write
+        if i + 24 < n_edges:
+            c1, p1 = _channel_pixel(sorted_edges[i + 24], n_pixels)
+            _prefetch(flat, 4 * p1)
+            _prefetch(flat, 4 * (p1 + flat_offsets[c1]))
+        if i + 12 < n_edges:
+            c2, p2 = _channel_pixel(sorted_edges[i + 12], n_pixels)
+            _prefetch(flat, 4 * node[p2, PARENT])
+            _prefetch(flat, 4 * node[p2 + flat_offsets[c2], PARENT])
+        if i + 4 < n_edges:
+            c3, p3 = _channel_pixel(sorted_edges[i + 4], n_pixels)
+            a3 = node[node[p3, PARENT], PARENT]
+            b3 = node[node[p3 + flat_offsets[c3], PARENT], PARENT]
+            _prefetch_pool(a3, b3, c3 >= n_attractive, pool, node)
+
+        c, p = _channel_pixel(sorted_edges[i], n_pixels)
+        ru = _find(node, p)
+        rv = _find(node, p + flat_offsets[c])
         if ru == rv:
             continue
         if c >= n_attractive:  # repulsive: each remembers the other
-            pool, top = _append(ru, rv, pool, top, blocks)
-            pool, top = _append(rv, ru, pool, top, blocks)
+            pool, top = _append(ru, rv, pool, top, node)
+            pool, top = _append(rv, ru, pool, top, node)
             continue
         # attractive: rv is the cluster with fewer partners (a root with none is
         # mutex with nobody: merge at once)
-        len_u, len_v = blocks[ru, LEN], blocks[rv, LEN]
+        len_u, len_v = node[ru, LEN], node[rv, LEN]
         if len_u < len_v:
             ru, rv, len_u, len_v = rv, ru, len_v, len_u
         if len_v:
@@ -184,25 +275,30 @@ def mws_kruskal(sorted_edges, n_pixels, n_attractive, flat_offsets, short_block=
             # scan rv's partners for ru, resolving each to its current root and
             # compacting away duplicates as we go
             scan += 1
-            s = blocks[rv, START]
+            s = node[rv, START]
+            end = s + len_v
+            for j in range(s, min(s + 8, end)):
+                _prefetch(flat, 4 * pool[j])
             w = s
             k = s
             mutex = False
-            while k < s + len_v:
-                r = _find(parent, pool[k])
+            while k < end:
+                if k + 8 < end:  # the partners' records, 8 entries ahead
+                    _prefetch(flat, 4 * pool[k + 8])
+                r = _find(node, pool[k])
                 if r == ru:
                     mutex = True
                     break
-                if seen[r] != scan:
-                    seen[r] = scan
+                if node[r, SEEN] != scan:
+                    node[r, SEEN] = scan
                     pool[w] = r
                     w += 1
                 k += 1
             if mutex:
-                rest = s + len_v - k  # close the gap left by dropped duplicates
+                rest = end - k  # close the gap left by dropped duplicates
                 for j in range(rest):  # forward copy: the ranges may overlap
                     pool[w + j] = pool[k + j]
-                blocks[rv, LEN] = w - s + rest
+                node[rv, LEN] = w - s + rest
                 if long_block:
                     if 3 * (n_known + 1) > 2 * known.shape[0]:
                         known = _grown(known)
@@ -210,18 +306,17 @@ def mws_kruskal(sorted_edges, n_pixels, n_attractive, flat_offsets, short_block=
                 continue
             # merge: rv's (deduplicated) partners join ru's block
             len_v = w - s
-            blocks[rv, LEN] = len_v
-            pool, top = _reserve(ru, len_u + len_v, pool, top, blocks)
-            s, d = blocks[rv, START], blocks[ru, START] + len_u
+            node[rv, LEN] = len_v
+            pool, top = _reserve(ru, len_u + len_v, pool, top, node)
+            s, d = node[rv, START], node[ru, START] + len_u
             pool[d:d + len_v] = pool[s:s + len_v]
-            blocks[ru, LEN] = len_u + len_v
-            blocks[rv, START] = -1
-            blocks[rv, LEN] = 0
-            blocks[rv, CAP] = 0
-        parent[rv] = ru
+            node[ru, LEN] = len_u + len_v
+            node[rv, START] = -1
+            node[rv, LEN] = 0
+        node[rv, PARENT] = ru
     roots = np.empty(n_pixels, np.int64)
     for p in range(n_pixels):
-        roots[p] = _find(parent, p)
+        roots[p] = _find(node, p)
     return roots
 
 
