@@ -3,6 +3,7 @@
 #   make test        set up .venv, then run the test suite
 # and for readers:
 #   make lab         set up .venv, then JupyterLab on the notebooks (Ctrl-C stops it)
+#   make reference   retrain the reference runs of data/reference/ (about 50 minutes)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -21,7 +22,7 @@ LAB_PORT ?= 8888
 LAB_TOKEN ?=
 LAB_TOKEN_FLAG := $(if $(LAB_TOKEN),--IdentityProvider.token=$(LAB_TOKEN),)
 
-.PHONY: setup reproduce test lab bench clean
+.PHONY: setup reproduce test lab bench reference clean
 
 # setuptools warns on every editable install that a folder named like the package
 # could shadow it; here that folder is the package itself (UserWarnings of the build only).
@@ -46,6 +47,14 @@ lab: setup
 	@echo "JupyterLab with the project's kernel; data from $(AFFCONS_DATA_DIR). Open the http://127.0.0.1 link below; Ctrl-C twice stops it."
 	$(VENV)/bin/jupyter lab --no-browser --allow-root --ip=127.0.0.1 --port=$(LAB_PORT) \
 		--ServerApp.root_dir=notebooks $(LAB_TOKEN_FLAG)
+
+# The reference runs under data/reference/ (weights, configs, learning curves): the
+# three methods 600 iterations each, one thread each, crac beside the two others
+# (about 50 minutes on 2 cores). Notebooks 03 and 05 load them.
+reference: setup
+	OMP_NUM_THREADS=1 $(PY) -m affcons_lib.reference --methods crac --set snapshot_iters=50,150,300,600 & crac=$$!; \
+	OMP_NUM_THREADS=1 $(PY) -m affcons_lib.reference --methods sparse_only full_supervision || exit 1; \
+	wait $$crac
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

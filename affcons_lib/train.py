@@ -39,7 +39,7 @@ from ._atomic import write_json
 from .checkpoint import build_models, load_checkpoint
 from .config import METHODS, TrainConfig, load_config, run_config_cli
 from .cpsn import cpsn_confidence, load_cpsn
-from .evaluate import score_prediction
+from .evaluate import affinity_scores, score_prediction
 from .inference import default_tile, predict_affinities
 from .sampling import PatchSampler, describe, prepare_data
 
@@ -52,7 +52,9 @@ __all__ = ["METHODS", "TrainConfig", "load_config", "PatchSampler", "prepare_dat
 
 def score_test_part(net: torch.nn.Module, prepared: dict, cfg: TrainConfig) -> dict:
     """Scores of f(θ2) on the test part (the first test image of a collection),
-    as the validation log records them: ``val_voi`` ... (3D) or ``val_aji`` ... (2D)."""
+    as the validation log records them: ``val_voi`` ... (3D) or ``val_aji`` ... (2D),
+    and the affinity-level ``val_affinity_error`` and ``val_boundary_ap``, which
+    need no agglomeration threshold (see :func:`~affcons_lib.evaluate.affinity_scores`)."""
     raw, labels = prepared["raw_test"], prepared["labels_test"]
     if isinstance(raw, list):
         raw, labels = raw[0], labels[0]
@@ -60,7 +62,9 @@ def score_test_part(net: torch.nn.Module, prepared: dict, cfg: TrainConfig) -> d
     affs = predict_affinities(net, raw, prepared["offsets"], tile=tile, with_entropy=False)  # restores train mode
     s = score_prediction(affs, labels, prepared["offsets"])
     keys = ("voi", "voi_split", "voi_merge", "arand") if cfg.dim == 3 else ("aji", "pq", "dice")
-    return {f"val_{k}": s[k] for k in keys}
+    a = affinity_scores(affs, labels, prepared["offsets"])
+    return {**{f"val_{k}": s[k] for k in keys},
+            "val_affinity_error": a["affinity_error"], "val_boundary_ap": a["boundary_ap"]}
 
 
 def _state(iteration, plain, optimizer, cfg, log, val_log, running, source) -> dict:

@@ -273,6 +273,9 @@ def test_validation_log(tmp_path):
     again = train.score_test_part(net, train.prepare_data(cfg), cfg)
     assert val.val_voi.iloc[-1] == pytest.approx(again["val_voi"], abs=1e-6)
     assert val.val_arand.iloc[-1] == pytest.approx(again["val_arand"], abs=1e-6)
+    # learning curves of the threshold-free scores too
+    assert val.val_affinity_error.iloc[-1] == pytest.approx(again["val_affinity_error"], abs=1e-9)
+    assert 0 <= val.val_affinity_error.min() and val.val_boundary_ap.max() <= 1
 
 
 def _write_bbbc039(root, n=4):

@@ -1,0 +1,113 @@
+"""Reference runs: the three methods trained longer than a notebook can, kept
+small (weights, configs, logs and learning curves) under ``data/reference/``.
+
+    python -m affcons_lib.reference [--iterations N] [--seed S] [--methods ...]
+    make reference
+
+Every method trains from ``data/reference/config.yaml`` (the notebooks' small
+scale, longer), scores f(θ2) on the test part every ``val_every`` iterations
+(VOI, ARAND and the threshold-free affinity error and boundary AP: the learning
+curves), and is exported to ``data/reference/<method>/``:
+
+- ``weights.pt``: the models and config only (no optimiser: a few hundred kB),
+  loadable with :func:`affcons_lib.checkpoint.load_checkpoint`; for ``crac`` also
+  ``snapshot_NNNNNNN.pt`` at ``snapshot_iters`` (a bank for the CPSN);
+- ``config.yaml``, ``losses.csv``, ``validation.csv`` and ``summary.json``.
+
+Notebooks 03 and 05 load these weights (``weights="reference"``) to show
+entropy and error maps of trained networks in seconds. The full runs write
+under ``runs/reference/`` (never committed); only the export is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import yaml
+
+from . import checkpoint
+from ._atomic import write_text
+from ._paths import runs_dir
+from .config import METHODS, load_config
+
+__all__ = ["REFERENCE_DIR", "WEIGHTS_CHOICES", "reference_weights", "use_reference", "export_weights", "main"]
+
+#: Where the committed reference runs live (beside the package, in the repository).
+REFERENCE_DIR = Path(__file__).resolve().parent.parent / "data" / "reference"
+
+
+def reference_weights(method: str, root=None) -> Path:
+    """The path of a method's reference weights; a clear error naming the
+    command that makes them when they are missing."""
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    path = Path(root or REFERENCE_DIR) / method / "weights.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"reference weights not found: {path} (make them with `make reference`, "
+                                "or give weights='train')")
+    return path
+
+
+#: A notebook's ``weights`` parameter: load the reference run, or train here.
+WEIGHTS_CHOICES = ("reference", "train")
+
+
+def use_reference(weights: str) -> bool:
+    """True for ``weights="reference"``, False for ``"train"``; a clear error
+    naming the parameter otherwise."""
+    if weights not in WEIGHTS_CHOICES:
+        raise ValueError(f"weights: expected one of {WEIGHTS_CHOICES}, got {weights!r}")
+    return weights == "reference"
+
+
+def export_weights(ckpt_path, out_path) -> Path:
+    """Copy a training checkpoint without its optimiser and random state: the
+    models, the config, the logs and the data source (atomically)."""
+    ckpt = checkpoint.read_checkpoint(ckpt_path)
+    keep = {k: ckpt[k] for k in ("models", "config", "iteration", "log", "val_log", "source") if k in ckpt}
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.save(keep, out_path)
+    return out_path
+
+
+def run_reference(method: str, config_path, out_root, overrides=()) -> Path:
+    """Train one method from ``config_path`` and export it to ``out_root/method``."""
+    from .train import train
+
+    work = runs_dir() / "reference" / method
+    cfg = load_config(config_path, [f"method={method}", f"out_dir={work}", *overrides])
+    summary = train(cfg)
+    dest = Path(out_root) / method
+    dest.mkdir(parents=True, exist_ok=True)
+    export_weights(summary["checkpoint"], dest / "weights.pt")
+    for snap in sorted(work.glob("snapshot_*.pt")):  # the CPSN's snapshot bank (notebook 05)
+        export_weights(snap, dest / snap.name)
+    for name in ("losses.csv", "validation.csv", "summary.json"):
+        if (work / name).is_file():
+            shutil.copyfile(work / name, dest / name)
+    import dataclasses
+
+    write_text(dest / "config.yaml", yaml.safe_dump(
+        {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}, sort_keys=False))
+    return dest
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default=str(REFERENCE_DIR / "config.yaml"))
+    ap.add_argument("--out", default=str(REFERENCE_DIR))
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key, e.g. --set iterations=2000")
+    args = ap.parse_args(argv)
+    for method in args.methods:
+        print(f"reference run: {method}", flush=True)
+        print(f"  -> {run_reference(method, args.config, args.out, args.set)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,45 @@
+"""Reference runs: the driver, the weights-only export, and the committed runs
+under data/reference/ that notebooks 03 and 05 load."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from affcons_lib import checkpoint, reference
+from affcons_lib.config import METHODS
+
+TINY = ["widths=4,8", "patch=4,32,32", "batch=1", "dataset=synthetic", "val_every=1", "iterations=2",
+        "snapshot_iters=1,2"]
+
+
+def test_weights_parameter_is_checked():
+    assert reference.use_reference("reference") and not reference.use_reference("train")
+    with pytest.raises(ValueError, match="weights: expected one of"):
+        reference.use_reference("trained")
+    with pytest.raises(ValueError, match="method"):
+        reference.reference_weights("crack")
+
+
+def test_missing_reference_names_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make reference"):
+        reference.reference_weights("crac", root=tmp_path)
+
+
+def test_driver_trains_and_exports_without_optimiser(tmp_path, monkeypatch):
+    monkeypatch.setenv("AFFCONS_RUNS_DIR", str(tmp_path / "runs"))
+    out = tmp_path / "reference"
+    assert reference.main(["--out", str(out), "--methods", "crac", *sum((["--set", t] for t in TINY), [])]) == 0
+    dest = out / "crac"
+    nets, cfg, ckpt = checkpoint.load_checkpoint(reference.reference_weights("crac", root=out))
+    assert set(nets) == {"embedding", "affinity"} and cfg.iterations == 2
+    assert "optimizer" not in ckpt and "torch_rng" not in ckpt
+    full = torch.load(tmp_path / "runs" / "reference" / "crac" / "last.pt", weights_only=False)
+    for name, net in nets.items():  # the exported weights are the trained ones
+        for k, v in net.state_dict().items():
+            assert torch.equal(v, full["models"][name][k])
+    assert sorted(p.name for p in dest.glob("snapshot_*.pt")) == ["snapshot_0000001.pt", "snapshot_0000002.pt"]
+    assert list(pd.read_csv(dest / "validation.csv").iteration) == [1, 2]
+    assert yaml.safe_load((dest / "config.yaml").read_text())["method"] == "crac"
