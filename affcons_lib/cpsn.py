@@ -106,7 +106,9 @@ class SnapshotBank:
         net = nets[branch]
         rate = float(rng.uniform(0, self.max_dropout))
         net.set_dropout(rate, always_on=True)
-        return net, f"{path.stem}/{branch} dropout {rate:.3f}"
+        theta = "f(θ2)" if branch == "embedding" else "f(θ1)"
+        iteration = int(path.stem.split("_")[-1]) if path.stem.startswith("snapshot_") else path.stem
+        return net, f"{theta} after {iteration} iterations, dropout {rate:.3f}"
 
 
 def snapshot_affinities(snapshot: torch.nn.Module, image: torch.Tensor, offsets) -> torch.Tensor:

@@ -10,7 +10,7 @@ import numpy as np
 from ._atomic import atomic_path, write_json
 from ._paths import runs_dir
 
-__all__ = ["runs_dir", "figures_dir", "save_figure", "label_cmap", "show_labels", "results_dir", "record_results"]
+__all__ = ["runs_dir", "figures_dir", "save_figure", "label_cmap", "show_labels", "matched_labels", "results_dir", "record_results"]
 
 
 def figures_dir() -> Path:
@@ -46,18 +46,54 @@ def label_cmap(n: int = 4096, seed: int = 0):
     return ListedColormap(colours)
 
 
-def show_labels(ax, labels: np.ndarray, title: str | None = None, seed: int = 0):
-    """Draw a 2D label image with distinct colours per id (0 black)."""
+def show_labels(ax, labels: np.ndarray, title: str | None = None, seed: int = 0, id_space=None):
+    """Draw a 2D label image with distinct colours per id (0 black).
+
+    ``id_space`` (the ids of several images, e.g. ``np.union1d(a, b)``) gives an id
+    the same colour in each image drawn with it; by default colours follow the
+    rank of the ids in this image alone."""
     labels = np.asarray(labels)
-    ids, inv = np.unique(labels, return_inverse=True)
+    ids = np.unique(labels if id_space is None else np.union1d(np.asarray(id_space).ravel(), labels))
     # ids become 0..k-1 with 0 kept at 0 when present, so colours do not depend on id size
-    shown = inv.reshape(labels.shape) + (0 if ids[0] == 0 else 1)
+    shown = np.searchsorted(ids, labels) + (0 if ids[0] == 0 else 1)
     ax.imshow(shown, cmap=label_cmap(max(int(shown.max()) + 1, 2), seed), interpolation="nearest",
               vmin=0, vmax=max(int(shown.max()), 1))
     ax.set_axis_off()
     if title:
         ax.set_title(title)
     return ax
+
+
+def matched_labels(labels: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``labels`` with each segment renamed to the ``reference`` segment it
+    matches (each the other's largest overlap), so that drawn with a shared
+    ``id_space`` equal segments get equal colours; unmatched segments get new
+    ids above the reference's. Background 0 stays 0.
+
+    Parameters
+    ----------
+    labels, reference : ndarray of int, same shape
+
+    Returns
+    -------
+    ndarray of int64, the shape of ``labels``.
+    """
+    labels, reference = np.asarray(labels), np.asarray(reference)
+    if labels.shape != reference.shape:
+        raise ValueError(f"labels: shape {labels.shape} does not match reference's {reference.shape}")
+    ids, inv = np.unique(labels, return_inverse=True)
+    inv = inv.reshape(labels.shape)
+    ref_ids, ref_inv = np.unique(reference, return_inverse=True)
+    overlap = np.zeros((len(ids), len(ref_ids)), np.int64)
+    np.add.at(overlap, (inv.ravel(), ref_inv.ravel()), 1)
+    best_ref = overlap.argmax(1)
+    best_lab = overlap.argmax(0)
+    mutual = best_lab[best_ref] == np.arange(len(ids))
+    new_ids = np.where(mutual, ref_ids[best_ref], 0).astype(np.int64)
+    unmatched = ~mutual
+    new_ids[unmatched] = int(max(ref_ids.max(initial=0), 0)) + 1 + np.arange(int(unmatched.sum()))
+    new_ids[ids == 0] = 0
+    return new_ids[inv]
 
 
 def results_dir() -> Path:
