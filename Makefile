@@ -3,6 +3,7 @@
 #   make test        set up .venv, then run the test suite
 # and for readers:
 #   make lab         set up .venv, then JupyterLab on the notebooks (Ctrl-C stops it)
+#   make report      the executed notebooks as web pages: runs/report/index.html
 #   make reference   retrain the reference runs of data/reference/ (about 50 minutes)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -22,7 +23,7 @@ LAB_PORT ?= 8888
 LAB_TOKEN ?=
 LAB_TOKEN_FLAG := $(if $(LAB_TOKEN),--IdentityProvider.token=$(LAB_TOKEN),)
 
-.PHONY: setup reproduce test lab bench reference clean
+.PHONY: setup reproduce test lab report bench reference clean
 
 # setuptools warns on every editable install that a folder named like the package
 # could shadow it; here that folder is the package itself (UserWarnings of the build only).
@@ -55,6 +56,10 @@ reference: setup
 	OMP_NUM_THREADS=1 $(PY) -m affcons_lib.reference --methods crac --set snapshot_iters=50,150,300,600 & crac=$$!; \
 	OMP_NUM_THREADS=1 $(PY) -m affcons_lib.reference --methods sparse_only full_supervision || exit 1; \
 	wait $$crac
+
+# The executed notebooks of runs/ (from make reproduce) as web pages with an index.
+report: setup
+	$(PY) -m affcons_lib.report --runs runs --out runs/report
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -1,0 +1,98 @@
+"""The executed notebooks as web pages, for readers who run nothing.
+
+    python -m affcons_lib.report [--runs runs] [--out runs/report]
+    make report
+
+Renders every executed notebook ``NN_*.ipynb`` in ``--runs`` (what ``make
+reproduce`` leaves there) to a self-contained HTML page (figures embedded, no
+internet needed) and writes ``index.html``: one line per notebook with its title,
+when it ran, and how many figures it holds. Open ``runs/report/index.html`` in a
+browser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import html
+from pathlib import Path
+
+from ._atomic import write_text
+
+__all__ = ["notebook_title", "count_figures", "render_report", "main"]
+
+
+def notebook_title(nb) -> str:
+    """The first Markdown heading of a notebook (its file name when it has none)."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip()
+    return ""
+
+
+def count_figures(nb) -> int:
+    """Image outputs (PNG, JPEG or SVG) in an executed notebook."""
+    kinds = ("image/png", "image/jpeg", "image/svg+xml")
+    return sum(any(k in out.get("data", {}) for k in kinds)
+               for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", []))
+
+
+def render_report(runs, out=None) -> Path:
+    """Render the executed notebooks of ``runs`` to ``out`` (default
+    ``runs/report``); returns the index page. Raises FileNotFoundError naming
+    the folder when it holds no executed notebook, and ValueError naming a
+    notebook that was never executed (no outputs at all)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    runs = Path(runs)
+    out = Path(out) if out is not None else runs / "report"
+    paths = sorted(runs.glob("[0-9]*.ipynb"))
+    if not paths:
+        raise FileNotFoundError(f"{runs}: no executed notebooks (NN_*.ipynb); run `make reproduce` first")
+    out.mkdir(parents=True, exist_ok=True)
+    exporter = HTMLExporter(template_name="lab")
+    rows = []
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        if not any(cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"):
+            raise ValueError(f"{path}: no outputs; it was never executed (run `make reproduce`)")
+        body, _ = exporter.from_notebook_node(nb)
+        page = out / (path.stem + ".html")
+        write_text(page, body)
+        when = datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        rows.append((page.name, notebook_title(nb) or path.stem, when, count_figures(nb)))
+    items = "\n".join(f'<li><a href="{html.escape(name)}">{html.escape(title)}</a> '
+                      f'<small>({figs} figure{"s" if figs != 1 else ""}, run {when})</small></li>'
+                      for name, title, when, figs in rows)
+    index = out / "index.html"
+    write_text(index, f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>affcons: executed notebooks</title></head>
+<body>
+<h1>affcons: the executed notebooks</h1>
+<p>Rendered from <code>{html.escape(str(runs))}</code> by <code>make report</code>; figures are embedded.</p>
+<ol>
+{items}
+</ol>
+</body></html>
+""")
+    return index
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=Path, default=Path("runs"))
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    try:
+        index = render_report(args.runs, args.out)
+    except (FileNotFoundError, ValueError) as err:
+        ap.exit(2, f"report: {err}\n")
+    print(f"report: open {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

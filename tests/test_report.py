@@ -1,0 +1,60 @@
+"""make report: executed notebooks to HTML pages that hold their figures, and an
+index that links every page."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nbformat  # noqa: E402
+import pytest  # noqa: E402
+
+from affcons_lib import report  # noqa: E402
+
+
+def _png() -> str:
+    fig, ax = plt.subplots(figsize=(1, 1))
+    ax.plot([0, 1], [1, 0])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _executed(path, title, n_figures):
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_markdown_cell(f"# {title}\n\ntext"))
+    code = nbformat.v4.new_code_cell("plot()")
+    code.outputs = [nbformat.v4.new_output("display_data", data={"image/png": _png(), "text/plain": "<Figure>"})
+                    for _ in range(n_figures)]
+    code.outputs.append(nbformat.v4.new_output("stream", name="stdout", text="VOI 2.5\n"))
+    nb.cells.append(code)
+    nbformat.write(nb, path)
+
+
+def test_report_pages_hold_their_figures(tmp_path):
+    _executed(tmp_path / "00_first.ipynb", "0 · First", 2)
+    _executed(tmp_path / "01_second.ipynb", "1 · Second", 1)
+    index = report.render_report(tmp_path)
+    text = index.read_text()
+    links = re.findall(r'href="([^"]+)"', text)
+    assert links == ["00_first.html", "01_second.html"]
+    assert "0 · First" in text and "2 figures" in text and "1 figure," in text
+    for link, n in zip(links, (2, 1)):
+        page = (index.parent / link).read_text()
+        assert len(re.findall(r"<img [^>]*src=\"data:image/png;base64,", page)) == n  # embedded: stands alone
+        assert "VOI 2.5" in page
+
+
+def test_report_refuses_unexecuted_or_missing_notebooks(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make reproduce"):
+        report.render_report(tmp_path)
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]), tmp_path / "00_x.ipynb")
+    with pytest.raises(ValueError, match="00_x.ipynb: no outputs"):
+        report.render_report(tmp_path)
+    assert not (tmp_path / "report" / "index.html").exists()
