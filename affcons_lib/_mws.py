@@ -186,9 +186,12 @@ def _append(root, partner, pool, top, node):
 
 
 @njit(cache=True, inline="always")
-def _channel_pixel(e, n_pixels):
-    c = e // n_pixels
-    return c, e - c * n_pixels
+def _decode(e, n_pixels, flat_offsets):
+    """Edge id ``c * n_pixels + p`` -> (p, its neighbour p + offset, c). Ids fit
+    in 32 bits (the caller checks), and a 32-bit division is the cheaper one."""
+    c = np.int64(np.uint32(e) // np.uint32(n_pixels))
+    p = np.int64(e) - c * n_pixels
+    return p, p + flat_offsets[c], c
 
 
 @njit(cache=True, inline="always")
@@ -234,29 +237,38 @@ def mws_kruskal(sorted_edges, n_pixels, n_attractive, flat_offsets, short_block=
     n_known = 0
     scan = 0
 
+    # Edges are decoded once, 24 places ahead, into a ring the prefetch stages
+    # and the edge itself read back (a division per edge, not four).
     n_edges = sorted_edges.shape[0]
+    ring_p = np.empty(32, np.int64)
+    ring_q = np.empty(32, np.int64)
+    ring_c = np.empty(32, np.int64)
+    for i in range(min(24, n_edges)):
+        ring_p[i], ring_q[i], ring_c[i] = _decode(sorted_edges[i], n_pixels, flat_offsets)
     for i in range(n_edges):
         # three prefetch stages, each using what the one before brought in: the
         # pixels of edge i + 24, the records of their parents for edge i + 12
         # (a parent is the root or close to it), the pool slots edge i + 4 will
         # read or write
         if i + 24 < n_edges:
-            c1, p1 = _channel_pixel(sorted_edges[i + 24], n_pixels)
-            _prefetch(flat, 4 * p1)
-            _prefetch(flat, 4 * (p1 + flat_offsets[c1]))
+            k = (i + 24) & 31
+            ring_p[k], ring_q[k], ring_c[k] = _decode(sorted_edges[i + 24], n_pixels, flat_offsets)
+            _prefetch(flat, 4 * ring_p[k])
+            _prefetch(flat, 4 * ring_q[k])
         if i + 12 < n_edges:
-            c2, p2 = _channel_pixel(sorted_edges[i + 12], n_pixels)
-            _prefetch(flat, 4 * node[p2, PARENT])
-            _prefetch(flat, 4 * node[p2 + flat_offsets[c2], PARENT])
+            k = (i + 12) & 31
+            _prefetch(flat, 4 * node[ring_p[k], PARENT])
+            _prefetch(flat, 4 * node[ring_q[k], PARENT])
         if i + 4 < n_edges:
-            c3, p3 = _channel_pixel(sorted_edges[i + 4], n_pixels)
-            a3 = node[node[p3, PARENT], PARENT]
-            b3 = node[node[p3 + flat_offsets[c3], PARENT], PARENT]
-            _prefetch_pool(a3, b3, c3 >= n_attractive, pool, node)
+            k = (i + 4) & 31
+            a3 = node[node[ring_p[k], PARENT], PARENT]
+            b3 = node[node[ring_q[k], PARENT], PARENT]
+            _prefetch_pool(a3, b3, ring_c[k] >= n_attractive, pool, node)
 
-        c, p = _channel_pixel(sorted_edges[i], n_pixels)
-        ru = _find(node, p)
-        rv = _find(node, p + flat_offsets[c])
+        k = i & 31
+        c = ring_c[k]
+        ru = _find(node, ring_p[k])
+        rv = _find(node, ring_q[k])
         if ru == rv:
             continue
         if c >= n_attractive:  # repulsive: each remembers the other
@@ -321,6 +333,18 @@ def mws_kruskal(sorted_edges, n_pixels, n_attractive, flat_offsets, short_block=
 
 
 MAX_INT32 = 2**31 - 1
+
+
+@njit(cache=True)
+def end_of_attractive(sorted_edges, n_attractive_ids):  # pragma: no cover - compiled
+    """One past the position of the last attractive edge (id below
+    ``n_attractive_ids``) in ``sorted_edges``, 0 when there is none: repulsive
+    edges after it can never block a merge. Scans back from the end, where it
+    usually is."""
+    for i in range(sorted_edges.shape[0] - 1, -1, -1):
+        if sorted_edges[i] < n_attractive_ids:
+            return i + 1
+    return 0
 
 
 @njit(cache=True)

@@ -541,7 +541,7 @@ def mutex_watershed(affs: np.ndarray, offsets: Sequence[Sequence[int]], n_attrac
     ndarray of int64, same spatial shape; consecutive labels from 1 in raster
     order of first appearance, 0 on masked pixels.
     """
-    from ._mws import MAX_INT32, mws_kruskal, relabel_first_seen
+    from ._mws import MAX_INT32, end_of_attractive, mws_kruskal, relabel_first_seen
 
     affs = np.asarray(affs)
     if affs.ndim not in (3, 4):
@@ -585,8 +585,7 @@ def mutex_watershed(affs: np.ndarray, offsets: Sequence[Sequence[int]], n_attrac
     flat_offsets = np.array([int(np.dot(o, elem_strides)) for o in offsets], dtype=np.int64)
     # Repulsive edges after the last attractive one can never block a merge:
     # stop there (exact, and it spares the mutex bookkeeping of the tail).
-    attractive = np.flatnonzero(sorted_edges < n_attractive * n_pixels)
-    sorted_edges = sorted_edges[: attractive[-1] + 1] if attractive.size else sorted_edges[:0]
+    sorted_edges = sorted_edges[: end_of_attractive(sorted_edges, n_attractive * n_pixels)]
     roots = mws_kruskal(sorted_edges, n_pixels, n_attractive, flat_offsets)
     keep = np.ones(n_pixels, bool) if mask is None else mask.ravel()
     return relabel_first_seen(roots, keep).reshape(shape)
