@@ -332,3 +332,13 @@ def test_radix_edge_order_matches_lexsort():
     np.testing.assert_array_equal(edges_by_decreasing_weight(affs, n_pixels, n_attr, edge_ids), want)
     np.testing.assert_array_equal(edges_by_decreasing_weight(affs, n_pixels, n_attr, edge_ids.astype(np.int32)),
                                   want)
+
+
+def test_end_of_attractive_cuts_only_trailing_repulsive_edges():
+    from affcons_lib._mws import end_of_attractive
+
+    ids = np.array([5, 1, 7, 2, 8, 9], np.int32)  # ids below 3 are attractive
+    assert end_of_attractive(ids, 3) == 4
+    assert end_of_attractive(np.array([5, 7], np.int32), 3) == 0
+    assert end_of_attractive(np.array([], np.int32), 3) == 0
+    assert end_of_attractive(np.array([0], np.int32), 3) == 1
