@@ -68,6 +68,7 @@ def run_all(notebooks: Path, runs: Path, figures: Path, params: dict, kernel: st
     figures.mkdir(parents=True, exist_ok=True)
     os.environ["AFFCONS_FIGURES_DIR"] = str(figures.resolve())
     os.environ["AFFCONS_RUNS_DIR"] = str(runs.resolve())
+    os.environ["AFFCONS_STATIC"] = "1"  # sliders draw one figure at their value (affcons_lib.explore)
     manager = _ipc_kernel_manager()
     for path in paths:
         declared = _declared_parameters(path)

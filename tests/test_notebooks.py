@@ -58,6 +58,7 @@ def test_notebook_runs_at_smoke_scale(path, tmp_path, monkeypatch):
     monkeypatch.setenv("AFFCONS_FIGURES_DIR", str(tmp_path / "figures"))
     monkeypatch.setenv("AFFCONS_RESULTS_DIR", str(tmp_path / "results"))  # not the repository's runs/
     monkeypatch.setenv("AFFCONS_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("AFFCONS_STATIC", "1")  # sliders draw once (affcons_lib.explore)
     out = tmp_path / path.name
     pm.execute_notebook(str(path), str(out), parameters=SMOKE[path.name], cwd=str(path.parent),
                         progress_bar=False, kernel_name="python3")
@@ -85,6 +86,7 @@ def test_deterministic_outputs_with_nbval(path, tmp_path, monkeypatch):
     monkeypatch.setenv("AFFCONS_FIGURES_DIR", str(tmp_path / "figures"))
     monkeypatch.setenv("AFFCONS_RESULTS_DIR", str(tmp_path / "results"))  # not the repository's runs/
     monkeypatch.setenv("AFFCONS_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("AFFCONS_STATIC", "1")  # sliders draw once (affcons_lib.explore)
     executed = tmp_path / path.name
     pm.execute_notebook(str(path), str(executed), parameters=SMOKE[path.name], cwd=str(path.parent),
                         progress_bar=False, kernel_name="python3")

@@ -1,0 +1,168 @@
+"""What-if controls for the notebooks: a slider in JupyterLab, one static figure
+in batch.
+
+Each control is a plain function that computes what the figure shows (tested like
+the rest of the library) and a drawing function of one parameter value.
+:func:`slider` connects a drawing function to an ipywidgets slider when a person
+is looking (JupyterLab), and otherwise draws once at the parameter's value: under
+``make reproduce``, papermill and the tests (``AFFCONS_STATIC=1``, which
+:mod:`affcons_lib.reproduce` and the test suite set), batch runs stay
+deterministic and their figures stay in the executed notebook.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["live_widgets", "slider", "entropy_filter", "draw_entropy_filter", "annotation_at_share",
+           "draw_annotation"]
+
+
+def live_widgets() -> bool:
+    """True when sliders should be live: ipywidgets importable and
+    ``AFFCONS_STATIC`` unset."""
+    if os.environ.get("AFFCONS_STATIC"):
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def slider(draw: Callable, name: str, values: Sequence, value, *, live: bool | None = None,
+           description: str | None = None):
+    """Call ``draw(**{name: v})`` for ``v`` chosen on a slider over ``values``
+    (live), or once for ``value`` (static). Returns the widget (live) or what
+    ``draw`` returned (static).
+
+    ``value`` must be one of ``values``: the static figure is one a reader could
+    also reach with the slider."""
+    values = list(values)
+    if value not in values:
+        raise ValueError(f"{name}: {value!r} is not among the slider's values {values}")
+    live = live_widgets() if live is None else live
+    if not live:
+        return draw(**{name: value})
+    import ipywidgets
+
+    control = ipywidgets.SelectionSlider(options=values, value=value, description=description or name,
+                                         continuous_update=False)
+    return ipywidgets.interactive(draw, **{name: control})
+
+
+# ------------------------------------------------------------ entropy filter
+def entropy_filter(affs: np.ndarray, entropy: np.ndarray, target: np.ndarray, valid: np.ndarray,
+                   alpha: float) -> dict:
+    """The consistency loss's entropy filter at drop share ``alpha``, applied to a
+    prediction whose targets are known: which edges it keeps, and how often the
+    kept and the dropped ones are wrong.
+
+    Uses the training code's own filter (:func:`affcons_lib.losses.confident_mask`:
+    per channel, the top ``alpha`` share of entropies inside ``valid`` is dropped).
+
+    Parameters
+    ----------
+    affs, entropy, target : ndarray of float, (C, *spatial)
+    valid : ndarray of bool, (C, *spatial); the edges that count
+    alpha : float in [0, 1)
+
+    Returns
+    -------
+    dict with ``kept`` (bool, the shape of ``affs``), ``kept_share``,
+    ``error_kept`` and ``error_dropped`` (share of wrong edges; NaN when empty).
+    """
+    import torch
+
+    from .losses import confident_mask
+
+    affs, entropy, target, valid = (np.asarray(a) for a in (affs, entropy, target, valid))
+    for name, a in (("entropy", entropy), ("target", target), ("valid", valid)):
+        if a.shape != affs.shape:
+            raise ValueError(f"{name}: shape {a.shape} does not match affs' {affs.shape}")
+    valid = valid.astype(bool)
+    kept = confident_mask(torch.from_numpy(np.ascontiguousarray(entropy, np.float32))[None],
+                          torch.from_numpy(valid)[None], float(alpha))[0].numpy()
+    wrong = (affs >= 0.5) != (target >= 0.5)
+    dropped = valid & ~kept
+
+    def rate(m):
+        return float(wrong[m].mean()) if m.any() else float("nan")
+
+    return dict(kept=kept, kept_share=float(kept.sum() / max(valid.sum(), 1)), error_kept=rate(kept),
+                error_dropped=rate(dropped))
+
+
+def draw_entropy_filter(affs, entropy, target, valid, alpha, channel=0, z=None, fig=None):
+    """Figure of :func:`entropy_filter` on one channel (and slice ``z`` of a
+    volume): the entropy, the edges the filter drops, and where the prediction
+    is wrong; the title gives the error rates of kept and dropped edges."""
+    import matplotlib.pyplot as plt
+
+    from .viz import ENTROPY_CMAP
+
+    out = entropy_filter(affs, entropy, target, valid, alpha)
+    pick = (lambda a: a[channel] if np.ndim(a) == 3 else a[channel, z if z is not None else a.shape[1] // 2])
+    if fig is None:
+        fig = plt.figure(figsize=(12, 4))
+    axes = fig.subplots(1, 3)
+    axes[0].imshow(pick(entropy), cmap=ENTROPY_CMAP, vmin=0, vmax=np.log(2))
+    axes[0].set_title("entropy (nats)")
+    axes[1].imshow(pick(valid) & ~pick(out["kept"]), cmap="gray_r", vmin=0, vmax=1)
+    axes[1].set_title(f"dropped by the filter (α = {alpha:g})")
+    axes[2].imshow(pick(valid) & ((pick(affs) >= 0.5) != (pick(target) >= 0.5)), cmap="Reds", vmin=0, vmax=1)
+    axes[2].set_title("wrong edges")
+    for ax in axes:
+        ax.set_axis_off()
+    fig.suptitle(f"kept {out['kept_share']:.1%} of the edges; wrong among kept {out['error_kept']:.1%}, "
+                 f"among dropped {out['error_dropped']:.1%}")
+    return fig, out
+
+
+# ------------------------------------------------------------ annotation share
+def annotation_at_share(labels: np.ndarray, offsets, mode: str, share: float, seed: int = 0,
+                        min_size: int = 1) -> dict:
+    """Annotate ``share`` of the instances of ``labels`` in ``mode`` (random /
+    small / large, :func:`affcons_lib.data.annotate_instances`) and return the
+    sparse labels, the labeled region M of each affinity channel and the voxel
+    budget they amount to.
+
+    Returns
+    -------
+    dict with ``sparse`` (labels of the annotated instances, 0 elsewhere),
+    ``region`` (bool, (C, *spatial)), ``instances``, ``voxel_share`` (annotated
+    voxels / instance voxels) and ``edge_share`` (labeled edges / all edges).
+    """
+    from . import affinity, data
+
+    labels = np.asarray(labels)
+    sparse = data.annotate_instances(labels, mode, fraction=share, min_size=min_size, seed=seed)
+    region = affinity.labeled_region_mask(sparse, offsets)
+    return dict(sparse=sparse, region=region, instances=int(len(np.unique(sparse[sparse > 0]))),
+                voxel_share=float((sparse > 0).sum() / max((labels > 0).sum(), 1)),
+                edge_share=float(region.mean()))
+
+
+def draw_annotation(labels, offsets, mode, share, seed=0, min_size=1, z=None, channels=(0, 1, 2), fig=None):
+    """Figure of :func:`annotation_at_share`: the annotated instances on a slice
+    and the labeled region M of the first channels; the title gives the budget."""
+    import matplotlib.pyplot as plt
+
+    from .viz import show_labels
+
+    out = annotation_at_share(labels, offsets, mode, share, seed=seed, min_size=min_size)
+    z = labels.shape[0] // 2 if z is None else z
+    if fig is None:
+        fig = plt.figure(figsize=(4 * (1 + len(channels)), 4))
+    axes = fig.subplots(1, 1 + len(channels))
+    show_labels(axes[0], out["sparse"][z], "annotated instances")
+    for ax, c in zip(axes[1:], channels):
+        ax.imshow(out["region"][c, z], cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"labeled region M, offset {tuple(int(v) for v in offsets[c])}")
+        ax.set_axis_off()
+    fig.suptitle(f"{mode}, {share:.0%} of instances: {out['instances']} instances, "
+                 f"{out['voxel_share']:.1%} of instance voxels, {out['edge_share']:.1%} of edges labeled")
+    return fig, out
