@@ -64,7 +64,22 @@ PARENT, START, LEN, SEEN = 0, 1, 2, 3
 
 
 @njit(cache=True, inline="always")
-def _find(node, x):
+def _find(parent, x):
+    """Root of ``x`` in a union-find forest of parent links, with path
+    compression (the fragment and region-graph code use this one)."""
+    root = x
+    while parent[root] != root:
+        root = parent[root]
+    while parent[x] != root:  # path compression
+        nxt = parent[x]
+        parent[x] = root
+        x = nxt
+    return root
+
+
+@njit(cache=True, inline="always")
+def _find_node(node, x):
+    """:func:`_find` on the PARENT field of the pixel records."""
     root = x
     while node[root, PARENT] != root:
         root = node[root, PARENT]
@@ -267,8 +282,8 @@ def mws_kruskal(sorted_edges, n_pixels, n_attractive, flat_offsets, short_block=
 
         k = i & 31
         c = ring_c[k]
-        ru = _find(node, ring_p[k])
-        rv = _find(node, ring_q[k])
+        ru = _find_node(node, ring_p[k])
+        rv = _find_node(node, ring_q[k])
         if ru == rv:
             continue
         if c >= n_attractive:  # repulsive: each remembers the other
@@ -297,7 +312,7 @@ def mws_kruskal(sorted_edges, n_pixels, n_attractive, flat_offsets, short_block=
             while k < end:
                 if k + 8 < end:  # the partners' records, 8 entries ahead
                     _prefetch(flat, 4 * pool[k + 8])
-                r = _find(node, pool[k])
+                r = _find_node(node, pool[k])
                 if r == ru:
                     mutex = True
                     break
@@ -328,7 +343,7 @@ def mws_kruskal(sorted_edges, n_pixels, n_attractive, flat_offsets, short_block=
         node[rv, PARENT] = ru
     roots = np.empty(n_pixels, np.int64)
     for p in range(n_pixels):
-        roots[p] = _find(node, p)
+        roots[p] = _find_node(node, p)
     return roots
 
 

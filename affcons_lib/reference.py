@@ -22,6 +22,7 @@ under ``runs/reference/`` (never committed); only the export is.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
 
@@ -32,10 +33,17 @@ from ._atomic import write_text
 from ._paths import runs_dir
 from .config import METHODS, load_config
 
-__all__ = ["REFERENCE_DIR", "WEIGHTS_CHOICES", "reference_weights", "use_reference", "export_weights", "main"]
+__all__ = ["REFERENCE_DIR", "reference_dir", "WEIGHTS_CHOICES", "reference_weights", "use_reference", "export_weights", "main"]
 
 #: Where the committed reference runs live (beside the package, in the repository).
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "data" / "reference"
+
+
+def reference_dir() -> Path:
+    """``$AFFCONS_REFERENCE_DIR`` if set (your own reference runs; the tests' tiny
+    ones), else :data:`REFERENCE_DIR`."""
+    env = os.environ.get("AFFCONS_REFERENCE_DIR")
+    return Path(env) if env else REFERENCE_DIR
 
 
 def reference_weights(method: str, root=None) -> Path:
@@ -43,7 +51,7 @@ def reference_weights(method: str, root=None) -> Path:
     command that makes them when they are missing."""
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-    path = Path(root or REFERENCE_DIR) / method / "weights.pt"
+    path = Path(root or reference_dir()) / method / "weights.pt"
     if not path.is_file():
         raise FileNotFoundError(f"reference weights not found: {path} (make them with `make reference`, "
                                 "or give weights='train')")

@@ -43,3 +43,35 @@ def test_driver_trains_and_exports_without_optimiser(tmp_path, monkeypatch):
     assert sorted(p.name for p in dest.glob("snapshot_*.pt")) == ["snapshot_0000001.pt", "snapshot_0000002.pt"]
     assert list(pd.read_csv(dest / "validation.csv").iteration) == [1, 2]
     assert yaml.safe_load((dest / "config.yaml").read_text())["method"] == "crac"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["03_entropy_maps.ipynb", "05_cpsn.ipynb"])
+def test_notebooks_run_on_reference_weights(name, tmp_path, monkeypatch):
+    """weights="reference": notebooks 03 and 05 take the reference crac run (here a
+    tiny one made for the test) instead of training their own."""
+    import json
+    from pathlib import Path
+
+    import papermill as pm
+
+    monkeypatch.setenv("AFFCONS_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("AFFCONS_FIGURES_DIR", str(tmp_path / "figures"))
+    monkeypatch.setenv("AFFCONS_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("AFFCONS_STATIC", "1")
+    monkeypatch.setenv("AFFCONS_REFERENCE_DIR", str(tmp_path / "reference"))
+    assert reference.main(["--out", str(tmp_path / "reference"), "--methods", "crac",
+                           *sum((["--set", t] for t in TINY), [])]) == 0
+    notebooks = Path(__file__).resolve().parent.parent / "notebooks"
+    params = {**yaml.safe_load((notebooks / "smoke.yaml").read_text())[name], "weights": "reference"}
+    out = tmp_path / name
+    pm.execute_notebook(str(notebooks / name), str(out), parameters=params, cwd=str(notebooks),
+                        progress_bar=False, kernel_name="python3")
+    cells = json.loads(out.read_text())["cells"]
+    text = "".join(o.get("text", "") if isinstance(o.get("text", ""), str) else "".join(o["text"])
+                   for c in cells for o in c.get("outputs", []))
+    assert not [o for c in cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not (tmp_path / "runs" / "05_cpsn" / "segmentation").exists()  # no bank trained here
+    assert not (tmp_path / "runs" / "03_entropy" / "3d").exists()  # no 3D run trained here
+    if name.startswith("03"):
+        assert "reference weights crac: 2 iterations" in text
