@@ -22,6 +22,7 @@ under ``runs/reference/`` (never committed); only the export is.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -96,8 +97,6 @@ def run_reference(method: str, config_path, out_root, overrides=()) -> Path:
     for name in ("losses.csv", "validation.csv", "summary.json"):
         if (work / name).is_file():
             shutil.copyfile(work / name, dest / name)
-    import dataclasses
-
     write_text(dest / "config.yaml", yaml.safe_dump(
         {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}, sort_keys=False))
     return dest
