@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 __all__ = ["live_widgets", "slider", "entropy_filter", "draw_entropy_filter", "annotation_at_share",
-           "draw_annotation"]
+           "draw_annotation", "agglomeration_at_thresholds", "draw_threshold"]
 
 
 def live_widgets() -> bool:
@@ -166,3 +166,78 @@ def draw_annotation(labels, offsets, mode, share, seed=0, min_size=1, z=None, ch
     fig.suptitle(f"{mode}, {share:.0%} of instances: {out['instances']} instances, "
                  f"{out['voxel_share']:.1%} of instance voxels, {out['edge_share']:.1%} of edges labeled")
     return fig, out
+
+
+# ------------------------------------------------------------ agglomeration threshold
+def agglomeration_at_thresholds(affs: np.ndarray, gt: np.ndarray, thresholds=None, *,
+                                fragment_mode: str = "volume", border_tolerance: int = 1) -> dict:
+    """waterz's agglomeration of 3D affinities at every threshold (one pass:
+    waterz merges on from one threshold to the next), each segmentation scored
+    against ``gt`` as :func:`affcons_lib.evaluate.evaluate_3d` scores it.
+
+    Computed once, so that a threshold slider only looks results up.
+
+    Parameters
+    ----------
+    affs : ndarray of float, (C >= 3, Z, Y, X), values in [0, 1]
+    gt : ndarray of int, (Z, Y, X); 0 is ignored
+    thresholds : increasing floats in [0, 1]; default the evaluation's sweep
+        (:data:`affcons_lib.evaluate.THRESHOLDS`)
+    fragment_mode, border_tolerance : as in :func:`~affcons_lib.evaluate.evaluate_3d`
+
+    Returns
+    -------
+    dict with ``thresholds`` (list of float), ``segmentations`` (list of uint64
+    arrays, (Z, Y, X)), ``voi_split``, ``voi_merge``, ``n_segments`` (lists, one
+    per threshold) and ``best`` (the threshold of lowest VOI: an oracle choice).
+    """
+    from . import evaluate, metrics, postprocess
+
+    affs, gt = np.asarray(affs), np.asarray(gt)
+    if affs.ndim != 4 or affs.shape[1:] != gt.shape:
+        raise ValueError(f"affs: expected shape (C, *gt.shape) = (C, {', '.join(map(str, gt.shape))}), "
+                         f"got {affs.shape}")
+    thresholds = [float(t) for t in (evaluate.THRESHOLDS if thresholds is None else thresholds)]
+    if not thresholds or any(not 0 <= t <= 1 for t in thresholds):
+        raise ValueError(f"thresholds: expected floats in [0, 1], got {thresholds}")
+    frags = postprocess.fragments_from_affinities(affs, mode=fragment_mode)
+    segs = postprocess.agglomerate(affs, thresholds, fragments=frags)
+    scored = metrics.ignore_borders(gt, border_tolerance)
+    split, merge = zip(*(metrics.voi(s, scored) for s in segs))
+    voi = np.add(split, merge)
+    return dict(thresholds=thresholds, segmentations=segs, voi_split=list(split), voi_merge=list(merge),
+                n_segments=[int(len(np.unique(s))) for s in segs], best=thresholds[int(np.argmin(voi))])
+
+
+def draw_threshold(sweep: dict, threshold: float, raw=None, z=None, fig=None):
+    """Figure of one threshold of :func:`agglomeration_at_thresholds`: the
+    segmentation on slice ``z`` (beside ``raw`` when given) and the split / merge
+    trade-off over all thresholds with this one marked."""
+    import matplotlib.pyplot as plt
+
+    from .viz import show_labels
+
+    if threshold not in sweep["thresholds"]:
+        raise ValueError(f"threshold: {threshold!r} is not among the sweep's {sweep['thresholds']}")
+    i = sweep["thresholds"].index(threshold)
+    seg = sweep["segmentations"][i]
+    z = seg.shape[0] // 2 if z is None else z
+    if fig is None:
+        fig = plt.figure(figsize=(4 * (3 if raw is not None else 2), 4))
+    axes = fig.subplots(1, 3 if raw is not None else 2)
+    if raw is not None:
+        axes[0].imshow(np.asarray(raw)[z], cmap="gray")
+        axes[0].set_title("raw")
+        axes[0].set_axis_off()
+    show_labels(axes[-2], seg[z], f"threshold {threshold:g}: {sweep['n_segments'][i]} segments")
+    ax = axes[-1]
+    ax.plot(sweep["thresholds"], sweep["voi_split"], "o-", label="split (over-segmentation)")
+    ax.plot(sweep["thresholds"], sweep["voi_merge"], "s-", label="merge (under-segmentation)")
+    ax.axvline(threshold, color="k", lw=1)
+    ax.set_xlabel("agglomeration threshold (higher merges more)")
+    ax.set_ylabel("VOI (bits)")
+    ax.legend(fontsize=8)
+    fig.suptitle(f"threshold {threshold:g}: VOI split {sweep['voi_split'][i]:.3f} + merge "
+                 f"{sweep['voi_merge'][i]:.3f} = {sweep['voi_split'][i] + sweep['voi_merge'][i]:.3f} "
+                 f"(lowest at {sweep['best']:g})")
+    return fig, dict(index=i, voi_split=sweep["voi_split"][i], voi_merge=sweep["voi_merge"][i])

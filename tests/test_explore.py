@@ -97,3 +97,23 @@ def test_live_slider_redraws_the_entropy_filter():
     widget.children[0].value = 0.5
     widget.children[0].value = 0.0
     assert shares[-2:] == [pytest.approx(0.5, abs=0.02), 1.0]
+
+
+def test_agglomeration_at_thresholds_trades_split_for_merge():
+    # two slabs of ground truth; affinities 1 inside, 0.3 across the boundary between them
+    gt = np.ones((4, 16, 16), np.int64)
+    gt[:, :, 8:] = 2
+    affs = affinity.affinities_from_labels(gt, affinity.OFFSETS_3D[:3])[0]
+    affs = np.where(affs > 0.5, 1.0, 0.3).astype(np.float32)
+    sweep = explore.agglomeration_at_thresholds(affs, gt, [0.5, 0.8], border_tolerance=0)
+    # below 1 - 0.3 = 0.7 the boundary holds: both objects found; above it they merge into one
+    assert sweep["voi_split"][0] == pytest.approx(0.0) and sweep["voi_merge"][0] == pytest.approx(0.0)
+    assert sweep["n_segments"] == [2, 1]
+    assert sweep["voi_merge"][1] == pytest.approx(1.0) and sweep["best"] == 0.5
+    fig, out = explore.draw_threshold(sweep, 0.8)
+    assert out["voi_merge"] == pytest.approx(1.0)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="threshold: 0.6 is not among"):
+        explore.draw_threshold(sweep, 0.6)
+    with pytest.raises(ValueError, match="affs: expected shape"):
+        explore.agglomeration_at_thresholds(affs[:, :2], gt)
