@@ -34,7 +34,8 @@ from ._atomic import write_text
 from ._paths import runs_dir
 from .config import METHODS, load_config
 
-__all__ = ["REFERENCE_DIR", "reference_dir", "WEIGHTS_CHOICES", "reference_weights", "use_reference", "export_weights", "main"]
+__all__ = ["REFERENCE_DIR", "reference_dir", "WEIGHTS_CHOICES", "reference_weights", "use_reference", "export_weights",
+           "learning_curves", "main"]
 
 #: Where the committed reference runs live (beside the package, in the repository).
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "data" / "reference"
@@ -80,6 +81,35 @@ def export_weights(ckpt_path, out_path) -> Path:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.save(keep, out_path)
     return out_path
+
+
+def learning_curves(root=None, methods=METHODS):
+    """The reference runs' learning curves in one long table.
+
+    Reads ``<root>/<method>/validation.csv`` (default root :func:`reference_dir`)
+    for each method that has one.
+
+    Returns
+    -------
+    pandas.DataFrame with ``method``, ``iteration`` and the validation columns
+    (``val_voi``, ``val_voi_split``, ``val_voi_merge``, ``val_arand``,
+    ``val_affinity_error``, ``val_boundary_ap``), sorted by method and iteration.
+    A clear error when no method has a curve.
+    """
+    import pandas as pd
+
+    root = Path(root or reference_dir())
+    frames = []
+    for method in methods:
+        path = root / method / "validation.csv"
+        if path.is_file():
+            frames.append(pd.read_csv(path).assign(method=method))
+    if not frames:
+        raise FileNotFoundError(f"no learning curves under {root} (expected <method>/validation.csv; "
+                                "make them with `make reference`)")
+    table = pd.concat(frames, ignore_index=True)
+    return table[["method", *[c for c in table.columns if c != "method"]]].sort_values(
+        ["method", "iteration"], ignore_index=True)
 
 
 def run_reference(method: str, config_path, out_root, overrides=()) -> Path:

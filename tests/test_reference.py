@@ -75,3 +75,15 @@ def test_notebooks_run_on_reference_weights(name, tmp_path, monkeypatch):
     assert not (tmp_path / "runs" / "03_entropy" / "3d").exists()  # no 3D run trained here
     if name.startswith("03"):
         assert "reference weights crac: 2 iterations" in text
+
+
+def test_learning_curves_read_every_method(tmp_path):
+    for method, rows in (("crac", "100,2.5\n200,2.0\n"), ("sparse_only", "200,3.0\n100,3.5\n")):
+        (tmp_path / method).mkdir()
+        (tmp_path / method / "validation.csv").write_text("iteration,val_voi\n" + rows)
+    table = reference.learning_curves(tmp_path)
+    assert list(table.columns) == ["method", "iteration", "val_voi"]
+    assert table.values.tolist() == [["crac", 100, 2.5], ["crac", 200, 2.0],
+                                     ["sparse_only", 100, 3.5], ["sparse_only", 200, 3.0]]
+    with pytest.raises(FileNotFoundError, match="make reference"):
+        reference.learning_curves(tmp_path / "empty")
