@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shutil
 from pathlib import Path
@@ -35,7 +36,7 @@ from ._paths import runs_dir
 from .config import METHODS, load_config
 
 __all__ = ["REFERENCE_DIR", "reference_dir", "WEIGHTS_CHOICES", "reference_weights", "use_reference", "export_weights",
-           "learning_curves", "main"]
+           "export_summary", "export_run", "learning_curves", "main"]
 
 #: Where the committed reference runs live (beside the package, in the repository).
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "data" / "reference"
@@ -72,15 +73,27 @@ def use_reference(weights: str) -> bool:
     return weights == "reference"
 
 
-def export_weights(ckpt_path, out_path) -> Path:
+def export_weights(ckpt_path, out_path, config_updates=None) -> Path:
     """Copy a training checkpoint without its optimiser and random state: the
-    models, the config, the logs and the data source (atomically)."""
+    models, the config (with ``config_updates`` applied), the logs and the data
+    source (atomically)."""
     ckpt = checkpoint.read_checkpoint(ckpt_path)
     keep = {k: ckpt[k] for k in ("models", "config", "iteration", "log", "val_log", "source") if k in ckpt}
+    if config_updates and "config" in keep:
+        keep["config"] = {**keep["config"], **config_updates}
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.save(keep, out_path)
     return out_path
+
+
+def export_summary(src, dest) -> Path:
+    """Copy a run's ``summary.json`` without the paths of the machine that made it
+    (``out_dir``, ``checkpoint``): the committed summary names ``weights.pt``."""
+    summary = json.loads(Path(src).read_text())
+    summary = {k: v for k, v in summary.items() if k not in ("out_dir", "checkpoint")}
+    write_text(Path(dest), json.dumps({"weights": "weights.pt", **summary}, indent=2) + "\n")
+    return Path(dest)
 
 
 def learning_curves(root=None, methods=METHODS):
@@ -118,15 +131,28 @@ def run_reference(method: str, config_path, out_root, overrides=()) -> Path:
 
     work = runs_dir() / "reference" / method
     cfg = load_config(config_path, [f"method={method}", f"out_dir={work}", *overrides])
-    summary = train(cfg)
-    dest = Path(out_root) / method
+    train(cfg)
+    return export_run(work, Path(out_root) / method)
+
+
+def export_run(work, dest) -> Path:
+    """Export a finished run in ``work`` (``last.pt``, snapshots, logs, summary) to
+    ``dest``: weights without optimiser state and files without the paths of the
+    machine that trained it (``out_dir`` becomes ``runs/reference/<method>``,
+    where ``make reference`` trains)."""
+    work, dest = Path(work), Path(dest)
+    cfg = checkpoint.load_checkpoint(work / "last.pt")[1]
+    relative = {"out_dir": f"runs/reference/{cfg.method}"}
+    cfg = dataclasses.replace(cfg, **relative)
     dest.mkdir(parents=True, exist_ok=True)
-    export_weights(summary["checkpoint"], dest / "weights.pt")
+    export_weights(work / "last.pt", dest / "weights.pt", relative)
     for snap in sorted(work.glob("snapshot_*.pt")):  # the CPSN's snapshot bank (notebook 05)
-        export_weights(snap, dest / snap.name)
-    for name in ("losses.csv", "validation.csv", "summary.json"):
+        export_weights(snap, dest / snap.name, relative)
+    for name in ("losses.csv", "validation.csv"):
         if (work / name).is_file():
             shutil.copyfile(work / name, dest / name)
+    if (work / "summary.json").is_file():
+        export_summary(work / "summary.json", dest / "summary.json")
     write_text(dest / "config.yaml", yaml.safe_dump(
         {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}, sort_keys=False))
     return dest

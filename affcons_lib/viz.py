@@ -23,7 +23,7 @@ def figures_dir() -> Path:
     return runs_dir() / "figures"
 
 
-def save_figure(fig, name: str, formats=("png", "pdf"), dpi: int = 150) -> list[Path]:
+def save_figure(fig, name: str, formats=("png", "pdf"), dpi: int = 110) -> list[Path]:
     """Save ``fig`` as ``figures/NAME.png`` and ``.pdf``, each written to a temporary
     file first and renamed, so an interrupted run never leaves half a figure."""
     out_dir = figures_dir()

@@ -3,6 +3,8 @@ under data/reference/ that notebooks 03 and 05 load."""
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -43,6 +45,11 @@ def test_driver_trains_and_exports_without_optimiser(tmp_path, monkeypatch):
     assert sorted(p.name for p in dest.glob("snapshot_*.pt")) == ["snapshot_0000001.pt", "snapshot_0000002.pt"]
     assert list(pd.read_csv(dest / "validation.csv").iteration) == [1, 2]
     assert yaml.safe_load((dest / "config.yaml").read_text())["method"] == "crac"
+    summary = json.loads((dest / "summary.json").read_text())  # no paths of this machine
+    assert summary["weights"] == "weights.pt" and summary["iterations"] == 2
+    for name in ("summary.json", "config.yaml"):
+        assert str(tmp_path) not in (dest / name).read_text(), name
+    assert cfg.out_dir == "runs/reference/crac"
 
 
 @pytest.mark.slow
