@@ -94,3 +94,28 @@ def test_learning_curves_read_every_method(tmp_path):
                                      ["sparse_only", 100, 3.5], ["sparse_only", 200, 3.0]]
     with pytest.raises(FileNotFoundError, match="make reference"):
         reference.learning_curves(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_committed_reference_runs_match_their_config(method):
+    """The runs under data/reference/ are what data/reference/config.yaml makes:
+    small weights of the right method, trained to the end, with their curves."""
+    import dataclasses
+
+    root = reference.REFERENCE_DIR
+    dest = root / method
+    nets, cfg, _ = checkpoint.load_checkpoint(reference.reference_weights(method, root=root))
+    assert cfg.method == method
+    for key, value in yaml.safe_load((root / "config.yaml").read_text()).items():
+        got = getattr(cfg, key)
+        assert (list(got) if isinstance(got, tuple) else got) == value, key
+    exported = yaml.safe_load((dest / "config.yaml").read_text())
+    assert exported == {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+    curve = pd.read_csv(dest / "validation.csv")
+    assert list(curve.iteration) == list(range(cfg.val_every, cfg.iterations + 1, cfg.val_every))
+    assert curve.drop(columns="iteration").notna().all().all()
+    assert (dest / "weights.pt").stat().st_size < 2_000_000  # small enough to commit
+    if method == "crac":
+        assert set(nets) == {"embedding", "affinity"}
+        assert sorted(p.name for p in dest.glob("snapshot_*.pt")) == [f"snapshot_{t:07d}.pt" for t in
+                                                                      sorted(cfg.snapshot_iters)]
