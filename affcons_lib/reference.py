@@ -1,7 +1,7 @@
 """Reference runs: the three methods trained longer than a notebook can, kept
 small (weights, configs, logs and learning curves) under ``data/reference/``.
 
-    python -m affcons_lib.reference [--iterations N] [--seed S] [--methods ...]
+    python -m affcons_lib.reference [--methods ...] [--set KEY=VALUE ...] [--out DIR]
     make reference
 
 Every method trains from ``data/reference/config.yaml`` (the notebooks' small
