@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+from pathlib import Path
 
 import matplotlib
 
@@ -58,3 +59,38 @@ def test_report_refuses_unexecuted_or_missing_notebooks(tmp_path):
     with pytest.raises(ValueError, match="00_x.ipynb: no outputs"):
         report.render_report(tmp_path)
     assert not (tmp_path / "report" / "index.html").exists()
+
+
+# --- the figures a reader browses without running anything -------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _saved_figure_names() -> set[str]:
+    """Every figure name a notebook passes to ``viz.save_figure``."""
+    names = set()
+    for path in sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            names.update(re.findall(r"save_figure\(fig, \"([\w.-]+)\"\)", cell.source))
+    return names
+
+
+def test_committed_figures_are_the_ones_the_notebooks_save():
+    """figures/ holds one PNG per figure the notebooks save (make reproduce rewrites them
+    all), no stale ones, and stays small enough to clone."""
+    names = _saved_figure_names()
+    assert len(names) >= 10, names  # the pattern above still finds the notebooks' figures
+    pngs = {p.stem: p for p in (ROOT / "figures").glob("*.png")}
+    assert set(pngs) == names, (f"figures/ and the notebooks disagree: missing {sorted(names - set(pngs))}, "
+                                f"stale {sorted(set(pngs) - names)}; run make reproduce and commit figures/*.png")
+    for p in pngs.values():
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", p
+    assert sum(p.stat().st_size for p in pngs.values()) < 6 * 2**20
+
+
+def test_readme_shows_committed_figures():
+    text = (ROOT / "README.md").read_text()
+    shown = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", text)
+    assert len(shown) >= 5, "the README shows the key figures"
+    for rel in shown:
+        assert (ROOT / rel).is_file(), f"README.md shows {rel}, which is not in the repository"
