@@ -36,6 +36,20 @@ def test_committed_without_outputs_and_parameters_first(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_ends_with_questions_for_a_class(path):
+    """Two markdown cells close every notebook: the questions, visible, and their
+    measured answers, collapsed (JupyterLab's ``source_hidden``) so a student tries first."""
+    questions, answers = json.loads(path.read_text())["cells"][-2:]
+    for cell in (questions, answers):
+        assert cell["cell_type"] == "markdown" and "class-questions" in cell["metadata"].get("tags", []), \
+            f"{path.name}: the last two cells must be the tagged questions and answers"
+    assert "".join(questions["source"]).startswith("## Questions for a class")
+    assert "\n1. " in "".join(questions["source"]) and "\n1. " in "".join(answers["source"])
+    assert not questions["metadata"].get("jupyter", {}).get("source_hidden")
+    assert answers["metadata"].get("jupyter", {}).get("source_hidden") is True, f"{path.name}: answers not collapsed"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_papermill_reads_every_parameter(path):
     """papermill's parser (``--help-notebook``, the parameter table of a batch run)
     gives up on a line whose comment holds ``=``: every assignment must parse."""
