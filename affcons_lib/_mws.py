@@ -30,6 +30,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ._radix import sort_by_key
+
 
 @intrinsic
 def _prefetch(typingctx, array, index):
@@ -398,46 +400,8 @@ def _weight_keys(affs_flat, n_pixels, n_attractive, edge_ids):  # pragma: no cov
     return keys
 
 
-@njit(cache=True, parallel=True)
-def _radix_pass(keys, ids, keys_out, ids_out, shift, n_chunks):  # pragma: no cover - compiled
-    """One stable counting-sort pass on the 11-bit digit at ``shift``. Each chunk
-    of the input is counted and scattered by one thread; chunk-ordered offsets
-    within each bucket keep the pass stable."""
-    n = keys.shape[0]
-    chunk = (n + n_chunks - 1) // n_chunks
-    counts = np.zeros((n_chunks, 2048), np.int64)
-    for t in prange(n_chunks):
-        for i in range(t * chunk, min(n, (t + 1) * chunk)):
-            counts[t, (keys[i] >> shift) & 0x7FF] += 1
-    offsets = np.empty((n_chunks, 2048), np.int64)
-    total = 0
-    for b in range(2048):
-        for t in range(n_chunks):
-            offsets[t, b] = total
-            total += counts[t, b]
-    for t in prange(n_chunks):
-        pos = offsets[t].copy()
-        for i in range(t * chunk, min(n, (t + 1) * chunk)):
-            k = keys[i]
-            b = (k >> shift) & 0x7FF
-            j = pos[b]
-            keys_out[j] = k
-            ids_out[j] = ids[i]
-            pos[b] = j + 1
-
-
 def edges_by_decreasing_weight(affs_flat, n_pixels, n_attractive, edge_ids):
     """``edge_ids`` (increasing) sorted by decreasing weight, ties by increasing
     id: a stable LSD radix sort on three 11-bit digits of the weight keys."""
-    import numba
-
     keys = _weight_keys(affs_flat, n_pixels, n_attractive, edge_ids)
-    ids = edge_ids.copy()
-    keys_out = np.empty_like(keys)
-    ids_out = np.empty_like(ids)
-    n_chunks = max(1, min(numba.get_num_threads(), len(ids) // 100_000))
-    for shift in (0, 11, 22):
-        _radix_pass(keys, ids, keys_out, ids_out, shift, n_chunks)
-        keys, keys_out = keys_out, keys
-        ids, ids_out = ids_out, ids
-    return ids
+    return sort_by_key(keys, edge_ids)[1]

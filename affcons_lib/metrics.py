@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 from scipy import sparse
 
 __all__ = ["Contingency", "contingency", "voi", "arand", "voi_arand", "affinity_error", "precision_recall", "boundary_ap", "ignore_borders", "sbd", "dic", "aji", "dice", "f1", "pq"]
@@ -515,7 +515,10 @@ def pq(seg, gt) -> float:
 
 # ------------------------------------------------------------ affinity level
 def _edges(pred, target, mask, what: str):
-    pred, target = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    # float32 affinities stay float32 (exact, and boundary_ap then takes the fast path)
+    pred = np.asarray(pred)
+    pred = pred if pred.dtype == np.float32 else pred.astype(np.float64)
+    target = np.asarray(target)
     if pred.shape != target.shape:
         raise ValueError(f"{what}: pred shape {pred.shape} does not match target shape {target.shape}")
     if mask is None:
@@ -562,20 +565,45 @@ def precision_recall(scores, positives):
     precision, recall : ndarray of float, one entry per distinct score
     ap : float
     """
-    scores = np.asarray(scores, dtype=np.float64).ravel()
+    scores = np.asarray(scores)
+    scores = (scores if scores.dtype == np.float32 else scores.astype(np.float64)).ravel()
     positives = np.asarray(positives).ravel().astype(bool)
     if scores.shape != positives.shape:
         raise ValueError(f"scores ({scores.size}) and positives ({positives.size}) differ in size")
     if positives.sum() == 0:
         raise ValueError("positives: none, precision and recall are undefined")
-    order = np.argsort(-scores, kind="stable")
-    s, e = scores[order], positives[order]
-    tp = np.cumsum(e)
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # one point per distinct score
+    if not np.isfinite(scores).all():
+        raise ValueError("scores: expected finite numbers, got NaN or infinity")
+    if scores.dtype == np.float32:
+        # affinities and error maps come as float32: a radix sort of their bit
+        # patterns (3 passes) instead of a comparison sort (about 10x faster at
+        # tens of millions of edges); the same curve, ties included
+        from ._radix import sort_by_key
+
+        keys, e = sort_by_key(_descending_keys(scores), positives.view(np.uint8))
+        last = np.r_[np.flatnonzero(np.diff(keys)), len(keys) - 1]  # one point per distinct score
+    else:
+        order = np.argsort(-scores, kind="stable")
+        s, e = scores[order], positives[order]
+        last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tp = np.cumsum(e, dtype=np.int64)
     precision = tp[last] / (last + 1)
-    recall = tp[last] / e.sum()
+    recall = tp[last] / tp[-1]
     ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
     return precision, recall, ap
+
+
+@njit(cache=True, parallel=True)
+def _descending_keys(x):  # pragma: no cover - compiled
+    """uint32 keys of float32 ``x`` that sort ascending as ``x`` sorts descending.
+    A float's bit pattern orders like the float once negatives have all bits
+    flipped and non-negatives their sign bit set; -0.0 counts as +0.0."""
+    keys = np.empty(x.shape[0], np.uint32)
+    for i in prange(x.shape[0]):
+        b = np.asarray(x[i] + np.float32(0.0)).view(np.uint32)[()]
+        k = ~b if b >> np.uint32(31) else b | np.uint32(0x80000000)
+        keys[i] = ~k
+    return keys
 
 
 def boundary_ap(pred, target, mask=None) -> float:
@@ -592,4 +620,6 @@ def boundary_ap(pred, target, mask=None) -> float:
     float in (0, 1]; higher is better.
     """
     p, t = _edges(pred, target, mask, "boundary_ap")
-    return precision_recall(1.0 - p, t < 0.5)[2]
+    # ranking by -pred is ranking by 1 - pred, and negation keeps float32 exact
+    scores = -p if p.dtype == np.float32 else 1.0 - p.astype(np.float64)
+    return precision_recall(scores, t < 0.5)[2]
