@@ -200,13 +200,13 @@ def agglomeration_at_thresholds(affs: np.ndarray, gt: np.ndarray, thresholds=Non
     thresholds = [float(t) for t in (evaluate.THRESHOLDS if thresholds is None else thresholds)]
     if not thresholds or any(not 0 <= t <= 1 for t in thresholds):
         raise ValueError(f"thresholds: expected floats in [0, 1], got {thresholds}")
+    # the evaluation's own sweep (same fragments, scoring and border tolerance), keeping every segmentation
     frags = postprocess.fragments_from_affinities(affs, mode=fragment_mode)
-    segs = postprocess.agglomerate(affs, thresholds, fragments=frags)
-    scored = metrics.ignore_borders(gt, border_tolerance)
-    split, merge = zip(*(metrics.voi(s, scored) for s in segs))
-    voi = np.add(split, merge)
-    return dict(thresholds=thresholds, segmentations=segs, voi_split=list(split), voi_merge=list(merge),
-                n_segments=[int(len(np.unique(s))) for s in segs], best=thresholds[int(np.argmin(voi))])
+    sweep = postprocess.sweep_thresholds(affs, metrics.ignore_borders(gt, border_tolerance), thresholds,
+                                         fragments=frags, keep_all=True)
+    return dict(thresholds=thresholds, segmentations=sweep.segmentations, voi_split=sweep.voi_split,
+                voi_merge=sweep.voi_merge, n_segments=[int(len(np.unique(s))) for s in sweep.segmentations],
+                best=sweep.best_threshold)
 
 
 def draw_threshold(sweep: dict, threshold: float, raw=None, z=None, fig=None):

@@ -429,6 +429,7 @@ class SweepResult:
     arand: list[float]
     best_index: int
     best_segmentation: np.ndarray = field(repr=False)
+    segmentations: list | None = field(default=None, repr=False)  # every threshold's, with keep_all=True
 
     @property
     def best_threshold(self) -> float:
@@ -444,9 +445,11 @@ class SweepResult:
 
 
 def sweep_thresholds(affs: np.ndarray, gt: np.ndarray, thresholds: Sequence[float] = tuple(np.arange(0.1, 0.91, 0.1)),
-                     **agglomerate_options) -> SweepResult:
+                     keep_all: bool = False, **agglomerate_options) -> SweepResult:
     """Agglomerate at every threshold and score each segmentation against ``gt``
     (VOI and ARAND, gt 0 ignored); the best is the lowest VOI split + merge.
+    ``keep_all=True`` also keeps every threshold's segmentation (a slider over
+    thresholds needs them; one uint64 volume each).
 
     As in the paper, the threshold is chosen on the same ground truth it is scored
     on: an optimistic, oracle choice. Say so when you report it.
@@ -465,7 +468,7 @@ def sweep_thresholds(affs: np.ndarray, gt: np.ndarray, thresholds: Sequence[floa
         merges.append(scores["voi_merge"])
         arands.append(scores["arand"])
     best = int(np.argmin(np.add(splits, merges)))
-    return SweepResult(thresholds, splits, merges, arands, best, segs[best])
+    return SweepResult(thresholds, splits, merges, arands, best, segs[best], segs if keep_all else None)
 
 
 # ----------------------------------------------------------------------- 2D

@@ -261,6 +261,11 @@ def test_agglomerate_thresholds_monotone_and_sweep(em_case):
     assert result.voi[result.best_index] < 0.5 * sum(metrics.voi(pp.fragments_from_affinities(affs), gt))
     assert result.voi[result.best_index] < sum(metrics.voi(np.ones_like(gt), gt))
     np.testing.assert_array_equal(result.best_segmentation, pp.agglomerate(affs, [result.best_threshold])[0])
+    assert result.segmentations is None  # kept only when asked: one volume per threshold
+    every = pp.sweep_thresholds(affs, gt, [0.1, 0.3, 0.5, 0.7, 0.9], keep_all=True)
+    assert [len(np.unique(s)) for s in every.segmentations] == [len(np.unique(s)) for s in pp.agglomerate(
+        affs, [0.1, 0.3, 0.5, 0.7, 0.9])]
+    np.testing.assert_array_equal(every.segmentations[every.best_index], result.best_segmentation)
 
 
 def test_agglomerate_scorings_and_fragment_sources(em_case):
