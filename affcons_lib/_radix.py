@@ -8,6 +8,7 @@ float32 scores (:func:`affcons_lib.metrics.precision_recall`). Three passes over
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -44,8 +45,6 @@ def sort_by_key(keys: np.ndarray, payload: np.ndarray) -> tuple[np.ndarray, np.n
     """``keys`` (uint32) in ascending order and ``payload`` (same length, any
     integer dtype) in the same order; equal keys keep their input order (stable).
     The inputs are left alone."""
-    import numba
-
     keys = np.array(keys, dtype=np.uint32, order="C", copy=True)
     ids = np.array(payload, order="C", copy=True)
     if keys.shape != ids.shape or keys.ndim != 1:
