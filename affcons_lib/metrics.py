@@ -22,6 +22,8 @@ import numpy as np
 from numba import njit, prange
 from scipy import sparse
 
+from ._radix import sort_by_key
+
 __all__ = ["Contingency", "contingency", "voi", "arand", "voi_arand", "affinity_error", "precision_recall", "boundary_ap", "ignore_borders", "sbd", "dic", "aji", "dice", "f1", "pq"]
 
 
@@ -578,8 +580,6 @@ def precision_recall(scores, positives):
         # affinities and error maps come as float32: a radix sort of their bit
         # patterns (3 passes) instead of a comparison sort (the whole AP about 4x
         # faster at tens of millions of edges, bench_metrics); same curve, ties included
-        from ._radix import sort_by_key
-
         keys, e = sort_by_key(_descending_keys(scores), positives.view(np.uint8))
         last = np.r_[np.flatnonzero(np.diff(keys)), len(keys) - 1]  # one point per distinct score
     else:
