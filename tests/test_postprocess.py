@@ -91,9 +91,8 @@ def test_mws_matches_reference_3d(seed):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_mws_kernel_paths_pool_compaction_and_known_pairs(seed, monkeypatch):
-    """A one-entry initial pool (compacted and regrown all the time) and the set of
-    known mutex pairs used for every scan change nothing."""
+def test_mws_kernel_known_pairs_change_nothing(seed, monkeypatch):
+    """The set of known mutex pairs, consulted before every scan, changes nothing."""
     import functools
 
     from affcons_lib import _mws
@@ -105,10 +104,26 @@ def test_mws_kernel_paths_pool_compaction_and_known_pairs(seed, monkeypatch):
     if seed % 2:
         affs = np.round(affs * 5) / 5
     default = pp.mutex_watershed(affs, offsets, 2, use_affogato=False)
-    monkeypatch.setattr(_mws, "mws_kruskal", functools.partial(_mws.mws_kruskal, short_block=0, pool_size=1))
+    monkeypatch.setattr(_mws, "mws_kruskal", functools.partial(_mws.mws_kruskal, short_block=0))
     stressed = pp.mutex_watershed(affs, offsets, 2, use_affogato=False)
     np.testing.assert_array_equal(stressed, default)
     np.testing.assert_array_equal(stressed, reference_mws(affs, offsets, 2))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_mws_with_more_repulsive_channels_than_one_bit_word(seed):
+    """18 repulsive channels give 36 edge directions per pixel, more than the 31 bits
+    of one word of active edges: the second word must be read as well."""
+    rng = np.random.default_rng(300 + seed)
+    offsets = ((-1, 0), (0, -1)) + tuple((dy, dx) for dy in (-3, -2, -1) for dx in (-3, -2, -1, 1, 2, 3))
+    assert len(offsets) - 2 == 18
+    shape = (9, 10)
+    affs = rng.random((len(offsets),) + shape).astype(np.float32)
+    if seed == 2:
+        affs = np.round(affs * 4) / 4
+    ours = pp.mutex_watershed(affs, offsets, 2, use_affogato=False)
+    np.testing.assert_array_equal(ours, reference_mws(affs, offsets, 2))
+    assert 1 < ours.max() < ours.size  # neither one cluster nor all singletons
 
 
 def test_mws_recovers_instances_from_clean_affinities():
