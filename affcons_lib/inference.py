@@ -197,14 +197,25 @@ def predict_affinities(model: torch.nn.Module, raw: np.ndarray, offsets, *, tile
     return affs
 
 
-def default_tile(shape, patch, divisor: int, max_inplane: int = 256):
+def default_tile(shape, patch, divisor: int, max_inplane: int = 256, cover: bool = False):
     """Inference tiles: twice the training depth in z (3D), and in-plane the largest
     multiple of the network's divisor up to ``max_inplane`` that fits the data --
-    few large tiles are much faster than many training-sized ones."""
+    few large tiles are much faster than many training-sized ones.
+
+    With ``cover``, an in-plane size up to ``max_inplane`` that is not a multiple
+    of the divisor is rounded up instead, so that one tile covers it and
+    :func:`predict_affinities` pads the input by reflection. Rounding down costs a
+    second tile that overlaps the first almost entirely: a 250-wide plane with
+    tiles of 248 is predicted from two, four per z-slab in 3D, five times the
+    voxels of the part. Whole-volume readers that cannot pad (blockwise) keep
+    ``cover=False``.
+    """
     tile = []
     for i, (n, p) in enumerate(zip(shape, patch)):
         if i < len(shape) - 2:
             tile.append(min(n, 2 * p))
+        elif cover and n <= max_inplane:
+            tile.append(-(-n // divisor) * divisor)
         else:
             tile.append(max(divisor, (min(n, max_inplane) // divisor) * divisor))
     return tuple(tile)

@@ -73,7 +73,7 @@ def predict_part(checkpoint, part: str = "test", *, tile=None, stride=None, bran
     else:
         raise ValueError(f"part: expected 'test', 'train' or 'all', got {part!r}")
     def one(image, lab):
-        t = tuple(tile) if tile else default_tile(lab.shape, cfg.patch, nets[branch].divisor)
+        t = tuple(tile) if tile else default_tile(lab.shape, cfg.patch, nets[branch].divisor, cover=True)
         s = tuple(stride) if stride else default_stride(t)
         return predict_affinities(nets[branch], image, prepared["offsets"], tile=t, stride=s)
 

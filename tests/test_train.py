@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from affcons_lib import affinity, losses, metrics, train
-from affcons_lib.inference import predict_affinities, tile_starts
+from affcons_lib.inference import default_stride, predict_affinities, tile_starts
 
 TINY = ["widths=4,8", "patch=4,32,32", "batch=1", "dataset=synthetic", "progress=false", "log_every=1"]
 
@@ -137,6 +137,20 @@ def test_sampler_never_yields_empty_patches():
 def test_tile_starts_cover():
     assert tile_starts(10, 4, 3) == [0, 3, 6]
     assert tile_starts(4, 8, 2) == [0]
+
+
+def test_default_tile_covers_a_plane_in_one_tile_when_asked():
+    """A 250-wide plane and a divisor of 4: rounding down gives tiles of 248, two of
+    them overlapping almost entirely; ``cover`` rounds up to one tile of 252 (the
+    input is padded), but never beyond ``max_inplane``."""
+    from affcons_lib.inference import default_tile
+
+    assert default_tile((50, 250, 250), (8, 64, 64), 4) == (16, 248, 248)
+    assert default_tile((50, 250, 250), (8, 64, 64), 4, cover=True) == (16, 252, 252)
+    assert default_tile((50, 248, 1250), (8, 64, 64), 4, cover=True) == (16, 248, 256)
+    assert default_tile((250, 250), (128, 128), 8, cover=True) == (256, 256)
+    tile = default_tile((50, 250, 250), (8, 64, 64), 4, cover=True)
+    assert [len(tile_starts(n, t, s)) for n, t, s in zip((50, 250, 250), tile, default_stride(tile))] == [4, 1, 1]
 
 
 def test_tiled_prediction_equals_whole_for_pointwise_model():
