@@ -9,9 +9,9 @@ Repulsive edges are stored lazily. Processing one only marks it active, a bit in
 the records of its two pixels; whether it separates two clusters is asked only
 when, and if, an attractive edge tries to merge them; an edge is read only when
 a scan passes its pixels. On the benchmark's uniform weights 8 of 10 processed
-edges are repulsive, and an
-earlier version appended each to both clusters' partner lists: two random writes
-into a growing pool per edge, and lists to merge and deduplicate.
+edges are repulsive, and an earlier version appended each to both clusters'
+partner lists: two random writes into a growing pool per edge, and lists to
+merge and deduplicate.
 
 "Are ru and rv mutex?" scans the pixels of the smaller cluster (a circular list)
 for an active repulsive edge whose other end lies in the other: every pixel

@@ -19,7 +19,7 @@ import torch
 
 from .affinity import affinities_from_embeddings, affinities_from_labels, affinity_entropy, check_offsets
 
-__all__ = ["predict_affinities", "predict_region", "plan_tiles", "TilePlan", "tile_starts", "default_tile", "default_stride"]
+__all__ = ["predict_affinities", "predict_region", "plan_tiles", "TilePlan", "tile_starts", "default_tile", "default_stride", "part_tiling"]
 
 
 def tile_starts(size: int, tile: int, stride: int) -> list[int]:
@@ -224,3 +224,12 @@ def default_tile(shape, patch, divisor: int, max_inplane: int = 256, cover: bool
 def default_stride(tile):
     """Inference stride: three quarters of the tile (tiles overlap by a quarter)."""
     return tuple(max(1, (3 * int(x)) // 4) for x in tile)
+
+
+def part_tiling(shape, patch, divisor: int):
+    """(tile, stride) for predicting a whole part in memory: one tile per plane up
+    to 256 (:func:`default_tile` with ``cover``), overlapping by a quarter. Both
+    ``predict.predict_part`` and the training loop's validation use it, so that a
+    validation score is the one predict + evaluate give."""
+    tile = default_tile(shape, patch, divisor, cover=True)
+    return tile, default_stride(tile)

@@ -26,7 +26,7 @@ import numpy as np
 from ._atomic import atomic_path
 from .checkpoint import load_checkpoint, set_threads
 from .config import load_config
-from .inference import default_stride, default_tile, predict_affinities
+from .inference import default_stride, default_tile, part_tiling, predict_affinities
 from .sampling import prepare_data
 
 __all__ = ["DATA_KEYS", "predict_part", "default_tile", "default_stride", "main"]
@@ -73,8 +73,9 @@ def predict_part(checkpoint, part: str = "test", *, tile=None, stride=None, bran
     else:
         raise ValueError(f"part: expected 'test', 'train' or 'all', got {part!r}")
     def one(image, lab):
-        t = tuple(tile) if tile else default_tile(lab.shape, cfg.patch, nets[branch].divisor, cover=True)
-        s = tuple(stride) if stride else default_stride(t)
+        t, s = (tuple(tile), default_stride(tile)) if tile else part_tiling(lab.shape, cfg.patch,
+                                                                             nets[branch].divisor)
+        s = tuple(stride) if stride else s
         return predict_affinities(nets[branch], image, prepared["offsets"], tile=t, stride=s)
 
     if isinstance(raw, list):  # an image collection: lists, one entry per image

@@ -40,7 +40,7 @@ from .checkpoint import build_models, load_checkpoint
 from .config import METHODS, TrainConfig, load_config, run_config_cli
 from .cpsn import cpsn_confidence, load_cpsn
 from .evaluate import affinity_scores, score_prediction
-from .inference import default_stride, default_tile, predict_affinities
+from .inference import part_tiling, predict_affinities
 from .sampling import PatchSampler, describe, prepare_data
 
 # TrainConfig, load_config, PatchSampler, prepare_data, build_models and
@@ -58,9 +58,8 @@ def score_test_part(net: torch.nn.Module, prepared: dict, cfg: TrainConfig) -> d
     raw, labels = prepared["raw_test"], prepared["labels_test"]
     if isinstance(raw, list):
         raw, labels = raw[0], labels[0]
-    # the tiling of predict_part, so that a validation score is the one predict + evaluate give
-    tile = default_tile(labels.shape, cfg.patch, net.divisor, cover=True)
-    affs = predict_affinities(net, raw, prepared["offsets"], tile=tile, stride=default_stride(tile),
+    tile, stride = part_tiling(labels.shape, cfg.patch, net.divisor)  # predict_part's
+    affs = predict_affinities(net, raw, prepared["offsets"], tile=tile, stride=stride,
                               with_entropy=False)  # restores train mode
     s = score_prediction(affs, labels, prepared["offsets"])
     keys = ("voi", "voi_split", "voi_merge", "arand") if cfg.dim == 3 else ("aji", "pq", "dice")

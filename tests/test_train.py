@@ -143,7 +143,7 @@ def test_default_tile_covers_a_plane_in_one_tile_when_asked():
     """A 250-wide plane and a divisor of 4: rounding down gives tiles of 248, two of
     them overlapping almost entirely; ``cover`` rounds up to one tile of 252 (the
     input is padded), but never beyond ``max_inplane``."""
-    from affcons_lib.inference import default_tile
+    from affcons_lib.inference import default_tile, part_tiling
 
     assert default_tile((50, 250, 250), (8, 64, 64), 4) == (16, 248, 248)
     assert default_tile((50, 250, 250), (8, 64, 64), 4, cover=True) == (16, 252, 252)
@@ -151,6 +151,7 @@ def test_default_tile_covers_a_plane_in_one_tile_when_asked():
     assert default_tile((250, 250), (128, 128), 8, cover=True) == (256, 256)
     tile = default_tile((50, 250, 250), (8, 64, 64), 4, cover=True)
     assert [len(tile_starts(n, t, s)) for n, t, s in zip((50, 250, 250), tile, default_stride(tile))] == [4, 1, 1]
+    assert part_tiling((50, 250, 250), (8, 64, 64), 4) == (tile, default_stride(tile))
 
 
 def test_tiled_prediction_equals_whole_for_pointwise_model():
