@@ -161,6 +161,11 @@ class ResidualUNet(nn.Module):
         self.head = layers.conv(widths[0], out_channels, k111, padding=p111, bias=True)
         self.fg_head = layers.conv(widths[0], 1, k111, padding=p111, bias=True) if foreground else None
         self._init_weights()
+        # Channels-last weights: oneDNN's CPU convolutions (the backward above all) run
+        # 1.2-1.5x faster in that layout, and the activations follow the weights
+        # (benchmarks/bench_models.py prints the ratio). Values are unchanged up to
+        # rounding; a state dict loads into either layout.
+        self.to(memory_format=torch.channels_last_3d if dim == 3 else torch.channels_last)
 
     def _init_weights(self):
         for m in self.modules():

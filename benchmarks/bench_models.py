@@ -7,6 +7,10 @@ Prints the time of one forward+backward pass of f(θ2), the GMAC/s it achieves
 the usual rule), and the GMAC/s of one large torch.nn.functional.conv3d
 forward+backward on the same device in the same run. The ratio says how much of the
 machine's convolution throughput the whole network reaches.
+
+Then the small scale's f(θ2) (widths 8-16-32, a batch of 2 x 8x64x64) one
+forward+backward in the layout the networks use (channels-last weights) against the
+same network in the plain contiguous layout, and their ratio.
 """
 
 from __future__ import annotations
@@ -78,6 +82,21 @@ def main():
     print(f"one conv3d {c}->{c} 3x3x3 forward+backward on {tuple(a.shape)}: {t_conv:.3f} s, "
           f"{3 * conv_macs / 1e9:.1f} GMAC -> {conv_rate:.1f} GMAC/s")
     print(f"ratio network/conv3d throughput: {net_rate / conv_rate:.2f}")
+
+    # the layout: models.ResidualUNet keeps its weights channels-last; the same
+    # network, the same weights, in the contiguous layout for comparison
+    small = models.build("embedding3d", widths=(8, 16, 32)).to(device).train()
+    xs = torch.randn(2, 1, 8, 64, 64, device=device)
+
+    def small_step():
+        small.zero_grad(set_to_none=True)
+        small(xs).mean().backward()
+
+    t_last = timed(small_step, device, 3 * args.repeat)
+    small.to(memory_format=torch.contiguous_format)
+    t_plain = timed(small_step, device, 3 * args.repeat)
+    print(f"small f(θ2) forward+backward on {tuple(xs.shape)}: channels-last {t_last:.3f} s, "
+          f"contiguous {t_plain:.3f} s, ratio contiguous/channels-last {t_plain / t_last:.2f}")
 
 
 if __name__ == "__main__":
