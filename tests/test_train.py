@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from affcons_lib import affinity, losses, metrics, train
+from affcons_lib import affinity, losses, metrics, models, train
 from affcons_lib.inference import default_stride, predict_affinities, tile_starts
 
 TINY = ["widths=4,8", "patch=4,32,32", "batch=1", "dataset=synthetic", "progress=false", "log_every=1"]
@@ -57,6 +57,21 @@ def test_alpha_schedule_and_confident_mask():
     keep = losses.confident_mask(h, region, 0.1)
     assert keep.sum() == 90 and not keep[0, 0, -1] and keep[0, 0, 0]
     assert losses.confident_mask(h, region, 0.0).all()
+
+
+def test_upper_quantile_is_torch_quantile():
+    # by hand: 0..9, q=0.95 -> position 8.55 -> 8 + 0.55 * (9 - 8)
+    assert losses.upper_quantile(torch.arange(10.0), 0.95).item() == pytest.approx(8.55)
+    assert losses.upper_quantile(torch.tensor([3.0]), 0.995).item() == 3.0
+    g = torch.Generator().manual_seed(0)
+    for n in (2, 5, 1000, 70000):
+        for q in (0.0, 0.5, 0.995, 1.0):
+            v = torch.rand(n, generator=g)
+            ties = (v * 4).floor()  # many equal values
+            for x in (v, ties):
+                assert losses.upper_quantile(x, q).item() == pytest.approx(torch.quantile(x, q).item(), abs=1e-6)
+    with pytest.raises(ValueError, match="q=1.5"):
+        losses.upper_quantile(torch.arange(3.0), 1.5)
 
 
 def test_cross_consistency_detach_option():
@@ -152,6 +167,24 @@ def test_default_tile_covers_a_plane_in_one_tile_when_asked():
     tile = default_tile((50, 250, 250), (8, 64, 64), 4, cover=True)
     assert [len(tile_starts(n, t, s)) for n, t, s in zip((50, 250, 250), tile, default_stride(tile))] == [4, 1, 1]
     assert part_tiling((50, 250, 250), (8, 64, 64), 4) == (tile, default_stride(tile))
+
+
+def test_small_tiles_go_in_pairs_with_the_same_values(monkeypatch):
+    """PyTorch convolves a lone small 3D tile with its slow reference kernel;
+    predict_region then sends tiles in pairs (the last, odd one with a copy of
+    itself). The affinities must be those of one tile at a time."""
+    from affcons_lib import inference
+
+    torch.manual_seed(0)
+    net = models.build("embedding3d", widths=(4, 8)).eval()
+    assert inference._lone_tile_is_slow(net, (8, 32, 32), torch.device("cpu"))
+    raw = np.random.default_rng(0).random((20, 32, 32)).astype(np.float32)  # 3 tiles in z: a pair and a lone one
+    paired = inference.predict_affinities(net, raw, affinity.OFFSETS_3D, tile=(8, 32, 32), stride=(6, 32, 32),
+                                          with_entropy=False)
+    monkeypatch.setattr(inference, "_lone_tile_is_slow", lambda *a: False)
+    alone = inference.predict_affinities(net, raw, affinity.OFFSETS_3D, tile=(8, 32, 32), stride=(6, 32, 32),
+                                         with_entropy=False)
+    np.testing.assert_allclose(paired, alone, atol=1e-4)  # two kernels: equal up to rounding
 
 
 def test_tiled_prediction_equals_whole_for_pointwise_model():
