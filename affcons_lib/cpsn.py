@@ -29,13 +29,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import affinity, checkpoint, distributed, metrics, models
+from . import affinity, checkpoint, distributed, losses, metrics, models
 from .checkpoint import build_models
 from .config import TrainConfig, run_config_cli
 from .sampling import PatchSampler, prepare_data
 
 __all__ = ["SnapshotBank", "snapshot_affinities", "error_target", "cpsn_input", "cpsn_loss", "CPSNConfig", "train_cpsn",
-           "load_cpsn", "cpsn_confidence", "predict_errors", "precision_recall", "main"]
+           "load_cpsn", "cpsn_confidence", "predict_errors", "heldout_patches", "compare_filters", "precision_recall",
+           "main"]
 
 PAPER_SNAPSHOTS = (1000, 5000, 10000, 50000, 100000)
 RELEASE_SNAPSHOTS = tuple(range(1000, 20001, 1000))
@@ -263,6 +264,122 @@ def predict_errors(cpsn: torch.nn.Module, image: torch.Tensor, aff: torch.Tensor
 def cpsn_confidence(cpsn: torch.nn.Module, image: torch.Tensor, aff: torch.Tensor) -> torch.Tensor:
     """Bool mask of the affinities the CPSN calls correct (E < 0.5), every channel."""
     return predict_errors(cpsn, image, aff) < 0.5
+
+
+def heldout_patches(prepared: dict, patch, count: int, seed: int, *, min_labeled: float = 0.0,
+                    max_tries: int = 200) -> dict:
+    """``count`` patches of the training part for measuring the filters, drawn from
+    their own generator (``seed``), not from a training run's sample stream, and
+    not augmented. As in training (:class:`~affcons_lib.sampling.PatchSampler`), a
+    patch whose labeled region holds less than ``min_labeled`` of its edges is
+    drawn again: training's filters act on such patches.
+
+    Returns a dict of tensors: ``raw`` (N, *patch); ``target`` (N, C, *patch), the
+    dense affinity targets, the truth of every edge; ``labeled``, the region M of
+    the sparse annotation (what the CPSN and the supervised losses see); and
+    ``unlabeled``, the valid edges outside M, where ``crac``'s cross-consistency
+    acts. Targets are computed as training computes them (borders widened in 3D).
+    """
+    raw, dense, sparse = prepared["raw_train"], prepared["labels_train"], prepared["sparse_train"]
+    if isinstance(raw, list) or raw.ndim != dense.ndim:
+        raise ValueError("heldout_patches: expected one grey-value volume or image as the training part, "
+                         "not an image collection or RGB")
+    patch = tuple(int(p) for p in patch)
+    if len(patch) != dense.ndim or any(p > n for p, n in zip(patch, dense.shape)):
+        raise ValueError(f"patch: expected {dense.ndim} sizes within the training part {dense.shape}, got {patch}")
+    if count < 1:
+        raise ValueError(f"count: expected at least one patch, got {count}")
+    offsets, widen = prepared["offsets"], dense.ndim == 3
+    rng = np.random.default_rng([seed, 7919])  # a stream no training run draws from
+    items = []
+    for _ in range(count * max_tries):
+        corner = [int(rng.integers(0, n - p + 1)) for n, p in zip(dense.shape, patch)]
+        box = tuple(slice(c, c + p) for c, p in zip(corner, patch))
+        d, sp = dense[box], sparse[box]
+        _, valid = affinity.affinities_from_labels(affinity.widen_borders(sp) if widen else sp, offsets)
+        labeled = affinity.labeled_region_mask(sp, offsets) & valid
+        if labeled.mean() < min_labeled:
+            continue
+        target, _ = affinity.affinities_from_labels(affinity.widen_borders(d) if widen else d, offsets)
+        items.append((raw[box].astype(np.float32), target, labeled, valid & ~labeled))
+        if len(items) == count:
+            break
+    else:
+        raise RuntimeError(f"heldout_patches: {len(items)} of {count} patches with at least {min_labeled:.1%} "
+                           f"labeled edges in {count * max_tries} draws: lower min_labeled")
+    return {k: torch.from_numpy(np.stack(x)) for k, x in zip(("raw", "target", "labeled", "unlabeled"), zip(*items))}
+
+
+def _lowest(values: torch.Tensor, region: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Per channel c, the ``counts[c]`` edges of ``region`` with the lowest
+    ``values`` (ties in index order); (1, C, *S) tensors."""
+    keep = torch.zeros_like(region)
+    for c in range(region.shape[1]):
+        idx = region[0, c].flatten().nonzero().squeeze(1)
+        order = torch.argsort(values[0, c].flatten()[idx], stable=True)[:int(counts[c])]
+        keep[0, c].view(-1)[idx[order]] = True
+    return keep
+
+
+def _ap(scores: torch.Tensor, errors: torch.Tensor) -> float:
+    e = errors.numpy().astype(bool)
+    return metrics.precision_recall(scores.numpy(), e)[2] if 0 < e.sum() < e.size else float("nan")
+
+
+@torch.no_grad()
+def compare_filters(cpsn: torch.nn.Module, networks: dict, patches: dict, offsets, alpha: float) -> list[dict]:
+    """Entropy + CPSN against entropy alone, where ``crac``'s filter acts.
+
+    For each patch of :func:`heldout_patches` and each trained network (dropout
+    off; ``{"f(θ1)": net, "f(θ2)": net}``, the branches whose affinities become the
+    other's targets), on the unlabeled region:
+
+    * ``kept``: the share of edges the training filter keeps, entropy not among
+      the top ``alpha`` per channel and CPSN error probability E < 0.5;
+    * ``error_cpsn``: the share of wrong affinities (thresholded at 0.5, against
+      the dense truth) among those kept edges;
+    * ``error_entropy``: the same for entropy alone keeping as many edges, per
+      channel (the lowest entropies): a matched share, so the two differ only in
+      *which* edges they keep;
+    * ``error_all``: the share of wrong affinities on the whole unlabeled region;
+    * ``ap_cpsn_unlabeled`` / ``ap_entropy_unlabeled`` and ``..._labeled``: the
+      average precision of finding the wrong affinities by ranking E or the
+      entropy, on the unlabeled region and on the labeled region M (where the
+      CPSN was trained); NaN where a region has no error.
+
+    Returns one record per (patch, network).
+    """
+    image, target = patches["raw"].unsqueeze(1), patches["target"]
+    records = []
+    for name, net in networks.items():
+        was_training = net.training
+        net.eval()
+        try:
+            aff = torch.cat([snapshot_affinities(net, image[k:k + 2], offsets) for k in range(0, len(image), 2)])
+            errors_prob = torch.cat([predict_errors(cpsn, image[k:k + 2], aff[k:k + 2])
+                                     for k in range(0, len(image), 2)])
+        finally:
+            net.train(was_training)
+        entropy = affinity.affinity_entropy(aff)
+        wrong = (aff >= 0.5) != (target >= 0.5)
+        for k in range(len(image)):
+            one = slice(k, k + 1)
+            unl, lab = patches["unlabeled"][one], patches["labeled"][one]
+            both = losses.confident_mask(entropy[one], unl, alpha) & (errors_prob[one] < 0.5)
+            alone = _lowest(entropy[one], unl, both.sum(dim=tuple(d for d in range(both.ndim) if d != 1)))
+            w = wrong[one]
+            records.append({
+                "patch": k, "network": name, "unlabeled_edges": int(unl.sum()),
+                "kept": float(both.sum() / unl.sum().clamp_min(1)),
+                "error_cpsn": float(w[both].float().mean()) if both.any() else float("nan"),
+                "error_entropy": float(w[alone].float().mean()) if alone.any() else float("nan"),
+                "error_all": float(w[unl].float().mean()) if unl.any() else float("nan"),
+                "ap_cpsn_unlabeled": _ap(errors_prob[one][unl], w[unl]),
+                "ap_entropy_unlabeled": _ap(entropy[one][unl], w[unl]),
+                "ap_cpsn_labeled": _ap(errors_prob[one][lab], w[lab]),
+                "ap_entropy_labeled": _ap(entropy[one][lab], w[lab]),
+            })
+    return records
 
 
 def precision_recall(scores: np.ndarray, errors: np.ndarray):

@@ -121,3 +121,57 @@ def test_cpsn_cli_errors(tmp_path):
     assert out.returncode == 2 and "none" in out.stderr
     out = subprocess.run([sys.executable, "-m", "affcons_lib.cpsn", "--set", "speed=3"], capture_output=True, text=True)
     assert out.returncode == 2 and "unknown config key" in out.stderr
+
+
+def test_compare_filters_by_hand():
+    """One row of four pixels, one channel (x-edges); the last pixel has no edge.
+    The fake CPSN calls an affinity wrong with probability = the affinity, so the
+    training filter (alpha 0: entropy keeps all) keeps the edges below 0.5."""
+
+    class Fixed(torch.nn.Module):  # a 'network' whose affinities are given
+        kind = "affinity"
+
+        def __init__(self, affs):
+            super().__init__()
+            self.affs = affs
+
+        def forward(self, x):
+            return self.affs.expand(x.shape[0], *self.affs.shape[1:])
+
+    class AffinityIsErrorProbability(torch.nn.Module):
+        def forward(self, x):  # x: (N*C, image + affinity + entropy, *S)
+            return x[:, 1:2]
+
+    affs = torch.tensor([[[[0.1, 0.45, 0.85, 0.5]]]])  # (1, C=1, 1, 4)
+    patches = {"raw": torch.zeros(1, 1, 4), "target": torch.tensor([[[[0.0, 1.0, 1.0, 0.0]]]]),
+               "labeled": torch.zeros(1, 1, 1, 4, dtype=torch.bool),
+               "unlabeled": torch.tensor([[[[True, True, True, False]]]])}
+    (r,) = cpsn.compare_filters(AffinityIsErrorProbability(), {"net": Fixed(affs)}, patches, [(0, 1)], alpha=0.0)
+    # kept by the CPSN: 0.1 (right) and 0.45 (wrong); entropy alone keeps as many, the
+    # two surest: 0.1 and 0.85 (both right); 0.45 is the one wrong edge of three
+    assert r["kept"] == pytest.approx(2 / 3)
+    assert r["error_cpsn"] == pytest.approx(0.5) and r["error_entropy"] == 0.0
+    assert r["error_all"] == pytest.approx(1 / 3)
+    # ranking by E puts 0.85 (right) above 0.45 (wrong): AP 1/2; by entropy, 0.45 first: AP 1
+    assert r["ap_cpsn_unlabeled"] == pytest.approx(0.5) and r["ap_entropy_unlabeled"] == pytest.approx(1.0)
+    assert np.isnan(r["ap_cpsn_labeled"])  # no labeled edge
+
+
+def test_heldout_patches_cover_the_regions_and_honour_min_labeled():
+    from affcons_lib import affinity
+
+    labels = np.zeros((4, 32, 32), np.int32)
+    labels[:, :, :16], labels[:, :, 16:] = 1, 2
+    sparse = np.where(labels == 1, 1, 0).astype(np.int32)  # the left body annotated
+    prepared = {"raw_train": np.random.default_rng(0).random(labels.shape).astype(np.float32),
+                "labels_train": labels, "sparse_train": sparse, "offsets": affinity.OFFSETS_3D}
+    p = cpsn.heldout_patches(prepared, (2, 8, 8), 6, seed=0, min_labeled=0.1)
+    assert p["raw"].shape == (6, 2, 8, 8) and p["target"].shape == (6, 12, 2, 8, 8)
+    assert not (p["labeled"] & p["unlabeled"]).any()
+    assert (p["labeled"].flatten(1).float().mean(1) >= 0.1).all()
+    again = cpsn.heldout_patches(prepared, (2, 8, 8), 6, seed=0, min_labeled=0.1)
+    assert torch.equal(again["raw"], p["raw"])  # the seed decides
+    with pytest.raises(RuntimeError, match="lower min_labeled"):
+        cpsn.heldout_patches(prepared, (2, 8, 8), 2, seed=0, min_labeled=0.99, max_tries=5)
+    with pytest.raises(ValueError, match="patch"):
+        cpsn.heldout_patches(prepared, (8, 8, 8), 2, seed=0)
