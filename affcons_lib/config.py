@@ -80,6 +80,10 @@ class TrainConfig:
     nearest_weight: float = 10.0
     detach_targets: bool = True  # paper text; the release does not detach
     release_double_weight: bool = False  # the release's ×100 on the embedding cross term
+    # f(θ2)'s losses on its cosine similarities clipped at 0, as the text treats them as
+    # affinities ("clipped"), or on the raw cosine in [-1, 1], as the release trains ("raw");
+    # the entropy, the targets it gives f(θ1) and inference always use the clipped ones
+    cosine: str = "clipped"
     cpsn_checkpoint: str | None = None
     # iterations before the CPSN filter switches on: a share of the run below 1 (the release: 5k of
     # 300k), a count from 1 up
@@ -128,6 +132,8 @@ class TrainConfig:
                 bad(name, "expected integers")
         if self.method not in METHODS:
             bad("method", f"expected one of {METHODS}")
+        if self.cosine not in ("clipped", "raw"):
+            bad("cosine", "expected 'clipped' (the text) or 'raw' (the release)")
         if self.annotation not in data.ANNOTATION_MODES:
             bad("annotation", f"expected one of {data.ANNOTATION_MODES}")
         if not 0 < self.sparsity <= 1:

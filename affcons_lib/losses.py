@@ -138,7 +138,8 @@ def cross_consistency_loss(aff1: torch.Tensor, aff2: torch.Tensor, unlabeled: to
                            alpha: float, n_nearest: int, nearest_weight: float = 10.0,
                            detach_targets: bool = True, release_double_weight: bool = False,
                            extra_confidence1: torch.Tensor | None = None,
-                           extra_confidence2: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+                           extra_confidence2: torch.Tensor | None = None,
+                           pred2: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Cross-representation affinity consistency on the unlabeled region.
 
     f(θ1)'s affinities ``aff1`` are the soft target of f(θ2)'s ``aff2`` where
@@ -160,6 +161,11 @@ def cross_consistency_loss(aff1: torch.Tensor, aff2: torch.Tensor, unlabeled: to
     release_double_weight : bool, default False
         The release applies the ×10 nearest-neighbour weight twice in the term
         that supervises the embedding branch (METHOD §10.4).
+    pred2 : float tensor like ``aff2``, optional
+        What f(θ2) is scored with where f(θ1) teaches it, if not ``aff2``: the
+        raw cosine in [-1, 1] (``TrainConfig.cosine="raw"``, as the release
+        trains). ``aff2`` stays the clipped affinity whose entropy and values
+        teach f(θ1).
 
     Returns
     -------
@@ -176,7 +182,8 @@ def cross_consistency_loss(aff1: torch.Tensor, aff2: torch.Tensor, unlabeled: to
     t2 = aff2.detach() if detach_targets else aff2
     # f(θ2) learns from f(θ1) where f(θ1) is confident; f(θ1) from f(θ2) likewise
     w_emb = nearest_weight ** 2 if release_double_weight else nearest_weight
-    to_embedding = weighted_mse(aff2, t1, conf1, n_nearest=n_nearest, nearest_weight=w_emb, balance=False)
+    to_embedding = weighted_mse(aff2 if pred2 is None else pred2, t1, conf1, n_nearest=n_nearest,
+                                nearest_weight=w_emb, balance=False)
     to_affinity = weighted_mse(aff1, t2, conf2, n_nearest=n_nearest, nearest_weight=nearest_weight, balance=False)
     counts = distributed.global_sum(torch.stack([unlabeled.sum(), conf1.sum(), conf2.sum()]))
     n = counts[0].clamp_min(1).item()

@@ -145,9 +145,13 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
         raw, target, mask, valid = (x.to(device) for x in sampler.sample(cfg.seed, t, first, cfg.batch))
         x = raw.unsqueeze(1) if raw.ndim == target.ndim - 1 else raw  # add the channel axis unless RGB
 
-        # 2. f(θ2): embeddings -> affinities, supervised on the labeled region
-        aff2 = affinity.affinities_from_embeddings(nets["embedding"](x), offsets)
-        loss_sup2 = losses.weighted_mse(aff2, target, mask, n_nearest=n_nearest, nearest_weight=cfg.nearest_weight)
+        # 2. f(θ2): embeddings -> affinities, supervised on the labeled region; with
+        #    cosine="raw" its losses see the cosine below 0 too (a negative cosine with
+        #    target 1 gets a gradient), its affinities stay clipped
+        cos2 = affinity.affinities_from_embeddings(nets["embedding"](x), offsets,
+                                                   clip_negative=cfg.cosine == "clipped")
+        aff2 = cos2 if cfg.cosine == "clipped" else cos2.clamp_min(0)
+        loss_sup2 = losses.weighted_mse(cos2, target, mask, n_nearest=n_nearest, nearest_weight=cfg.nearest_weight)
         loss = loss_sup2
         terms = {"sup2": loss_sup2.item()}
 
@@ -164,7 +168,7 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
                 aff1, aff2, valid & ~mask, alpha=losses.alpha_schedule(t, cfg.iterations, cfg.alpha0),
                 n_nearest=n_nearest, nearest_weight=cfg.nearest_weight, detach_targets=cfg.detach_targets,
                 release_double_weight=cfg.release_double_weight,
-                extra_confidence1=extra1, extra_confidence2=extra2)
+                extra_confidence1=extra1, extra_confidence2=extra2, pred2=cos2)
             loss = loss + loss_sup1 + cfg.lambda_cross * loss_cross
             terms.update(sup1=loss_sup1.item(), cross=loss_cross.item(), **info)
         terms["total"] = loss.item()

@@ -74,6 +74,22 @@ def test_upper_quantile_is_torch_quantile():
         losses.upper_quantile(torch.arange(3.0), 1.5)
 
 
+def test_raw_cosine_is_scored_below_zero():
+    """One nearest-neighbour edge (weight 10): f(θ1) says 1, f(θ2)'s cosine is -0.5.
+    f(θ1) learns from the clipped affinity 0 either way: 10 * (1 - 0)^2. f(θ2) is
+    scored clipped, 10 * (0 - 1)^2 with no gradient through the clamp, or raw (the
+    release), 10 * (-0.5 - 1)^2 with a gradient that raises the cosine."""
+    cos = torch.full((1, 1, 1, 1), -0.5, requires_grad=True)
+    a1 = torch.ones(1, 1, 1, 1)
+    unl = torch.ones(1, 1, 1, 1, dtype=torch.bool)
+    for pred2, want in ((None, 10.0 + 10.0), (cos, 22.5 + 10.0)):
+        cos.grad = None
+        loss, _ = losses.cross_consistency_loss(a1, cos.clamp_min(0), unl, alpha=0.0, n_nearest=1, pred2=pred2)
+        loss.backward()
+        assert loss.item() == pytest.approx(want)
+        assert (cos.grad.item() < 0) == (pred2 is not None)  # descent raises the cosine only when raw
+
+
 def test_cross_consistency_detach_option():
     torch.manual_seed(0)
     a1 = torch.rand(1, 3, 2, 8, 8, requires_grad=True)
@@ -110,6 +126,7 @@ def test_config_yaml_and_typed_overrides(tmp_path):
         (["method=magic"], "config.method"),
         (["iterations=ten"], "expected int"),
         (["detach_targets=maybe"], "expected true or false"),
+        (["cosine=cos"], "config.cosine"),
     ],
 )
 def test_config_errors(overrides, match):
@@ -223,9 +240,10 @@ def test_tiled_prediction_equals_whole_for_pointwise_model():
 
 
 # ------------------------------------------------------------------ train / resume
-@pytest.mark.parametrize("method", ["sparse_only", "crac", "full_supervision"])
+@pytest.mark.parametrize("method", ["sparse_only", "crac", "full_supervision", "crac cosine=raw"])
 def test_train_runs_each_method(method, tmp_path):
-    cfg = train.load_config(None, TINY + [f"method={method}", "iterations=3", f"out_dir={tmp_path}"])
+    method, *extra = method.split()
+    cfg = train.load_config(None, TINY + [f"method={method}", "iterations=3", f"out_dir={tmp_path}", *extra])
     summary = train.train(cfg)
     assert (tmp_path / "last.pt").is_file() and (tmp_path / "losses.csv").is_file()
     nets, cfg2, ckpt = train.load_checkpoint(tmp_path / "last.pt")
