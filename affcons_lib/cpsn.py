@@ -322,6 +322,7 @@ def _lowest(values: torch.Tensor, region: torch.Tensor, counts: torch.Tensor) ->
 
 
 def _ap(scores: torch.Tensor, errors: torch.Tensor) -> float:
+    """Average precision of ranking ``errors`` by ``scores``; NaN when there is nothing to rank."""
     e = errors.numpy().astype(bool)
     return metrics.precision_recall(scores.numpy(), e)[2] if 0 < e.sum() < e.size else float("nan")
 
@@ -345,7 +346,8 @@ def compare_filters(cpsn: torch.nn.Module, networks: dict, patches: dict, offset
     * ``ap_cpsn_unlabeled`` / ``ap_entropy_unlabeled`` and ``..._labeled``: the
       average precision of finding the wrong affinities by ranking E or the
       entropy, on the unlabeled region and on the labeled region M (where the
-      CPSN was trained); NaN where a region has no error.
+      CPSN was trained); NaN where a region holds no edge, no wrong edge or
+      only wrong ones (a ranking has nothing to find).
 
     Returns one record per (patch, network).
     """
