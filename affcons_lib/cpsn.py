@@ -290,13 +290,13 @@ def heldout_patches(prepared: dict, patch, count: int, seed: int, *, min_labeled
     if count < 1:
         raise ValueError(f"count: expected at least one patch, got {count}")
     offsets, widen = prepared["offsets"], dense.ndim == 3
+    _, valid = affinity.affinities_from_labels(np.zeros(patch, np.int32), offsets)  # in-bounds edges: the same for all
     rng = np.random.default_rng([seed, 7919])  # a stream no training run draws from
     items = []
     for _ in range(count * max_tries):
         corner = [int(rng.integers(0, n - p + 1)) for n, p in zip(dense.shape, patch)]
         box = tuple(slice(c, c + p) for c, p in zip(corner, patch))
         d, sp = dense[box], sparse[box]
-        _, valid = affinity.affinities_from_labels(affinity.widen_borders(sp) if widen else sp, offsets)
         labeled = affinity.labeled_region_mask(sp, offsets) & valid
         if labeled.mean() < min_labeled:
             continue
