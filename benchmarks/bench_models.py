@@ -10,7 +10,8 @@ machine's convolution throughput the whole network reaches.
 
 Then the small scale's f(θ2) (widths 8-16-32, a batch of 2 x 8x64x64) one
 forward+backward in the layout the networks use (channels-last weights) against the
-same network in the plain contiguous layout, and their ratio.
+same network in the plain contiguous layout, and their ratio; and the cosine
+affinities on its output, forward+backward, the library's against plain autograd.
 """
 
 from __future__ import annotations
@@ -97,6 +98,31 @@ def main():
     t_plain = timed(small_step, device, 3 * args.repeat)
     print(f"small f(θ2) forward+backward on {tuple(xs.shape)}: channels-last {t_last:.3f} s, "
           f"contiguous {t_plain:.3f} s, ratio contiguous/channels-last {t_plain / t_last:.2f}")
+
+    # the cosine affinities of f(θ2) on the small network's output: the library's
+    # (one gradient for all offsets, norm as a sum of squares) against plain autograd
+    # of the same formula (F.normalize, then a slice product per offset)
+    emb = small(xs).detach().requires_grad_(True)
+    weights = torch.rand(2, len(affinity.OFFSETS_3D), *xs.shape[2:], device=device)
+
+    def plain_cosine():
+        e = F.normalize(emb, p=2, dim=1, eps=1e-6)
+        shape, every = tuple(e.shape[2:]), (slice(None), slice(None))
+        out = e.new_zeros((e.shape[0], len(affinity.OFFSETS_3D)) + shape)
+        for c, o in enumerate(affinity.OFFSETS_3D):
+            at_v, at_nb = affinity._edge_slices(o, shape)
+            out[(slice(None), c) + at_v] = (e[every + at_v] * e[every + at_nb]).sum(1).clamp(0.0, 1.0)
+        return out
+
+    def cosine_step(fn):
+        emb.grad = None
+        (fn() * weights).sum().backward()
+
+    t_lib = timed(lambda: cosine_step(lambda: affinity.affinities_from_embeddings(emb, affinity.OFFSETS_3D)),
+                  device, 3 * args.repeat)
+    t_autograd = timed(lambda: cosine_step(plain_cosine), device, 3 * args.repeat)
+    print(f"cosine affinities forward+backward on {tuple(emb.shape)}: library {t_lib:.3f} s, "
+          f"plain autograd {t_autograd:.3f} s, ratio plain/library {t_autograd / t_lib:.2f}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from affcons_lib.affinity import (
+    _edge_slices,
     N_NEAREST_2D,
     N_NEAREST_3D,
     OFFSETS_2D,
@@ -121,6 +122,39 @@ def test_embeddings_cosine_and_gradient():
     assert clipped.min() >= 0 and clipped.max() <= 1
     same = affinities_from_embeddings(torch.full((1, 16, 2, 9, 9), 0.3), offs)
     assert same.max() <= 1.0  # never above 1, whatever the rounding
+
+
+def _plain_autograd_cosine(emb, offsets, low):
+    """The formula as written, left to autograd: the reference for the library's
+    hand-written backward."""
+    e = torch.nn.functional.normalize(emb, p=2, dim=1, eps=1e-6)
+    shape, every = tuple(e.shape[2:]), (slice(None), slice(None))
+    out = e.new_zeros((e.shape[0], len(offsets)) + shape)
+    for c, o in enumerate(offsets):
+        at_v, at_nb = _edge_slices(o, shape)
+        out[(slice(None), c) + at_v] = (e[every + at_v] * e[every + at_nb]).sum(1).clamp(low, 1.0)
+    return out
+
+
+@pytest.mark.parametrize("clip", [True, False])
+@pytest.mark.parametrize("offsets, shape", [(OFFSETS_3D, (2, 16, 4, 11, 11)), (OFFSETS_2D, (1, 16, 30, 30))])
+def test_embeddings_gradient_is_plain_autograds(clip, offsets, shape):
+    torch.manual_seed(0)
+    emb = torch.randn(*shape, dtype=torch.float64)
+    emb[:, :, :2] = emb[:, :, :1]  # equal vectors: cosines of 1, where the clamp's edge is
+    emb = emb.requires_grad_(True)
+    weights = torch.randn((shape[0], len(offsets)) + shape[2:], dtype=torch.float64)
+    got = affinities_from_embeddings(emb, offsets, clip_negative=clip)
+    (got * weights).sum().backward()
+    grad, emb.grad = emb.grad, None
+    want = _plain_autograd_cosine(emb, offsets, 0.0 if clip else -1.0)
+    (want * weights).sum().backward()
+    assert (want.detach() < 0).any() != clip  # negative cosines present, clipped or not
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad, emb.grad, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda e: affinities_from_embeddings(e, offsets[:3], clip_negative=False), emb[:1, :4, :3, :5].detach()
+        .clone().requires_grad_(True))
 
 
 def test_embeddings_identical_vectors_give_one_and_numpy_in_numpy_out():
