@@ -85,17 +85,28 @@ def resolve_device(cfg) -> torch.device:
 
 
 def set_threads(threads: int = 0) -> int:
-    """Give torch ``threads`` CPU threads and return the count. ``0``: the
-    launcher's ``OMP_NUM_THREADS`` when set (torchrun sets 1 per rank), else half
-    the usable cores, at least one. Why not all: on a shared machine whose cores
-    are busy, OpenMP threads that wait on each other make a 2-core step ten times
-    slower (measured: 10 ``crac`` steps 118 s with 2 threads, 10 s with 1)."""
+    """Give torch and numba ``threads`` CPU threads and return the count. ``0``:
+    the launcher's ``OMP_NUM_THREADS`` when set (torchrun sets 1 per rank), else
+    half the usable cores, at least one. Why not all: on a shared machine whose
+    cores are busy, OpenMP threads that wait on each other make a 2-core step ten
+    times slower (measured: 10 ``crac`` steps 118 s with 2 threads, 10 s with 1).
+
+    Why numba too: its OpenMP threading layer shares torch's OpenMP runtime. A
+    numba-parallel function run with numba's default (every core) leaves torch at
+    every core as well once ``OMP_NUM_THREADS`` is set: a validation's boundary AP
+    in the middle of a one-thread training made it a two-thread one (measured: two
+    ``make reference`` processes, one thread each, ran 2-3x slower from their first
+    validation on)."""
     if threads == 0:
-        if os.environ.get("OMP_NUM_THREADS"):
-            return torch.get_num_threads()
-        threads = max(1, len(os.sched_getaffinity(0)) // 2)
-    torch.set_num_threads(int(threads))
-    return int(threads)
+        threads = torch.get_num_threads() if os.environ.get("OMP_NUM_THREADS") else \
+            max(1, len(os.sched_getaffinity(0)) // 2)
+    threads = int(threads)
+    import numba
+
+    # numba first: starting its thread pool sets OpenMP's count to numba's, so torch's goes last
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(threads)
+    return threads
 
 
 def rng_state() -> dict:

@@ -180,9 +180,10 @@ def test_as_sizes_reads_papermill_text():
 
 
 def test_thread_setting(monkeypatch):
+    import numba
     import torch
 
-    before = torch.get_num_threads()
+    before, before_numba = torch.get_num_threads(), numba.get_num_threads()
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         assert checkpoint.set_threads(0) == max(1, len(os.sched_getaffinity(0)) // 2) == torch.get_num_threads()
@@ -191,7 +192,26 @@ def test_thread_setting(monkeypatch):
         torch.set_num_threads(1)
         assert checkpoint.set_threads(0) == 1  # the launcher's setting is kept
     finally:
+        numba.set_num_threads(before_numba)
         torch.set_num_threads(before)
+
+
+def test_one_thread_stays_one_after_numba_parallel_code():
+    # numba's OpenMP layer shares torch's runtime: with OMP_NUM_THREADS set, its first
+    # parallel call used to raise torch to every core (a fresh process, as a launcher starts one)
+    code = """
+import numpy as np, torch
+from affcons_lib import checkpoint, metrics
+assert checkpoint.set_threads(1) == 1
+torch.randn(1000, 1000).sum()  # torch's OpenMP pool first, as in a training step
+rng = np.random.default_rng(0)
+metrics.precision_recall(rng.random(500_000, dtype=np.float32), rng.random(500_000) < 0.3)
+print(torch.get_num_threads())
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}  # numba: two, whatever the cores
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1"]
 
 
 def test_auto_says_where_it_looked(tmp_path, monkeypatch):
