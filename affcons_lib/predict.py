@@ -37,11 +37,12 @@ DATA_KEYS = ("dataset", "raw_key", "labels", "labels_key", "test_dataset", "test
 
 
 def predict_part(checkpoint, part: str = "test", *, tile=None, stride=None, branch: str = "embedding",
-                 device="cpu", prepared: dict | None = None, data_overrides=()):
+                 device="cpu", prepared: dict | None = None, data_overrides=(), with_entropy: bool = True):
     """Affinities, entropy and dense labels of one part of the run's dataset (lists,
     one entry per image, for image collections such as BBBC039).
     ``data_overrides`` (``key=value`` texts or a dict of :data:`DATA_KEYS`) point
-    the run's config at other data."""
+    the run's config at other data. ``with_entropy=False`` skips the entropy
+    (None in its place): a score needs the affinities alone."""
     nets, cfg, _ = load_checkpoint(checkpoint, device)
     if branch not in nets:
         raise ValueError(f"branch={branch!r}: the checkpoint holds {sorted(nets)}")
@@ -76,11 +77,13 @@ def predict_part(checkpoint, part: str = "test", *, tile=None, stride=None, bran
         t, s = (tuple(tile), default_stride(tile)) if tile else part_tiling(lab.shape, cfg.patch,
                                                                              nets[branch].divisor)
         s = tuple(stride) if stride else s
-        return predict_affinities(nets[branch], image, prepared["offsets"], tile=t, stride=s)
+        out = predict_affinities(nets[branch], image, prepared["offsets"], tile=t, stride=s, with_entropy=with_entropy)
+        return out if with_entropy else (out, None)
 
     if isinstance(raw, list):  # an image collection: lists, one entry per image
         results = [one(i, lab) for i, lab in zip(raw, labels)]
-        return [r[0] for r in results], [r[1] for r in results], labels, prepared["offsets"]
+        return ([r[0] for r in results], [r[1] for r in results] if with_entropy else None, labels,
+                prepared["offsets"])
     affs, entropy = one(raw, labels)
     return affs, entropy, labels, prepared["offsets"]
 

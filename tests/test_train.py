@@ -262,6 +262,10 @@ def test_2d_training_and_evaluation(tmp_path):
     train.train(cfg)
     affs, ent, labels, offsets = predict_part(tmp_path / "last.pt", "test")
     assert affs.shape == (10,) + labels.shape
+    np.testing.assert_allclose(ent, affinity.affinity_entropy(affs), atol=1e-6)
+    alone, no_entropy, _, _ = predict_part(tmp_path / "last.pt", "test", with_entropy=False)
+    assert no_entropy is None
+    np.testing.assert_array_equal(alone, affs)
     scores = evaluate_2d(affs, labels, offsets)
     assert scores["aji"] == pytest.approx(metrics.aji(scores["segmentation"], labels))
     # the instrument sees: perfect 2D affinities score near 1, these two-iteration ones far lower
