@@ -4,7 +4,7 @@
 # and for readers:
 #   make lab         set up .venv, then JupyterLab on the notebooks (Ctrl-C stops it)
 #   make report      the executed notebooks as web pages: runs/report/index.html
-#   make reference   retrain the reference runs of data/reference/ (about 50 minutes)
+#   make reference   retrain the reference runs of data/reference/ (about 55 minutes)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -50,10 +50,10 @@ lab: setup
 		--ServerApp.root_dir=notebooks $(LAB_TOKEN_FLAG)
 
 # The reference runs under data/reference/ (weights, configs, learning curves): the
-# three methods 600 iterations each, one thread each, crac beside the two others
-# (about 50 minutes on 2 cores). Notebooks 03 and 05 load them.
+# three methods 3000 iterations each, one thread each, crac beside the two others
+# (about 55 minutes on 2 cores). Notebooks 03 and 05 load them.
 reference: setup
-	OMP_NUM_THREADS=1 $(PY) -m affcons_lib.reference --methods crac --set snapshot_iters=50,150,300,600 & crac=$$!; \
+	OMP_NUM_THREADS=1 $(PY) -m affcons_lib.reference --methods crac --set snapshot_iters=100,300,1000,3000 & crac=$$!; \
 	OMP_NUM_THREADS=1 $(PY) -m affcons_lib.reference --methods sparse_only full_supervision || exit 1; \
 	wait $$crac
 
