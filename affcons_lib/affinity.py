@@ -259,8 +259,8 @@ def _pairwise_cosine():
 
     Its backward adds the two products of each offset into one gradient. Plain
     autograd gives every slice of every offset its own zero-filled gradient of the
-    whole input (24 full tensors a step for the 12 offsets of 3D): a sixth of a
-    small training step on the CPU. The gradient is autograd's: zero where the
+    whole input (24 full tensors a step for the 12 offsets of 3D): a fifth of a
+    small f(θ2) training step on the CPU, half of it saved (``bench_models``). The gradient is autograd's: zero where the
     clamp is active, passed on where ``low <= s <= 1`` as ``torch.clamp`` does.
     Built on first use, so that importing this module does not import torch."""
     import torch

@@ -98,8 +98,7 @@ def set_threads(threads: int = 0) -> int:
     ``make reference`` processes, one thread each, ran 2-3x slower from their first
     validation on)."""
     if threads == 0:
-        threads = torch.get_num_threads() if os.environ.get("OMP_NUM_THREADS") else \
-            max(1, len(os.sched_getaffinity(0)) // 2)
+        threads = _launcher_threads() or max(1, len(os.sched_getaffinity(0)) // 2)
     threads = int(threads)
     import numba
 
@@ -107,6 +106,15 @@ def set_threads(threads: int = 0) -> int:
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     torch.set_num_threads(threads)
     return threads
+
+
+def _launcher_threads() -> int | None:
+    """``OMP_NUM_THREADS`` as a count (its first entry for a nested list such as
+    "4,2"), read from the environment rather than from torch: torch's count may
+    already have been moved (by numba, see :func:`set_threads`). None when unset or
+    not a positive count."""
+    value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def rng_state() -> dict:

@@ -189,8 +189,10 @@ def test_thread_setting(monkeypatch):
         assert checkpoint.set_threads(0) == max(1, len(os.sched_getaffinity(0)) // 2) == torch.get_num_threads()
         assert checkpoint.set_threads(1) == 1 == torch.get_num_threads()
         monkeypatch.setenv("OMP_NUM_THREADS", "1")
-        torch.set_num_threads(1)
-        assert checkpoint.set_threads(0) == 1  # the launcher's setting is kept
+        torch.set_num_threads(2)  # moved since the launcher set it (numba can do that)
+        assert checkpoint.set_threads(0) == 1 == torch.get_num_threads()  # the launcher's setting is kept
+        monkeypatch.setenv("OMP_NUM_THREADS", "not a count")
+        assert checkpoint.set_threads(0) == max(1, len(os.sched_getaffinity(0)) // 2)
     finally:
         numba.set_num_threads(before_numba)
         torch.set_num_threads(before)
