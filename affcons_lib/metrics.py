@@ -524,7 +524,9 @@ def _edges(pred, target, mask, what: str):
     if pred.shape != target.shape:
         raise ValueError(f"{what}: pred shape {pred.shape} does not match target shape {target.shape}")
     if mask is None:
-        mask = np.ones(pred.shape, bool)
+        if pred.size == 0:
+            raise ValueError(f"{what}: no edge")
+        return pred.ravel(), target.ravel()
     mask = np.asarray(mask)
     if mask.shape != pred.shape:
         raise ValueError(f"{what}: mask shape {mask.shape} does not match pred shape {pred.shape}")
@@ -580,30 +582,54 @@ def precision_recall(scores, positives):
         # affinities and error maps come as float32: a radix sort of their bit
         # patterns (3 passes) instead of a comparison sort (the whole AP about 4x
         # faster at tens of millions of edges, bench_metrics); same curve, ties included
-        keys, e = sort_by_key(_descending_keys(scores), positives.view(np.uint8))
-        last = np.r_[np.flatnonzero(np.diff(keys)), len(keys) - 1]  # one point per distinct score
+        keys, e = sort_by_key(_descending_keys(scores.view(np.uint32)), positives.view(np.uint8))
+        # one pass for the running count at each distinct score's last item: the
+        # numpy cumsum / diff / nonzero / gather it replaces took twice the sort
+        last, tp = _distinct_ends(keys, e)
     else:
         order = np.argsort(-scores, kind="stable")
         s, e = scores[order], positives[order]
-        last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
-    tp = np.cumsum(e, dtype=np.int64)
-    precision = tp[last] / (last + 1)
-    recall = tp[last] / tp[-1]
+        last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # one point per distinct score
+        tp = np.cumsum(e, dtype=np.int64)[last]
+    precision = tp / (last + 1)
+    recall = tp / tp[-1]
     ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
     return precision, recall, ap
 
 
 @njit(cache=True, parallel=True)
-def _descending_keys(x):  # pragma: no cover - compiled
-    """uint32 keys of float32 ``x`` that sort ascending as ``x`` sorts descending.
-    A float's bit pattern orders like the float once negatives have all bits
-    flipped and non-negatives their sign bit set; -0.0 counts as +0.0."""
-    keys = np.empty(x.shape[0], np.uint32)
-    for i in prange(x.shape[0]):
-        b = np.asarray(x[i] + np.float32(0.0)).view(np.uint32)[()]
-        k = ~b if b >> np.uint32(31) else b | np.uint32(0x80000000)
+def _descending_keys(bits):  # pragma: no cover - compiled
+    """uint32 keys of float32 scores, given as their bit patterns ``bits``, that
+    sort ascending as the scores sort descending. A float's bit pattern orders
+    like the float once negatives have all bits flipped and non-negatives their
+    sign bit set; -0.0 counts as +0.0."""
+    keys = np.empty(bits.shape[0], np.uint32)
+    sign = np.uint32(0x80000000)
+    for i in prange(bits.shape[0]):
+        b = bits[i]
+        if b == sign:  # -0.0
+            b = np.uint32(0)
+        k = ~b if b & sign else b | sign
         keys[i] = ~k
     return keys
+
+
+@njit(cache=True)
+def _distinct_ends(keys, positives):  # pragma: no cover - compiled
+    """For sorted ``keys`` and their 0/1 ``positives``: the index of the last
+    item of each run of equal keys, and the number of positives up to it."""
+    n = keys.shape[0]
+    last = np.empty(n, np.int64)
+    tp = np.empty(n, np.int64)
+    m = 0
+    count = 0
+    for i in range(n):
+        count += positives[i]
+        if i == n - 1 or keys[i + 1] != keys[i]:
+            last[m] = i
+            tp[m] = count
+            m += 1
+    return last[:m], tp[:m]
 
 
 def boundary_ap(pred, target, mask=None) -> float:

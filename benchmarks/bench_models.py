@@ -11,7 +11,9 @@ machine's convolution throughput the whole network reaches.
 Then the small scale's f(θ2) (widths 8-16-32, a batch of 2 x 8x64x64) one
 forward+backward in the layout the networks use (channels-last weights) against the
 same network in the plain contiguous layout, and their ratio; and the cosine
-affinities on its output, forward+backward, the library's against plain autograd.
+affinities on its output, forward+backward, the library's against plain autograd;
+on the CPU, the cosine forward's two ways (channel by channel, one product per
+offset) at four sizes, from the training patch to a prediction tile.
 """
 
 from __future__ import annotations
@@ -123,6 +125,26 @@ def main():
     t_autograd = timed(lambda: cosine_step(plain_cosine), device, 3 * args.repeat)
     print(f"cosine affinities forward+backward on {tuple(emb.shape)}: library {t_lib:.3f} s, "
           f"plain autograd {t_autograd:.3f} s, ratio plain/library {t_autograd / t_lib:.2f}")
+
+    # the cosine forward on the CPU, channel by channel into the output against one
+    # product and sum per offset, on channels-last embeddings as the networks give
+    # them: the training patch, sizes near the switch (affinity._BY_CHANNEL_FROM) and
+    # a prediction tile of the test part
+    if device.type == "cpu":
+        switch = affinity._BY_CHANNEL_FROM
+        for size in ((2, 16, 8, 64, 64), (1, 16, 16, 64, 64), (1, 16, 16, 96, 96), (1, 16, 16, 256, 256)):
+            e = torch.randn(size).contiguous(memory_format=torch.channels_last_3d)
+            times = {}
+            for name, threshold in (("by channel", 0), ("one product", 2 ** 62)):
+                affinity._BY_CHANNEL_FROM = threshold
+                with torch.no_grad():
+                    times[name] = timed(lambda: affinity.affinities_from_embeddings(e, affinity.OFFSETS_3D), device,
+                                        3 * args.repeat)
+            affinity._BY_CHANNEL_FROM = switch
+            n = size[0] * size[2] * size[3] * size[4]
+            print(f"cosine forward on {size} ({n} voxels, by channel from {switch}): by channel "
+                  f"{times['by channel']:.4f} s, one product {times['one product']:.4f} s, "
+                  f"ratio one product/by channel {times['one product'] / times['by channel']:.2f}")
 
 
 if __name__ == "__main__":

@@ -136,9 +136,15 @@ def _plain_autograd_cosine(emb, offsets, low):
     return out
 
 
+@pytest.mark.parametrize("by_channel", [False, True])
 @pytest.mark.parametrize("clip", [True, False])
 @pytest.mark.parametrize("offsets, shape", [(OFFSETS_3D, (2, 16, 4, 11, 11)), (OFFSETS_2D, (1, 16, 30, 30))])
-def test_embeddings_gradient_is_plain_autograds(clip, offsets, shape):
+def test_embeddings_gradient_is_plain_autograds(clip, offsets, shape, by_channel, monkeypatch):
+    """Both ways of the forward (one product and sum; channel by channel, which
+    the CPU takes from 2**17 voxels on) against autograd of the plain formula."""
+    import affcons_lib.affinity as affinity_module
+
+    monkeypatch.setattr(affinity_module, "_BY_CHANNEL_FROM", 0 if by_channel else 2 ** 62)
     torch.manual_seed(0)
     emb = torch.randn(*shape, dtype=torch.float64)
     emb[:, :, :2] = emb[:, :, :1]  # equal vectors: cosines of 1, where the clamp's edge is

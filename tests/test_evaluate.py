@@ -156,3 +156,5 @@ def test_affinity_scores_floors_and_ceiling():
     unlabeled = valid & ~affinity.labeled_region_mask(sparse, affinity.OFFSETS_3D)
     region = evaluate.affinity_scores(target.astype(float), labels, affinity.OFFSETS_3D, sparse_labels=sparse)
     assert region["edges"] == unlabeled.sum() < valid.sum()
+    with pytest.raises(ValueError, match=r"affs: expected shape \(12, 8, 64, 64\)"):
+        evaluate.affinity_scores(target[:3].astype(float), labels, affinity.OFFSETS_3D)
