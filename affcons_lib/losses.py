@@ -110,12 +110,37 @@ def confident_mask(entropy: torch.Tensor, region: torch.Tensor, alpha: float) ->
     keep = region.clone()
     if alpha == 0.0:
         return keep
+    if not distributed.is_distributed():
+        return keep & (entropy <= _channel_upper_quantiles(entropy, region, 1.0 - alpha))
     for c in range(entropy.shape[1]):
         values = distributed.gather_values(entropy[:, c][region[:, c]])
         if values.numel() == 0:
             continue
         keep[:, c] &= entropy[:, c] <= upper_quantile(values.float(), 1.0 - alpha)
     return keep
+
+
+def _channel_upper_quantiles(entropy: torch.Tensor, region: torch.Tensor, q: float) -> torch.Tensor:
+    """:func:`upper_quantile` of each channel's values inside ``region``, all
+    channels in one ``topk`` (a loop over the channels took a twentieth of a small
+    ``crac`` step). The same numbers: ``topk`` returns the values themselves, and
+    the interpolation is the one :func:`upper_quantile` makes. Shape (1, C, 1, ...),
+    ``inf`` for a channel with no value (it keeps its empty region)."""
+    n_channels = entropy.shape[1]
+    values = entropy.transpose(0, 1).reshape(n_channels, -1)
+    inside = region.transpose(0, 1).reshape(n_channels, -1)
+    n = inside.sum(1)
+    position = q * (n - 1).clamp_min(0).double()
+    lo = torch.minimum(position.floor().long(), n - 1)
+    count = (n - lo).clamp_min(1)  # the top (n - lo) values hold the lo-th smallest
+    top = torch.topk(torch.where(inside, values, -torch.inf), int(count.max()), dim=1, sorted=True).values
+    below = top.gather(1, (count - 1)[:, None])[:, 0]
+    above = top.gather(1, (count - 2).clamp_min(0)[:, None])[:, 0]
+    above = torch.where(count >= 2, above, below)
+    # per channel, the weight as upper_quantile makes it: a Python float to the dtype
+    weight = (position - lo.double()).to(values.dtype)
+    threshold = torch.where(n > 0, torch.lerp(below, above, weight), torch.inf)
+    return threshold.view((1, n_channels) + (1,) * (entropy.ndim - 2))
 
 
 def upper_quantile(values: torch.Tensor, q: float) -> torch.Tensor:

@@ -59,6 +59,26 @@ def test_alpha_schedule_and_confident_mask():
     assert losses.confident_mask(h, region, 0.0).all()
 
 
+@pytest.mark.parametrize("alpha", [0.005, 0.3, 0.9])
+def test_confident_mask_all_channels_at_once_equals_the_channel_loop(alpha):
+    """The single-process path (one topk for all channels) gives exactly the mask
+    of upper_quantile channel by channel: regions of every size, an empty one
+    and a one-value one included, and many tied entropies."""
+    g = torch.Generator().manual_seed(1)
+    h = torch.rand(2, 6, 4, 9, 9, generator=g)
+    h[:, 1] = (h[:, 1] * 20).floor() / 20  # many ties
+    region = torch.rand(h.shape, generator=g) < torch.tensor([0.9, 0.5, 0.05, 0.0, 0.0, 1.0]).view(1, 6, 1, 1, 1)
+    region[0, 4, 0, 0, 0] = True  # one value
+    want = region.clone()
+    for c in range(h.shape[1]):
+        values = h[:, c][region[:, c]]
+        if values.numel():
+            want[:, c] &= h[:, c] <= losses.upper_quantile(values, 1.0 - alpha)
+    got = losses.confident_mask(h, region, alpha)
+    assert torch.equal(got, want)
+    assert not got[:, 3].any() and got[0, 4, 0, 0, 0] and got.sum() < region.sum()
+
+
 def test_upper_quantile_is_torch_quantile():
     # by hand: 0..9, q=0.95 -> position 8.55 -> 8 + 0.55 * (9 - 8)
     assert losses.upper_quantile(torch.arange(10.0), 0.95).item() == pytest.approx(8.55)
