@@ -16,6 +16,7 @@ import argparse
 import ast
 import dataclasses
 import json
+import math
 import sys
 import types
 import typing
@@ -26,9 +27,11 @@ import numpy as np
 
 from . import data, distributed
 
-__all__ = ["METHODS", "SCALES", "TrainConfig", "load_config", "run_config_cli", "as_sizes"]
+__all__ = ["METHODS", "PRECISIONS", "LR_SCHEDULES", "SCALES", "TrainConfig", "load_config", "run_config_cli", "as_sizes"]
 
 METHODS = ("sparse_only", "crac", "full_supervision")
+PRECISIONS = ("fp32", "bf16")
+LR_SCHEDULES = ("constant", "cosine")
 
 #: Starting values of each ``scale``. ``small`` (the dataclass defaults) runs on
 #: a laptop CPU in minutes; ``paper`` is the supplementary's set-up (widths 28-80,
@@ -70,8 +73,15 @@ class TrainConfig:
     batch: int = 2
     iterations: int = 200
     lr: float = 1e-3  # the paper's 1e-4 is made for 200k iterations
+    # constant (the paper), or cosine: from lr down to 0 at the last iteration, which ends a short
+    # run on a settled network instead of wherever the last large step left it
+    lr_schedule: str = "constant"
+    warmup: float = 0.0  # iterations of linear warm-up to lr: a share of the run below 1, a count from 1 up
     betas: tuple = (0.9, 0.999)
     seed: int = 0
+    # the networks' arithmetic: fp32, or bf16 under torch.autocast (CPU and CUDA); losses, entropy
+    # and the cosine affinities stay float32 either way
+    precision: str = "fp32"
     min_labeled: float = 0.02  # least fraction of labeled edges in a patch (resampled otherwise)
     augment: bool = True
     # cross-representation consistency
@@ -110,6 +120,23 @@ class TrainConfig:
         w = self.cpsn_warmup
         return int(w) if w >= 1 else int(round(w * self.iterations))
 
+    def warmup_iterations(self) -> int:
+        """The warm-up as a count of iterations."""
+        w = self.warmup
+        return int(w) if w >= 1 else int(round(w * self.iterations))
+
+    def learning_rate(self, iteration: int) -> float:
+        """The learning rate of ``iteration`` (1 to ``iterations``): linear warm-up from
+        ``lr / warm-up`` over the warm-up iterations, then ``lr_schedule``. A pure
+        function of the iteration, so a resumed run takes the same steps."""
+        warm = self.warmup_iterations()
+        if iteration <= warm:
+            return self.lr * iteration / warm
+        if self.lr_schedule == "constant":
+            return self.lr
+        done = (iteration - warm) / max(1, self.iterations - warm)  # 1 at the last iteration
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming the field for values that cannot work."""
         def bad(name, why):
@@ -132,6 +159,12 @@ class TrainConfig:
                 bad(name, "expected integers")
         if self.method not in METHODS:
             bad("method", f"expected one of {METHODS}")
+        if self.precision not in PRECISIONS:
+            bad("precision", f"expected one of {PRECISIONS}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            bad("lr_schedule", f"expected one of {LR_SCHEDULES}")
+        if self.warmup < 0 or self.warmup_iterations() >= self.iterations:
+            bad("warmup", "expected a share of the run in [0, 1) or a count below the iterations")
         if self.cosine not in ("clipped", "raw"):
             bad("cosine", "expected 'clipped' (the text) or 'raw' (the release)")
         if self.annotation not in data.ANNOTATION_MODES:

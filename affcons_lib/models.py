@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ResidualUNet", "McDropout", "build", "MODEL_NAMES", "valid_sizes", "n_parameters"]
+__all__ = ["ResidualUNet", "McDropout", "build", "MODEL_NAMES", "valid_sizes", "n_parameters", "autocast"]
 
 WIDTHS_3D = (28, 36, 48, 64, 80)
 WIDTHS_2D = (16, 32, 64, 128, 256)
@@ -276,3 +276,18 @@ def n_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+
+
+def autocast(precision: str, device) -> torch.autocast:
+    """The context in which the networks run at ``precision`` ("fp32" or "bf16").
+
+    bf16 runs the convolutions (and whatever autocast lowers with them) in bfloat16
+    on the CPU or a CUDA device; callers cast the network's output back to float32
+    (``.float()``) so that losses, entropy and the cosine affinities are computed as
+    in fp32 runs. "fp32" gives a disabled context: the same code path either way.
+    """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision: expected 'fp32' or 'bf16', got {precision!r}")
+    device_type = torch.device(device).type
+    return torch.autocast(device_type if device_type in ("cpu", "cuda") else "cpu", dtype=torch.bfloat16,
+                          enabled=precision == "bf16")

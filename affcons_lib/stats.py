@@ -19,12 +19,14 @@ honestly as n shrinks (t_0.975 = 4.30 for 3 pairs, 2.26 for 10).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PairedDifference", "paired_difference", "VERDICTS"]
+__all__ = ["PairedDifference", "paired_difference", "VERDICTS", "Claim", "paired_claims", "claim_summary",
+           "AFFINITY_MEASURES", "HIGHER_IS_BETTER"]
 
 VERDICTS = ("a lower", "b lower", "inconclusive")
 
@@ -94,3 +96,94 @@ def paired_difference(a, b, confidence: float = 0.95) -> PairedDifference:
         low, high = mean - half, mean + half
     verdict = "a lower" if high < 0 else "b lower" if low > 0 else "inconclusive"
     return PairedDifference(mean, low, high, verdict, n, confidence)
+
+
+# ------------------------------------------------------------------ claims
+#: The affinity-level measures, the primary comparison: they need no segmentation and
+#: no threshold chosen on the ground truth (notebook 01, README "The 3D instrument").
+AFFINITY_MEASURES = ("test_error", "test_ap", "unlabeled_error", "unlabeled_ap")
+#: Measures where higher is better; every other one is compared as it is (lower is better).
+HIGHER_IS_BETTER = frozenset({"test_ap", "unlabeled_ap", "aji", "dice", "pq", "f1", "sbd"})
+
+
+@dataclass(frozen=True)
+class Claim:
+    """"``a`` beats ``b``" on one measure, judged over paired runs.
+
+    One sign convention throughout: ``mean``, ``low`` and ``high`` are the paired
+    difference a - b on a lower-is-better scale, so a negative difference favours
+    ``a``; a higher-is-better measure (AP, AJI) is negated first and named with a
+    leading "-" (``-test_ap``). ``source`` says where the runs come from:
+    ``"reference"`` (the committed runs of data/reference) or ``"train"`` (trained
+    by the notebook that reports it)."""
+
+    claim: str
+    measure: str
+    mean: float
+    low: float
+    high: float
+    pairs: int
+    verdict: str  # holds / does not hold / inconclusive
+    source: str
+
+    def as_record(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        return (f"{self.claim}, {self.measure}: {self.mean:+.3f} [{self.low:+.3f}, {self.high:+.3f}] "
+                f"({self.pairs} pairs, {self.source}): {self.verdict}")
+
+
+def paired_claims(rows, comparisons, measures, source: str) -> list[Claim]:
+    """Each "``a`` beats ``b``" of ``comparisons`` on each of ``measures``.
+
+    Parameters
+    ----------
+    rows : iterable of mappings
+        One per run, with ``method``, ``seed`` and a value for every measure; runs
+        of one seed share the training seed and the annotation draw.
+    comparisons : iterable of (a, b) method names
+    measures : iterable of measure names (higher-is-better ones per
+        :data:`HIGHER_IS_BETTER`)
+    source : "reference" or "train"
+
+    Returns
+    -------
+    list of Claim, in the order of ``comparisons`` then ``measures``; a comparison
+    whose methods share no seed is left out.
+    """
+    if source not in ("reference", "train"):
+        raise ValueError(f"source: expected 'reference' or 'train', got {source!r}")
+    by_run = {}
+    for r in rows:
+        by_run[(r["method"], r["seed"])] = r
+    out = []
+    for a, b in comparisons:
+        seeds = sorted({s for m, s in by_run if m == a} & {s for m, s in by_run if m == b})
+        if not seeds:
+            continue
+        for measure in measures:
+            sign = -1.0 if measure in HIGHER_IS_BETTER else 1.0
+            try:
+                va = [sign * float(by_run[(a, s)][measure]) for s in seeds]
+                vb = [sign * float(by_run[(b, s)][measure]) for s in seeds]
+            except KeyError as err:
+                raise ValueError(f"rows: run ({a!r} or {b!r}) has no measure {err.args[0]!r}") from None
+            d = paired_difference(va, vb)
+            out.append(Claim(f"{a} beats {b}", ("-" if sign < 0 else "") + measure, d.mean, d.low, d.high, d.n,
+                             d.claim("a lower"), source))
+    return out
+
+
+def claim_summary(claims, claim: str, primary=AFFINITY_MEASURES) -> str:
+    """One line on ``claim`` (e.g. "crac beats sparse_only"): on how many of the
+    ``primary`` measures it holds, each measure's interval, then the others."""
+    mine = [c for c in claims if c.claim == claim]
+    if not mine:
+        return f"{claim}: not measured"
+    first = [c for c in mine if c.measure.lstrip("-") in primary]
+    rest = [c for c in mine if c.measure.lstrip("-") not in primary]
+    holds = sum(c.verdict == "holds" for c in first)
+    show = "; ".join(f"{c.measure} {c.mean:+.3f} [{c.low:+.3f}, {c.high:+.3f}] {c.verdict}" for c in first + rest)
+    return (f"{claim}: holds on {holds} of {len(first)} affinity-level measures "
+            f"({mine[0].pairs} paired seeds, {mine[0].source}). {show}")

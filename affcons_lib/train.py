@@ -41,6 +41,7 @@ from .config import METHODS, TrainConfig, load_config, run_config_cli
 from .cpsn import cpsn_confidence, load_cpsn
 from .evaluate import affinity_scores, score_prediction
 from .inference import part_tiling, predict_affinities
+from .models import autocast
 from .sampling import PatchSampler, describe, prepare_data
 
 # TrainConfig, load_config, PatchSampler, prepare_data, build_models and
@@ -144,12 +145,17 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
         first = distributed.rank() * cfg.batch
         raw, target, mask, valid = (x.to(device) for x in sampler.sample(cfg.seed, t, first, cfg.batch))
         x = raw.unsqueeze(1) if raw.ndim == target.ndim - 1 else raw  # add the channel axis unless RGB
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.learning_rate(t)
 
         # 2. f(θ2): embeddings -> affinities, supervised on the labeled region; with
         #    cosine="raw" its losses see the cosine below 0 too (a negative cosine with
-        #    target 1 gets a gradient), its affinities stay clipped
-        cos2 = affinity.affinities_from_embeddings(nets["embedding"](x), offsets,
-                                                   clip_negative=cfg.cosine == "clipped")
+        #    target 1 gets a gradient), its affinities stay clipped. The networks run at
+        #    cfg.precision, everything after them in float32.
+        with autocast(cfg.precision, device):
+            emb = nets["embedding"](x)
+            aff1 = nets["affinity"](x) if cfg.method == "crac" else None
+        cos2 = affinity.affinities_from_embeddings(emb.float(), offsets, clip_negative=cfg.cosine == "clipped")
         aff2 = cos2 if cfg.cosine == "clipped" else cos2.clamp_min(0)
         loss_sup2 = losses.weighted_mse(cos2, target, mask, n_nearest=n_nearest, nearest_weight=cfg.nearest_weight)
         loss = loss_sup2
@@ -157,7 +163,7 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
 
         # 3. crac: f(θ1) too, and the cross-consistency on the unlabeled region
         if cfg.method == "crac":
-            aff1 = nets["affinity"](x)
+            aff1 = aff1.float()
             loss_sup1 = losses.weighted_mse(aff1, target, mask, n_nearest=n_nearest,
                                             nearest_weight=cfg.nearest_weight)
             extra1 = extra2 = None

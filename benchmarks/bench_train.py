@@ -1,12 +1,22 @@
-"""One crac training iteration against the bare forward+backward of its two networks.
+"""Where a crac training step goes, at fp32 and bf16, against one large convolution.
 
-    python benchmarks/bench_train.py [--patch 8 96 96] [--batch 2] [--iters 5] [--device cpu]
+    python benchmarks/bench_train.py [--patch 8 64 64] [--batch 2] [--widths 8 16 32] [--iters 10] [--device cpu]
 
-Both are timed in this run on the same batches: the full iteration (patch sampling
-with augmentation, targets and masks, both networks, supervised + entropy-filtered
-cross-consistency losses, Adam step) and the networks alone (forward, a trivial
-loss, backward, Adam step). The overhead ratio (full / bare - 1) is what the
-training issue bounds at 30 %.
+Defaults: notebook 01's small scale. For each precision (``TrainConfig.precision``),
+timed in this run on the same batches:
+
+- the full crac iteration (patch sampling with augmentation, targets and masks, both
+  networks, supervised + entropy-filtered cross-consistency losses, Adam step);
+- the networks alone (forward of f(θ1) and f(θ2) with its cosine affinities, a trivial
+  loss, backward, Adam step), whose share of the full iteration is the network share;
+- their throughput, GMAC/s (forward MACs from affcons_lib.complexity, backward counted
+  as twice the forward), as a ratio to one large conv3d (32 -> 32 channels, 3x3x3, on a
+  batch-2 x 8x64x64 input) forward+backward at the same precision: how much of what the
+  cores do on a convolution they are good at the small networks reach.
+
+Then bf16 / fp32 time ratios of the full step and of the networks. The precision only
+changes the networks' arithmetic; whether bf16 runs reach the scores of fp32 runs is a
+paired experiment (README, "Time to claim"), not a timing.
 """
 
 from __future__ import annotations
@@ -14,22 +24,25 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
+import torch.nn.functional as F
 
-from affcons_lib import affinity, losses, train
+from affcons_lib import affinity, complexity, losses, models, train
+from affcons_lib.checkpoint import set_threads
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--patch", type=int, nargs=3, default=[8, 96, 96])
+    ap.add_argument("--patch", type=int, nargs=3, default=[8, 64, 64])
     ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--iters", type=int, default=5)
-    ap.add_argument("--widths", type=int, nargs="+", default=[28, 36, 48, 64, 80])
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--widths", type=int, nargs="+", default=[8, 16, 32])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: OMP_NUM_THREADS or half the cores)")
     args = ap.parse_args()
-    cfg = train.load_config(None, [f"patch={','.join(map(str, args.patch))}", f"batch={args.batch}",
-                                   f"widths={','.join(map(str, args.widths))}", "method=crac", "progress=false"])
+    threads = set_threads(args.threads)
+    cfg = train.load_config(None, {"patch": tuple(args.patch), "batch": args.batch, "widths": tuple(args.widths),
+                                   "method": "crac", "progress": False, "voxel_budget": 0.05, "min_size": 1000})
     device = torch.device(args.device)
     prepared = train.prepare_data(cfg)
     offsets, n_nearest = prepared["offsets"], prepared["n_nearest"]
@@ -39,16 +52,22 @@ def main():
     torch.manual_seed(0)
     nets = {k: v.to(device).train() for k, v in train.build_models(cfg).items()}
     opt = torch.optim.Adam([p for n in nets.values() for p in n.parameters()], lr=1e-4)
+    shape = (cfg.batch, 1, *cfg.patch)
+    macs = (complexity.count(models.build("embedding3d", widths=cfg.widths), shape, offsets=offsets)["macs"]
+            + complexity.count(models.build("affinity3d", widths=cfg.widths), shape)["macs"])
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    def full_step(t):
+    def networks(x, precision):
+        with models.autocast(precision, device):
+            emb, aff1 = nets["embedding"](x), nets["affinity"](x)
+        return affinity.affinities_from_embeddings(emb.float(), offsets), aff1.float()
+
+    def full_step(t, precision):
         raw, target, mask, valid = (x.to(device) for x in sampler.sample(0, t, 0, cfg.batch))
-        x = raw.unsqueeze(1)
-        aff2 = affinity.affinities_from_embeddings(nets["embedding"](x), offsets)
-        aff1 = nets["affinity"](x)
+        aff2, aff1 = networks(raw.unsqueeze(1), precision)
         loss = losses.weighted_mse(aff2, target, mask, n_nearest=n_nearest) + \
             losses.weighted_mse(aff1, target, mask, n_nearest=n_nearest)
         cross, _ = losses.cross_consistency_loss(aff1, aff2, valid & ~mask, alpha=losses.alpha_schedule(t, 100),
@@ -58,30 +77,51 @@ def main():
         opt.step()
         sync()
 
-    fixed = torch.rand(cfg.batch, 1, *cfg.patch, device=device)
+    fixed = torch.rand(shape, device=device)
 
-    def bare_step(t):
-        # f(θ2) through its similarity layer, as in training: that is part of the network
-        aff2 = affinity.affinities_from_embeddings(nets["embedding"](fixed), offsets)
-        aff1 = nets["affinity"](fixed)
+    def bare_step(t, precision):
+        aff2, aff1 = networks(fixed, precision)
         opt.zero_grad(set_to_none=True)
         (aff2.mean() + aff1.mean()).backward()
         opt.step()
         sync()
 
-    full_step(0), bare_step(0)  # warm-up
-    times = {}
-    for name, step in (("full", full_step), ("bare", bare_step)):
+    c = 32
+    a = torch.randn(cfg.batch, c, *cfg.patch, device=device, requires_grad=True)
+    w = torch.randn(c, c, 3, 3, 3, device=device, requires_grad=True)
+    conv_macs = c * c * 27 * a[:, 0].numel()
+
+    def conv_step(t, precision):
+        a.grad = w.grad = None
+        with models.autocast(precision, device):
+            out = F.conv3d(a, w, padding=1)
+        out.float().sum().backward()
+        sync()
+
+    def best_of(step, precision):
+        step(0, precision)  # warm-up (allocations, kernel choice)
         best = float("inf")
         for t in range(1, args.iters + 1):
             t0 = time.perf_counter()
-            step(t)
+            step(t, precision)
             best = min(best, time.perf_counter() - t0)
-        times[name] = best
-    print(f"device {device}, batch {cfg.batch} x {tuple(cfg.patch)}, widths {tuple(cfg.widths)}, data: {prepared['source']}")
-    print(f"crac iteration (sampling, targets, masks, losses, step): {times['full']:.3f} s")
-    print(f"bare forward+backward+step of f(θ1) and f(θ2):           {times['bare']:.3f} s")
-    print(f"overhead: {100 * (times['full'] / times['bare'] - 1):.1f} % (must stay under 30 %)")
+        return best
+
+    print(f"device {device} ({threads} CPU thread{'s' if threads > 1 else ''}), batch {cfg.batch} x "
+          f"{tuple(cfg.patch)}, widths {tuple(cfg.widths)}, data: {prepared['source']}; best of {args.iters}")
+    times = {}
+    for precision in ("fp32", "bf16"):
+        # interleaved per precision: the same batches, the same state of the machine
+        full, bare, conv = (best_of(s, precision) for s in (full_step, bare_step, conv_step))
+        times[precision] = (full, bare)
+        net_rate, conv_rate = 3 * macs / bare / 1e9, 3 * conv_macs / conv / 1e9
+        print(f"{precision}: crac iteration {full:.3f} s; networks alone {bare:.3f} s = {bare / full:.0%} of it "
+              f"(sampling, losses and the rest {full - bare:.3f} s)")
+        print(f"{precision}: networks {3 * macs / 1e9:.2f} GMAC -> {net_rate:.1f} GMAC/s; one conv3d "
+              f"{c}->{c} 3x3x3 on {tuple(a.shape)}: {conv_rate:.1f} GMAC/s; ratio networks/conv3d "
+              f"{net_rate / conv_rate:.2f}")
+    print(f"ratio bf16/fp32: crac iteration {times['bf16'][0] / times['fp32'][0]:.2f}, "
+          f"networks alone {times['bf16'][1] / times['fp32'][1]:.2f}")
 
 
 if __name__ == "__main__":

@@ -83,3 +83,28 @@ def test_precision_recall_float32_path_equals_the_comparison_sort(n_values):
     assert abs(ap32 - ap64) < 1e-12
     with pytest.raises(ValueError, match="finite"):
         metrics.precision_recall(np.array([0.1, np.nan], np.float32), np.array([1, 0]))
+
+
+def test_paired_claims_signs_verdicts_and_records():
+    rows = []
+    for seed, (err_a, err_b, ap_a, ap_b) in enumerate([(0.20, 0.30, 0.7, 0.6), (0.22, 0.31, 0.72, 0.6),
+                                                       (0.21, 0.33, 0.69, 0.7)]):
+        rows += [dict(method="crac", seed=seed, test_error=err_a, test_ap=ap_a),
+                 dict(method="sparse_only", seed=seed, test_error=err_b, test_ap=ap_b)]
+    rows.append(dict(method="crac", seed=9, test_error=0.0, test_ap=1.0))  # no partner: not paired
+    claims = stats.paired_claims(rows, [("crac", "sparse_only")], ["test_error", "test_ap"], "train")
+    err, ap = claims
+    # lower is better as it is; AP negated and named with "-": negative differences favour crac
+    assert err.measure == "test_error" and ap.measure == "-test_ap" and err.pairs == ap.pairs == 3
+    assert err.mean == pytest.approx(-0.1033333) and err.verdict == "holds" and err.high < 0
+    assert ap.mean == pytest.approx(-(0.1 + 0.12 - 0.01) / 3) and ap.verdict == "inconclusive"
+    assert set(err.as_record()) == {"claim", "measure", "mean", "low", "high", "pairs", "verdict", "source"}
+    line = stats.claim_summary(claims, "crac beats sparse_only", primary=("test_error", "test_ap"))
+    assert line.startswith("crac beats sparse_only: holds on 1 of 2 affinity-level measures (3 paired seeds, train)")
+    # the other way round the same data do not hold
+    back = stats.paired_claims(rows, [("sparse_only", "crac")], ["test_error"], "reference")[0]
+    assert back.verdict == "does not hold" and back.source == "reference"
+    with pytest.raises(ValueError, match="source"):
+        stats.paired_claims(rows, [("crac", "sparse_only")], ["test_error"], "mine")
+    with pytest.raises(ValueError, match="voi"):
+        stats.paired_claims(rows, [("crac", "sparse_only")], ["voi"], "train")

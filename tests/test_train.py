@@ -147,11 +147,59 @@ def test_config_yaml_and_typed_overrides(tmp_path):
         (["iterations=ten"], "expected int"),
         (["detach_targets=maybe"], "expected true or false"),
         (["cosine=cos"], "config.cosine"),
+        (["precision=fp16"], "config.precision"),
+        (["lr_schedule=step"], "config.lr_schedule"),
+        (["warmup=300", "iterations=200"], "config.warmup"),
     ],
 )
 def test_config_errors(overrides, match):
     with pytest.raises(ValueError, match=match):
         train.load_config(None, overrides)
+
+
+def test_learning_rate_schedules():
+    const = train.load_config(None, ["iterations=100", "lr=0.01"])
+    assert [const.learning_rate(t) for t in (1, 50, 100)] == [0.01, 0.01, 0.01]
+    cos = train.load_config(None, ["iterations=100", "lr=0.01", "lr_schedule=cosine", "warmup=0.1"])
+    assert cos.warmup_iterations() == 10
+    # linear warm-up to lr at iteration 10, then half a cosine down to 0 at the last iteration
+    assert cos.learning_rate(1) == pytest.approx(0.001) and cos.learning_rate(10) == pytest.approx(0.01)
+    assert cos.learning_rate(55) == pytest.approx(0.005) and cos.learning_rate(100) == pytest.approx(0.0, abs=1e-12)
+    lrs = [cos.learning_rate(t) for t in range(10, 101)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert train.load_config(None, ["iterations=100", "warmup=25"]).warmup_iterations() == 25
+
+
+def test_autocast_runs_the_networks_in_bf16_and_fp32_unchanged():
+    torch.manual_seed(0)
+    net = models.build("embedding3d", widths=(4, 8)).eval()
+    x = torch.rand(1, 1, 4, 16, 16)
+    with torch.no_grad():
+        plain = net(x)
+        with models.autocast("fp32", "cpu"):
+            same = net(x)
+        with models.autocast("bf16", "cpu"):
+            low = net(x)
+    assert same.dtype == torch.float32 and torch.equal(same, plain)
+    assert low.dtype == torch.bfloat16
+    # bf16 keeps 8 bits of mantissa: close to fp32, not equal to it
+    assert 0 < (low.float() - plain).abs().max() < 0.1 * plain.abs().max()
+    with pytest.raises(ValueError, match="precision"):
+        models.autocast("fp16", "cpu")
+
+
+def test_bf16_training_learns_and_logs_float32_losses(tmp_path):
+    base = TINY + ["method=crac", "iterations=4", "lr_schedule=cosine", "warmup=1"]
+    summaries = {}
+    for precision in ("fp32", "bf16"):
+        cfg = train.load_config(None, base + [f"precision={precision}", f"out_dir={tmp_path / precision}"])
+        summaries[precision] = train.train(cfg)
+        nets, cfg2, _ = train.load_checkpoint(tmp_path / precision / "last.pt")
+        assert cfg2.precision == precision
+        assert all(p.dtype == torch.float32 for n in nets.values() for p in n.parameters())  # weights stay fp32
+    a, b = summaries["fp32"]["last_losses"], summaries["bf16"]["last_losses"]
+    assert np.isfinite(b["total"]) and b["total"] != a["total"]  # other arithmetic, same run otherwise
+    assert b["total"] == pytest.approx(a["total"], rel=0.2)
 
 
 def test_unknown_key_in_yaml(tmp_path):
