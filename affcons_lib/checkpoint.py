@@ -52,7 +52,7 @@ def load_checkpoint(path, device="cpu") -> tuple[dict[str, torch.nn.Module], Tra
     """Models (in eval mode), config and the raw checkpoint dict from a file
     written by :func:`train`."""
     ckpt = read_checkpoint(path, device)
-    cfg = TrainConfig(**ckpt["config"])
+    cfg = TrainConfig.from_saved(ckpt["config"])
     nets = build_models(cfg)
     for name, net in nets.items():
         net.load_state_dict(ckpt["models"][name])

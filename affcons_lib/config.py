@@ -30,7 +30,7 @@ from . import data, distributed
 __all__ = ["METHODS", "PRECISIONS", "LR_SCHEDULES", "SCALES", "TrainConfig", "load_config", "run_config_cli", "as_sizes"]
 
 METHODS = ("sparse_only", "crac", "full_supervision")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
 
 #: Starting values of each ``scale``. ``small`` (the dataclass defaults) runs on
@@ -80,8 +80,9 @@ class TrainConfig:
     betas: tuple = (0.9, 0.999)
     seed: int = 0
     # the networks' arithmetic: fp32, or bf16 under torch.autocast (CPU and CUDA); losses, entropy
-    # and the cosine affinities stay float32 either way
-    precision: str = "fp32"
+    # and the cosine affinities stay float32 either way. auto: bf16 where the device computes it
+    # natively (models.resolve_precision), fp32 elsewhere
+    precision: str = "auto"
     min_labeled: float = 0.02  # least fraction of labeled edges in a patch (resampled otherwise)
     augment: bool = True
     # cross-representation consistency
@@ -114,6 +115,13 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, list):
                 setattr(self, name, tuple(value))
+
+    @classmethod
+    def from_saved(cls, values: dict) -> "TrainConfig":
+        """The config a checkpoint saved. Keys added since it was written take the
+        value those runs had, not today's default: runs from before
+        ``precision`` existed ran in fp32."""
+        return cls(**{"precision": "fp32", **values})
 
     def cpsn_warmup_iterations(self) -> int:
         """The iteration after which the CPSN filter acts (``cpsn_warmup`` as a count)."""

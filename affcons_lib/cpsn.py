@@ -89,7 +89,7 @@ class SnapshotBank:
             if len(self._cache) >= 4:  # a few in memory at a time
                 self._cache.pop(next(iter(self._cache)))
             ckpt = checkpoint.read_checkpoint(path, self.device)
-            cfg = TrainConfig(**ckpt["config"])
+            cfg = TrainConfig.from_saved(ckpt["config"])
             nets = build_models(cfg)
             for name, net in nets.items():
                 net.load_state_dict(ckpt["models"][name])
@@ -184,7 +184,7 @@ def _seg_config(snapshot_dir: Path) -> TrainConfig:
     files = sorted(Path(snapshot_dir).glob("snapshot_*.pt")) or sorted(Path(snapshot_dir).glob("last.pt"))
     if not files:
         raise FileNotFoundError(f"{snapshot_dir}: no snapshot_*.pt or last.pt")
-    return TrainConfig(**checkpoint.read_checkpoint(files[0])["config"])
+    return TrainConfig.from_saved(checkpoint.read_checkpoint(files[0])["config"])
 
 
 def train_cpsn(cfg: CPSNConfig, prepared: dict | None = None) -> dict:

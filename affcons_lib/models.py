@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ResidualUNet", "McDropout", "build", "MODEL_NAMES", "valid_sizes", "n_parameters", "autocast"]
+__all__ = ["ResidualUNet", "McDropout", "build", "MODEL_NAMES", "valid_sizes", "n_parameters", "autocast", "resolve_precision"]
 
 WIDTHS_3D = (28, 36, 48, 64, 80)
 WIDTHS_2D = (16, 32, 64, 128, 256)
@@ -278,6 +278,26 @@ def n_parameters(model: nn.Module) -> int:
 
 
 
+def resolve_precision(precision: str, device) -> str:
+    """``precision`` ("auto", "bf16" or "fp32") as the one to run on ``device``.
+
+    "auto" is bf16 where the device computes bfloat16 natively (a CPU with AVX512-BF16
+    or AMX, a CUDA GPU that supports it) and fp32 elsewhere, where autocast would only
+    emulate bf16 and run slower. On this project's CPUs bf16 made a small-scale crac
+    step 1.5x faster and reached the fp32 runs' scores within +-0.006 over 10 paired
+    runs (README, "Time to claim")."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision: expected 'auto', 'fp32' or 'bf16', got {precision!r}")
+    if precision != "auto":
+        return precision
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
+        getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return "bf16" if native else "fp32"
+
+
 def autocast(precision: str, device) -> torch.autocast:
     """The context in which the networks run at ``precision`` ("fp32" or "bf16").
 
@@ -286,8 +306,7 @@ def autocast(precision: str, device) -> torch.autocast:
     (``.float()``) so that losses, entropy and the cosine affinities are computed as
     in fp32 runs. "fp32" gives a disabled context: the same code path either way.
     """
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision: expected 'fp32' or 'bf16', got {precision!r}")
+    precision = resolve_precision(precision, device)
     device_type = torch.device(device).type
     return torch.autocast(device_type if device_type in ("cpu", "cuda") else "cpu", dtype=torch.bfloat16,
                           enabled=precision == "bf16")

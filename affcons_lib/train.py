@@ -41,7 +41,7 @@ from .config import METHODS, TrainConfig, load_config, run_config_cli
 from .cpsn import cpsn_confidence, load_cpsn
 from .evaluate import affinity_scores, score_prediction
 from .inference import part_tiling, predict_affinities
-from .models import autocast
+from .models import autocast, resolve_precision
 from .sampling import PatchSampler, describe, prepare_data
 
 # TrainConfig, load_config, PatchSampler, prepare_data, build_models and
@@ -98,12 +98,13 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
     threads = checkpoint.set_threads(cfg.threads)
     device = distributed.setup(str(checkpoint.resolve_device(cfg)))  # joins torchrun's process group, if any
     main_rank = distributed.is_main()  # rank 0 alone writes logs and checkpoints
+    precision = resolve_precision(cfg.precision, device)  # "auto": bf16 where the device has it natively
     prepared = prepared or prepare_data(cfg)
     cfg.in_channels = prepared.get("in_channels", 1)
     if cfg.progress and main_rank:
         print(describe(prepared, cfg), f"\n{cfg.method} on {device} ({threads} CPU thread{'s' if threads > 1 else ''}): "
-              f"{cfg.iterations} iterations, batch {cfg.batch}, patch {tuple(cfg.patch)}, widths {tuple(cfg.widths)} "
-              f"-> {out_dir}", flush=True)
+              f"{cfg.iterations} iterations, batch {cfg.batch}, patch {tuple(cfg.patch)}, widths {tuple(cfg.widths)}, "
+              f"{precision} -> {out_dir}", flush=True)
     offsets, n_nearest = prepared["offsets"], prepared["n_nearest"]
     full = cfg.method == "full_supervision"
     sampler = PatchSampler(
@@ -152,7 +153,7 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
         #    cosine="raw" its losses see the cosine below 0 too (a negative cosine with
         #    target 1 gets a gradient), its affinities stay clipped. The networks run at
         #    cfg.precision, everything after them in float32.
-        with autocast(cfg.precision, device):
+        with autocast(precision, device):
             emb = nets["embedding"](x)
             aff1 = nets["affinity"](x) if cfg.method == "crac" else None
         cos2 = affinity.affinities_from_embeddings(emb.float(), offsets, clip_negative=cfg.cosine == "clipped")
@@ -205,7 +206,7 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
                 checkpoint.save(state, last)
                 checkpoint.write_log(log, out_dir)
     bar.close()
-    summary = {"out_dir": str(out_dir), "checkpoint": str(last), "iterations": cfg.iterations,
+    summary = {"out_dir": str(out_dir), "checkpoint": str(last), "iterations": cfg.iterations, "precision": precision,
                "seconds": time.time() - t_start, "last_losses": log[-1] if log else {},
                "source": prepared["source"]}
     if main_rank:

@@ -186,6 +186,10 @@ def test_autocast_runs_the_networks_in_bf16_and_fp32_unchanged():
     assert 0 < (low.float() - plain).abs().max() < 0.1 * plain.abs().max()
     with pytest.raises(ValueError, match="precision"):
         models.autocast("fp16", "cpu")
+    # auto: bf16 exactly where the CPU computes it natively
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert models.resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    assert models.resolve_precision("fp32", "cpu") == "fp32" and models.resolve_precision("bf16", "cpu") == "bf16"
 
 
 def test_bf16_training_learns_and_logs_float32_losses(tmp_path):
@@ -195,7 +199,7 @@ def test_bf16_training_learns_and_logs_float32_losses(tmp_path):
         cfg = train.load_config(None, base + [f"precision={precision}", f"out_dir={tmp_path / precision}"])
         summaries[precision] = train.train(cfg)
         nets, cfg2, _ = train.load_checkpoint(tmp_path / precision / "last.pt")
-        assert cfg2.precision == precision
+        assert cfg2.precision == precision and summaries[precision]["precision"] == precision
         assert all(p.dtype == torch.float32 for n in nets.values() for p in n.parameters())  # weights stay fp32
     a, b = summaries["fp32"]["last_losses"], summaries["bf16"]["last_losses"]
     assert np.isfinite(b["total"]) and b["total"] != a["total"]  # other arithmetic, same run otherwise

@@ -1,0 +1,100 @@
+"""Time to claim: paired runs of sparse_only and crac at one setting, scored at the
+affinity level, with the minutes they took and the verdicts they give.
+
+    python benchmarks/time_to_claim.py NAME [--set key=value ...] [--seeds 0,1,2,3,4]
+        [--methods sparse_only crac] [--out data/reference/time_to_claim]
+
+Each seed is a training seed and an annotation draw (notebook 01's: random complete
+bodies of at least 1000 voxels up to 5 % of the instance voxels, unless --set says
+otherwise), the same for every method. Every run is scored as notebook 01 scores it,
+without the segmentation: f(θ2)'s affinities of the whole test part (affinity error,
+boundary AP) and of the unlabeled region of a 96x96 training crop. The floors are
+printed beside the means: on each region the trivial answer "every affinity 1" has
+an affinity error equal to the share of cuts, and a random ranking an AP equal to it.
+
+Writes NAME.csv (one row per run) and NAME.json (setting, minutes, floors, claims as
+``stats.Claim`` records) under --out, atomically. Minutes are the wall time of this
+process, training and scoring, at the thread count it ran with (printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from affcons_lib import sampling, stats, train
+from affcons_lib._atomic import atomic_path, write_json
+from affcons_lib.checkpoint import set_threads
+from affcons_lib.evaluate import affinity_scores
+from affcons_lib.predict import predict_part
+
+#: notebook 01's annotation and scale; --set overrides any key
+BASE = dict(dataset="auto", dim=3, voxel_budget=0.05, min_size=1000, iterations=120, progress=False, log_every=10)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("name")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--methods", nargs="+", default=["sparse_only", "crac"])
+    ap.add_argument("--out", default="data/reference/time_to_claim")
+    ap.add_argument("--runs", default="runs/time_to_claim", help="where the checkpoints go (not committed)")
+    ap.add_argument("--train-crop", type=int, nargs=2, default=[96, 96])
+    args = ap.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    overrides = [f"{k}={v}" for k, v in BASE.items() if k not in {s.split('=', 1)[0] for s in args.set}] + args.set
+    base = train.load_config(None, overrides)
+    threads = set_threads(base.threads)
+    t_start = time.time()
+    rows = []
+    for seed in seeds:
+        setting = overrides + [f"annotation_seed={seed}", f"seed={seed}", f"checkpoint_every={base.iterations}"]
+        prepared = train.prepare_data(train.load_config(None, setting))
+        view = sampling.crop_train_part(prepared, tuple(args.train_crop))
+        for method in args.methods:
+            cfg = train.load_config(None, setting + [f"method={method}",
+                                                     f"out_dir={Path(args.runs) / args.name / f'{method}_seed{seed}'}"])
+            summary = train.train(cfg, prepared)
+            affs, _, labels, offsets = predict_part(summary["checkpoint"], "test", prepared=prepared,
+                                                    with_entropy=False)
+            test = affinity_scores(affs, labels, offsets)
+            unlabeled = affinity_scores(predict_part(summary["checkpoint"], "train", prepared=view,
+                                                     with_entropy=False)[0],
+                                        view["labels_train"], offsets, sparse_labels=view["sparse_train"])
+            rows.append(dict(method=method, seed=seed, train_seconds=summary["seconds"],
+                             test_error=test["affinity_error"], test_ap=test["boundary_ap"],
+                             unlabeled_error=unlabeled["affinity_error"], unlabeled_ap=unlabeled["boundary_ap"],
+                             test_cut_share=test["boundary_share"], unlabeled_cut_share=unlabeled["boundary_share"]))
+            print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()),
+                  flush=True)
+    minutes = (time.time() - t_start) / 60
+    df = pd.DataFrame(rows)
+    means = df.groupby("method").mean(numeric_only=True).drop(columns="seed")
+    floors = {"test": float(df.test_cut_share.mean()), "unlabeled": float(df.unlabeled_cut_share.mean())}
+    claims = stats.paired_claims(rows, [(a, b) for a, b in (("crac", "sparse_only"), ("full_supervision", "sparse_only"))
+                                        if {a, b} <= set(args.methods)], stats.AFFINITY_MEASURES, "train")
+    print(f"\n{args.name}: {' '.join(args.set) or 'notebook 01 defaults'}; {len(seeds)} paired seeds, "
+          f"{threads} thread{'s' if threads > 1 else ''}, {minutes:.1f} min")
+    print(means.round(4).to_string())
+    print(f"floors (every affinity 1: error = share of cuts; chance AP = share of cuts): "
+          f"test {floors['test']:.3f}, unlabeled region {floors['unlabeled']:.3f} (mean over draws)")
+    for c in claims:
+        print(c)
+    if "crac" in args.methods and "sparse_only" in args.methods:
+        print(stats.claim_summary(claims, "crac beats sparse_only"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / f"{args.name}.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    write_json(out / f"{args.name}.json", {
+        "name": args.name, "set": args.set, "seeds": seeds, "methods": args.methods, "threads": threads,
+        "minutes": minutes, "means": means.to_dict("index"), "floors": floors,
+        "claims": [c.as_record() for c in claims]})
+
+
+if __name__ == "__main__":
+    main()
