@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["PairedDifference", "paired_difference", "VERDICTS", "Claim", "paired_claims", "claim_summary",
-           "AFFINITY_MEASURES", "HIGHER_IS_BETTER"]
+           "AFFINITY_MEASURES", "HIGHER_IS_BETTER", "beyond_floors"]
 
 VERDICTS = ("a lower", "b lower", "inconclusive")
 
@@ -175,15 +175,46 @@ def paired_claims(rows, comparisons, measures, source: str) -> list[Claim]:
     return out
 
 
-def claim_summary(claims, claim: str, primary=AFFINITY_MEASURES) -> str:
+def beyond_floors(rows, floors: dict) -> dict:
+    """For each measure of ``floors`` (its trivial answer's score, e.g. the share
+    of cuts for the affinity error of "every affinity 1" and for a random
+    ranking's AP), the methods whose mean over ``rows`` is better than the floor.
+
+    Returns ``{measure: [method, ...]}``, methods in the order they first appear."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    out = {}
+    for measure, floor in floors.items():
+        better = []
+        for m in methods:
+            mean = float(np.mean([r[measure] for r in rows if r["method"] == m]))
+            if (mean > floor) if measure in HIGHER_IS_BETTER else (mean < floor):
+                better.append(m)
+        out[measure] = better
+    return out
+
+
+def claim_summary(claims, claim: str, primary=AFFINITY_MEASURES, beyond: dict | None = None) -> str:
     """One line on ``claim`` (e.g. "crac beats sparse_only"): on how many of the
-    ``primary`` measures it holds, each measure's interval, then the others."""
+    ``primary`` measures it holds, each measure's interval, then the others.
+
+    ``beyond`` (from :func:`beyond_floors`): a measure on which either compared
+    method's mean is no better than the trivial answer is marked "at the floor",
+    and a verdict there is not counted: a result at the floor is no result."""
     mine = [c for c in claims if c.claim == claim]
     if not mine:
         return f"{claim}: not measured"
+    a, b = claim.split(" beats ")
+
+    def at_floor(c):
+        return beyond is not None and c.measure.lstrip("-") in beyond and \
+            not {a, b} <= set(beyond[c.measure.lstrip("-")])
+
     first = [c for c in mine if c.measure.lstrip("-") in primary]
     rest = [c for c in mine if c.measure.lstrip("-") not in primary]
-    holds = sum(c.verdict == "holds" for c in first)
-    show = "; ".join(f"{c.measure} {c.mean:+.3f} [{c.low:+.3f}, {c.high:+.3f}] {c.verdict}" for c in first + rest)
-    return (f"{claim}: holds on {holds} of {len(first)} affinity-level measures "
-            f"({mine[0].pairs} paired seeds, {mine[0].source}). {show}")
+    holds = sum(c.verdict == "holds" and not at_floor(c) for c in first)
+    floored = sum(at_floor(c) for c in first)
+    show = "; ".join(f"{c.measure} {c.mean:+.3f} [{c.low:+.3f}, {c.high:+.3f}] {c.verdict}"
+                     + (" (at the floor)" if at_floor(c) else "") for c in first + rest)
+    counted = f"{len(first) - floored} affinity-level measures above their floors" if beyond is not None \
+        else f"{len(first)} affinity-level measures"
+    return f"{claim}: holds on {holds} of {counted} ({mine[0].pairs} paired seeds, {mine[0].source}). {show}"

@@ -10,7 +10,8 @@ import numpy as np
 from ._atomic import atomic_path, write_json
 from ._paths import runs_dir
 
-__all__ = ["runs_dir", "figures_dir", "save_figure", "label_cmap", "show_labels", "matched_labels", "results_dir", "record_results"]
+__all__ = ["runs_dir", "figures_dir", "save_figure", "label_cmap", "show_labels", "matched_labels", "results_dir", "record_results",
+           "paired_plot", "MEASURE_LABELS"]
 
 
 def figures_dir() -> Path:
@@ -149,3 +150,51 @@ def show_affinities_and_entropy(fig, top_axes, bottom_axes, affs, entropy, names
         im = ax_h.imshow(h, cmap=ENTROPY_CMAP, vmin=0, vmax=np.log(2))
         ax_h.set_title(f"entropy, {name} (nats)")
         fig.colorbar(im, ax=ax_h, fraction=0.046)
+
+
+#: Axis labels of the scores notebook 01 compares, with the direction that is better.
+MEASURE_LABELS = {
+    "voi": "VOI, test part (bits), lower is better",
+    "test_error": "affinity error, test part, lower is better",
+    "test_ap": "boundary AP, test part, higher is better",
+    "unlabeled_error": "affinity error, unlabeled region, lower is better",
+    "unlabeled_ap": "boundary AP, unlabeled region, higher is better",
+    "aji": "AJI, higher is better",
+}
+
+
+def paired_plot(ax, rows, measure: str, methods, *, floor: float | None = None, floor_label: str = "floor",
+                ceiling: float | None = None, ceiling_label: str = "ceiling") -> None:
+    """The paired design drawn: one grey line per seed joining its runs across
+    ``methods`` (a seed is a training seed and an annotation draw), each method's
+    mean as a black bar in front, and the measure's floor (dashed) and ceiling
+    (dotted) where given.
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+    rows : iterable of mappings with ``method``, ``seed`` and ``measure``
+    measure : str
+    methods : sequence of str, the x order
+    floor, ceiling : float, optional
+    """
+    rows = [r for r in rows if r["method"] in methods]
+    seeds = sorted({r["seed"] for r in rows})
+    x_of = {m: i for i, m in enumerate(methods)}
+    value = {(r["method"], r["seed"]): float(r[measure]) for r in rows}
+    for seed in seeds:
+        pts = [(x_of[m], value[(m, seed)]) for m in methods if (m, seed) in value]
+        ax.plot(*zip(*pts), color="0.6", lw=1, marker="o", ms=4, zorder=2)
+    for m in methods:
+        vals = [v for (mm, _), v in value.items() if mm == m]
+        if vals:
+            ax.plot([x_of[m] - 0.18, x_of[m] + 0.18], [np.mean(vals)] * 2, color="k", lw=2.5, zorder=3)
+    if floor is not None:
+        ax.axhline(floor, color="0.35", ls="--", lw=1.2, label=f"{floor_label}: {floor:.2f}", zorder=1)
+    if ceiling is not None:
+        ax.axhline(ceiling, color="tab:purple", ls=":", lw=1.4, label=f"{ceiling_label}: {ceiling:.2f}", zorder=1)
+    if floor is not None or ceiling is not None:
+        ax.legend(fontsize=7, loc="best")
+    ax.set_xticks(range(len(methods)), [m.replace("_", " ") for m in methods], fontsize=8)
+    ax.set_xlim(-0.4, len(methods) - 0.6)
+    ax.set_ylabel(MEASURE_LABELS.get(measure, measure), fontsize=8)

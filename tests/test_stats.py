@@ -108,3 +108,22 @@ def test_paired_claims_signs_verdicts_and_records():
         stats.paired_claims(rows, [("crac", "sparse_only")], ["test_error"], "mine")
     with pytest.raises(ValueError, match="voi"):
         stats.paired_claims(rows, [("crac", "sparse_only")], ["voi"], "train")
+
+
+def test_a_verdict_at_the_floor_is_not_counted():
+    rows = []
+    for seed, (e_a, e_b, u_a, u_b) in enumerate([(0.30, 0.32, 0.27, 0.30), (0.31, 0.33, 0.26, 0.29),
+                                                 (0.29, 0.32, 0.28, 0.30)]):
+        rows += [dict(method="crac", seed=seed, test_error=e_a, unlabeled_error=u_a),
+                 dict(method="sparse_only", seed=seed, test_error=e_b, unlabeled_error=u_b)]
+    floors = {"test_error": 0.34, "unlabeled_error": 0.28}  # every affinity 1 errs on the cuts
+    beyond = stats.beyond_floors(rows, floors)
+    assert beyond == {"test_error": ["crac", "sparse_only"], "unlabeled_error": ["crac"]}
+    claims = stats.paired_claims(rows, [("crac", "sparse_only")], ["test_error", "unlabeled_error"], "train")
+    assert [c.verdict for c in claims] == ["holds", "holds"]
+    line = stats.claim_summary(claims, "crac beats sparse_only", primary=("test_error", "unlabeled_error"),
+                               beyond=beyond)
+    assert "holds on 1 of 1 affinity-level measures above their floors" in line
+    assert "unlabeled_error -0.027" in line and "(at the floor)" in line
+    higher = stats.beyond_floors([dict(method="m", seed=0, test_ap=0.3)], {"test_ap": 0.34})
+    assert higher == {"test_ap": []}  # AP: better means higher than chance

@@ -39,3 +39,25 @@ def test_shared_id_space_gives_shared_colours():
     assert np.allclose(rgb_a[0, 0], rgb_b[0, 0])  # id 1: one colour
     assert not np.allclose(rgb_a[1, 0], rgb_b[1, 0])  # ids 3 and 2: two colours
     plt.close(fig)
+
+
+def test_paired_plot_joins_each_seed_and_marks_means():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from affcons_lib import viz
+
+    rows = [dict(method=m, seed=s, test_error=v) for s, vals in enumerate([(0.3, 0.2), (0.35, 0.3), (0.4, 0.33)])
+            for m, v in zip(("sparse_only", "crac"), vals)]
+    fig, ax = plt.subplots()
+    viz.paired_plot(ax, rows, "test_error", ["sparse_only", "crac"], floor=0.34, floor_label="every affinity 1")
+    lines = ax.get_lines()
+    seeds = [ln for ln in lines if ln.get_marker() == "o"]
+    assert len(seeds) == 3  # one line per seed, through both methods
+    assert [tuple(ln.get_ydata()) for ln in seeds] == [(0.3, 0.2), (0.35, 0.3), (0.4, 0.33)]
+    means = [ln for ln in lines if ln.get_linewidth() == 2.5]
+    assert [round(ln.get_ydata()[0], 4) for ln in means] == [0.35, round((0.2 + 0.3 + 0.33) / 3, 4)]
+    assert "every affinity 1: 0.34" in [t.get_text() for t in ax.get_legend().get_texts()]
+    plt.close(fig)
