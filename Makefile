@@ -23,7 +23,7 @@ LAB_PORT ?= 8888
 LAB_TOKEN ?=
 LAB_TOKEN_FLAG := $(if $(LAB_TOKEN),--IdentityProvider.token=$(LAB_TOKEN),)
 
-.PHONY: setup reproduce test lab report bench reference clean
+.PHONY: setup reproduce test lab report bench reference reference-paired clean
 
 # setuptools warns on every editable install that a folder named like the package
 # could shadow it; here that folder is the package itself (UserWarnings of the build only).
@@ -56,6 +56,19 @@ reference: setup
 	OMP_NUM_THREADS=1 $(PY) -m affcons_lib.reference --methods crac --set snapshot_iters=100,300,1000,3000 & crac=$$!; \
 	OMP_NUM_THREADS=1 $(PY) -m affcons_lib.reference --methods sparse_only full_supervision || exit 1; \
 	wait $$crac
+
+# The paired reference runs under data/reference/paired/: notebook 01 itself, with
+# more seeds and a longer schedule than a reader's first run (PAIRED_PARAMETERS), then
+# exported small (scores, claims, weights, loss logs). Notebook 01 shows them.
+PAIRED_PARAMETERS ?= {iterations: 600, seeds: [0, 1, 2, 3, 4]}
+PAIRED_WORK := runs/paired_reference
+reference-paired: setup
+	rm -rf $(PAIRED_WORK)
+	AFFCONS_RUNS_DIR=$(PAIRED_WORK) AFFCONS_RESULTS_DIR=$(PAIRED_WORK)/results AFFCONS_FIGURES_DIR=$(PAIRED_WORK)/figures \
+	AFFCONS_STATIC=1 $(VENV)/bin/papermill notebooks/01_training.ipynb $(PAIRED_WORK)/01_training.ipynb \
+		--cwd notebooks -y "$(PAIRED_PARAMETERS)"
+	$(PY) -m affcons_lib.reference --export-paired $(PAIRED_WORK) --parameters \
+		"$$($(PY) -c 'import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.argv[1])))' '$(PAIRED_PARAMETERS)')"
 
 # The executed notebooks of runs/ (from make reproduce) as web pages with an index.
 report: setup

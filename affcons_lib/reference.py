@@ -17,6 +17,14 @@ curves), and is exported to ``data/reference/<method>/``:
 Notebooks 03 and 05 load these weights (``weights="reference"``) to show
 entropy and error maps of trained networks in seconds. The full runs write
 under ``runs/reference/`` (never committed); only the export is.
+
+The paired reference runs (``make reference-paired``) are notebook 01 itself,
+run longer with more seeds; :func:`export_paired` keeps what a reader needs under
+``data/reference/paired/``: every run's scores (``scores.csv``), the claims as
+:class:`~affcons_lib.stats.Claim` records with ``source="reference"`` and the
+setting (``claims.json``), and each run's weights and loss log
+(``<method>_seed<k>/``). Notebook 01 shows them in seconds
+(:func:`paired_results`).
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from ._paths import runs_dir
 from .config import METHODS, load_config
 
 __all__ = ["REFERENCE_DIR", "reference_dir", "WEIGHTS_CHOICES", "reference_weights", "use_reference", "export_weights",
-           "export_summary", "export_run", "learning_curves", "main"]
+           "export_summary", "export_run", "learning_curves", "export_paired", "paired_results", "main"]
 
 #: Where the committed reference runs live (beside the package, in the repository).
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "data" / "reference"
@@ -158,6 +166,60 @@ def export_run(work, dest) -> Path:
     return dest
 
 
+def export_paired(work, dest, parameters: dict | None = None) -> Path:
+    """Export a notebook 01 run in ``work`` (``AFFCONS_RUNS_DIR`` of that run: its
+    ``01_training/<method>_seed<k>/`` checkpoints and ``results/01_training.json``,
+    ``results/01_claims.json``) to ``dest`` as the paired reference runs: weights
+    without optimiser state, loss logs, ``scores.csv`` and ``claims.json`` (claims
+    marked ``source="reference"``, the notebook ``parameters`` beside them), with no
+    path of the machine that made them."""
+    import pandas as pd
+
+    work, dest = Path(work), Path(dest)
+    results = work / "results"
+    missing = [p for p in (results / "01_training.json", results / "01_claims.json") if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"not a finished notebook 01 run: {', '.join(map(str, missing))} missing")
+    scores = json.loads((results / "01_training.json").read_text())
+    claims = json.loads((results / "01_claims.json").read_text())
+    dest.mkdir(parents=True, exist_ok=True)
+    for row in scores["scores"]:
+        name = f"{row['method']}_seed{row['seed']}"
+        run = work / "01_training" / name
+        export_weights(run / "last.pt", dest / name / "weights.pt", {"out_dir": f"runs/01_training/{name}"})
+        shutil.copyfile(run / "losses.csv", dest / name / "losses.csv")
+    frame = pd.DataFrame(scores["scores"])
+    write_text(dest / "scores.csv", frame.to_csv(index=False))
+    claims["claims"] = [{**c, "source": "reference"} for c in claims["claims"]]
+    claims["central"] = claims["central"].replace(", train)", ", reference)")
+    record = {"parameters": parameters or {}, "source_data": scores.get("source"), **claims,
+              "reference_scores": scores.get("reference", [])}
+    write_text(dest / "claims.json", json.dumps(record, indent=1, default=float) + "\n")
+    return dest
+
+
+def paired_results(root=None):
+    """The paired reference runs as notebook 01 shows them.
+
+    Returns
+    -------
+    (scores, claims, record): a pandas.DataFrame with one row per run (``method``,
+    ``seed``, VOI and the affinity-level scores), the list of
+    :class:`~affcons_lib.stats.Claim` records, and the whole ``claims.json``
+    (setting, floors, minutes). A clear error naming the command that makes them
+    when they are missing.
+    """
+    import pandas as pd
+
+    from .stats import Claim
+
+    root = Path(root or reference_dir()) / "paired"
+    if not (root / "claims.json").is_file() or not (root / "scores.csv").is_file():
+        raise FileNotFoundError(f"no paired reference runs under {root} (make them with `make reference-paired`)")
+    record = json.loads((root / "claims.json").read_text())
+    return pd.read_csv(root / "scores.csv"), [Claim(**c) for c in record["claims"]], record
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(REFERENCE_DIR / "config.yaml"))
@@ -165,7 +227,13 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set iterations=2000")
+    ap.add_argument("--export-paired", metavar="WORK",
+                    help="export the notebook 01 run under WORK (its AFFCONS_RUNS_DIR) to OUT/paired and stop")
+    ap.add_argument("--parameters", default="{}", help="the notebook parameters of that run, as JSON (recorded)")
     args = ap.parse_args(argv)
+    if args.export_paired:
+        print(f"paired reference runs -> {export_paired(args.export_paired, Path(args.out) / 'paired', json.loads(args.parameters))}")
+        return 0
     for method in args.methods:
         print(f"reference run: {method}", flush=True)
         print(f"  -> {run_reference(method, args.config, args.out, args.set)}", flush=True)

@@ -119,3 +119,46 @@ def test_committed_reference_runs_match_their_config(method):
         assert set(nets) == {"embedding", "affinity"}
         assert sorted(p.name for p in dest.glob("snapshot_*.pt")) == [f"snapshot_{t:07d}.pt" for t in
                                                                       sorted(cfg.snapshot_iters)]
+
+
+@pytest.mark.slow
+def test_paired_export_round_trip_and_notebook_shows_it(tmp_path, monkeypatch):
+    """make reference-paired: notebook 01 run (here at smoke scale), exported without
+    optimiser or machine paths, read back as Claim records marked 'reference'; a
+    second notebook 01 run shows those verdicts and draws their paired plots."""
+    from pathlib import Path
+
+    import papermill as pm
+
+    notebooks = Path(__file__).resolve().parent.parent / "notebooks"
+    params = yaml.safe_load((notebooks / "smoke.yaml").read_text())["01_training.ipynb"]
+    work = tmp_path / "work"
+    monkeypatch.setenv("AFFCONS_RUNS_DIR", str(work))
+    monkeypatch.setenv("AFFCONS_RESULTS_DIR", str(work / "results"))
+    monkeypatch.setenv("AFFCONS_FIGURES_DIR", str(tmp_path / "figures"))
+    monkeypatch.setenv("AFFCONS_STATIC", "1")
+    monkeypatch.setenv("AFFCONS_REFERENCE_DIR", str(tmp_path / "reference"))
+    pm.execute_notebook(str(notebooks / "01_training.ipynb"), str(tmp_path / "a.ipynb"), parameters=params,
+                        cwd=str(notebooks), progress_bar=False, kernel_name="python3")
+    with pytest.raises(FileNotFoundError, match="make reference-paired"):
+        reference.paired_results()
+    assert reference.main(["--out", str(tmp_path / "reference"), "--export-paired", str(work),
+                           "--parameters", json.dumps(params)]) == 0
+    scores, claims, record = reference.paired_results()
+    trained = json.loads((work / "results" / "01_claims.json").read_text())
+    assert [c.as_record() for c in claims] == [{**c, "source": "reference"} for c in trained["claims"]]
+    assert record["parameters"] == params and record["central"].endswith(trained["central"].split(" train). ")[1])
+    assert sorted(zip(scores.method, scores.seed)) == sorted((m, s) for m in params["methods"] for s in params["seeds"])
+    dest = tmp_path / "reference" / "paired"
+    for f in dest.rglob("*"):
+        if f.suffix in (".json", ".csv"):
+            assert str(tmp_path) not in f.read_text(), f
+    nets, cfg, ckpt = checkpoint.load_checkpoint(dest / "crac_seed0" / "weights.pt")
+    assert "optimizer" not in ckpt and set(nets) == {"embedding", "affinity"}
+    # a reader's run shows them: the verdict line and Figure 1.5
+    pm.execute_notebook(str(notebooks / "01_training.ipynb"), str(tmp_path / "b.ipynb"), parameters=params,
+                        cwd=str(notebooks), progress_bar=False, kernel_name="python3")
+    text = "".join("".join(o.get("text", "")) for c in json.loads((tmp_path / "b.ipynb").read_text())["cells"]
+                   for o in c.get("outputs", []))
+    assert record["central"] in text
+    assert (tmp_path / "figures" / "01_reference_pairs.png").is_file()
