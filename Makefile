@@ -61,7 +61,7 @@ reference: setup
 # more seeds and a longer schedule than a reader's first run (PAIRED_PARAMETERS), then
 # exported small (scores, claims, weights, loss logs). Notebook 01 shows them.
 PAIRED_PARAMETERS ?= {iterations: 600, seeds: [0, 1, 2, 3, 4]}
-PAIRED_WORK := runs/paired_reference
+PAIRED_WORK := $(abspath runs/paired_reference)
 reference-paired: setup
 	rm -rf $(PAIRED_WORK)
 	AFFCONS_RUNS_DIR=$(PAIRED_WORK) AFFCONS_RESULTS_DIR=$(PAIRED_WORK)/results AFFCONS_FIGURES_DIR=$(PAIRED_WORK)/figures \
