@@ -75,6 +75,8 @@ def main(argv=None):
     df = pd.DataFrame(rows)
     means = df.groupby("method").mean(numeric_only=True).drop(columns="seed")
     floors = {"test": float(df.test_cut_share.mean()), "unlabeled": float(df.unlabeled_cut_share.mean())}
+    beyond = stats.beyond_floors(rows, {f"{region}_{kind}": floors[region] for region in floors
+                                        for kind in ("error", "ap")})
     claims = stats.paired_claims(rows, [(a, b) for a, b in (("crac", "sparse_only"), ("full_supervision", "sparse_only"))
                                         if {a, b} <= set(args.methods)], stats.AFFINITY_MEASURES, "train")
     print(f"\n{args.name}: {' '.join(args.set) or 'notebook 01 defaults'}; {len(seeds)} paired seeds, "
@@ -85,14 +87,14 @@ def main(argv=None):
     for c in claims:
         print(c)
     if "crac" in args.methods and "sparse_only" in args.methods:
-        print(stats.claim_summary(claims, "crac beats sparse_only"))
+        print(stats.claim_summary(claims, "crac beats sparse_only", beyond=beyond))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / f"{args.name}.csv") as tmp:
         df.to_csv(tmp, index=False)
     write_json(out / f"{args.name}.json", {
         "name": args.name, "set": args.set, "seeds": seeds, "methods": args.methods, "threads": threads,
-        "minutes": minutes, "means": means.to_dict("index"), "floors": floors,
+        "minutes": minutes, "means": means.to_dict("index"), "floors": floors, "beyond_floors": beyond,
         "claims": [c.as_record() for c in claims]})
 
 
