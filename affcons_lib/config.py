@@ -85,6 +85,7 @@ class TrainConfig:
     precision: str = "auto"
     min_labeled: float = 0.02  # least fraction of labeled edges in a patch (resampled otherwise)
     augment: bool = True
+    workers: int = 0  # processes that draw patches ahead of the step (0: in this process; worth it on a GPU)
     # cross-representation consistency
     lambda_cross: float = 1.0
     alpha0: float = 0.005
@@ -156,6 +157,8 @@ class TrainConfig:
             bad("scale", f"expected one of {tuple(SCALES)}")
         if self.cpsn_warmup < 0:
             bad("cpsn_warmup", "expected a share of the iterations in [0, 1) or a count of at least 1")
+        if self.workers < 0:
+            bad("workers", "expected 0 (sampling in this process) or a positive count")
         if self.threads < 0:
             bad("threads", "expected 0 (automatic) or a positive count")
         if self.test_labels is not None and self.test_dataset is None:

@@ -93,6 +93,38 @@ class PatchSampler:
         items = [self.sample_one(np.random.default_rng([seed, iteration, j])) for j in range(first, first + count)]
         return [torch.from_numpy(np.stack(x)) for x in zip(*items)]
 
+    def batches(self, seed: int, start: int, stop: int, first: int, count: int, workers: int = 0):
+        """The batches of iterations ``start … stop`` in order, as :meth:`sample`
+        gives them, drawn in this process (``workers=0``) or ahead of the training
+        step in ``workers`` processes (a ``torch.utils.data.DataLoader``). Each
+        sample comes from its own stream either way, so both give the same batches.
+        Workers pay off where sampling is a large share of a step (on a GPU: 300 of
+        475 ms at the paper's scale); on 2 CPU cores they take cores from the step."""
+        if workers < 0:
+            raise ValueError(f"workers: expected 0 (in this process) or a positive count, got {workers}")
+        if workers == 0:
+            for t in range(start, stop + 1):
+                yield self.sample(seed, t, first, count)
+            return
+        loader = torch.utils.data.DataLoader(_Iterations(self, seed, start, stop, first, count), batch_size=None,
+                                             num_workers=workers, prefetch_factor=2)
+        yield from loader
+
+
+class _Iterations(torch.utils.data.Dataset):
+    """Item ``i``: the batch of iteration ``start + i`` (for the DataLoader of
+    :meth:`PatchSampler.batches`)."""
+
+    def __init__(self, sampler, seed, start, stop, first, count):
+        self.sampler, self.seed, self.start, self.stop = sampler, seed, start, stop
+        self.first, self.count = first, count
+
+    def __len__(self):
+        return max(0, self.stop - self.start + 1)
+
+    def __getitem__(self, i):
+        return self.sampler.sample(self.seed, self.start + i, self.first, self.count)
+
 
 def split_part(array: np.ndarray, fraction: float, dim: int):
     """Train / test parts along z (3D) or x (2D)."""

@@ -141,10 +141,11 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
     bar = tqdm(range(start, cfg.iterations + 1), disable=not (cfg.progress and main_rank), desc=cfg.method,
                leave=False)
     t_start = time.time()
-    for t in bar:
-        # 1. this rank's share of the global batch: sample j depends only on (seed, t, j)
-        first = distributed.rank() * cfg.batch
-        raw, target, mask, valid = (x.to(device) for x in sampler.sample(cfg.seed, t, first, cfg.batch))
+    # 1. this rank's share of each global batch: sample j of iteration t depends only on
+    #    (seed, t, j), drawn here or in worker processes alike
+    batches = sampler.batches(cfg.seed, start, cfg.iterations, distributed.rank() * cfg.batch, cfg.batch, cfg.workers)
+    for t, batch in zip(bar, batches):
+        raw, target, mask, valid = (x.to(device) for x in batch)
         x = raw.unsqueeze(1) if raw.ndim == target.ndim - 1 else raw  # add the channel axis unless RGB
         for group in optimizer.param_groups:
             group["lr"] = cfg.learning_rate(t)

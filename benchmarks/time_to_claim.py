@@ -44,7 +44,18 @@ def main(argv=None):
     ap.add_argument("--out", default="data/reference/time_to_claim")
     ap.add_argument("--runs", default="runs/time_to_claim", help="where the checkpoints go (not committed)")
     ap.add_argument("--train-crop", type=int, nargs=2, default=[96, 96])
+    ap.add_argument("--summarize", metavar="CSV", help="no training: summarise the runs of CSV (this script's columns)")
+    ap.add_argument("--minutes", type=float, help="with --summarize: the minutes those runs took")
+    ap.add_argument("--threads", type=int, default=1, help="with --summarize: the threads those runs had")
+    ap.add_argument("--table", action="store_true", help="no training: the README's table of every NAME.json in --out")
     args = ap.parse_args(argv)
+    if args.table:
+        print(table(args.out))
+        return
+    if args.summarize:
+        rows = pd.read_csv(args.summarize).to_dict("records")
+        report(args, rows, sorted({int(r["seed"]) for r in rows}), args.threads, args.minutes)
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     overrides = [f"{k}={v}" for k, v in BASE.items() if k not in {s.split('=', 1)[0] for s in args.set}] + args.set
     base = train.load_config(None, overrides)
@@ -71,7 +82,37 @@ def main(argv=None):
                              test_cut_share=test["boundary_share"], unlabeled_cut_share=unlabeled["boundary_share"]))
             print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()),
                   flush=True)
-    minutes = (time.time() - t_start) / 60
+    report(args, rows, seeds, threads, (time.time() - t_start) / 60)
+
+
+def table(out) -> str:
+    """The time-to-claim table of the README: one row per recorded setting (NAME.json
+    under ``out``), crac - sparse_only on each affinity-level measure (negative
+    favours crac), and on how many it holds where both methods beat the floor."""
+    import json
+
+    lines = ["| setting | seeds | minutes (threads) | test error | test AP (negated) | unlabeled error | "
+             "unlabeled AP (negated) | holds |", "|---|---|---|---|---|---|---|---|"]
+    for path in sorted(Path(out).glob("*.json"), key=lambda p: (json.loads(p.read_text())["minutes"], p.name)):
+        rec = json.loads(path.read_text())
+        claims = [c for c in rec["claims"] if c["claim"] == "crac beats sparse_only"]
+        if not claims:
+            continue
+        beyond = rec["beyond_floors"]
+        cells, holds, counted = [], 0, 0
+        for c in claims:
+            floor = set(beyond[c["measure"].lstrip("-")]) < {"crac", "sparse_only"}
+            counted += not floor
+            holds += c["verdict"] == "holds" and not floor
+            cells.append(f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] {c['verdict']}"
+                         + (" (at the floor)" if floor else ""))
+        lines.append(f"| `{rec['name']}`: {', '.join(rec['set']) or 'defaults'} | {len(rec['seeds'])} | "
+                     f"{rec['minutes']:.1f} ({rec['threads']}) | " + " | ".join(cells) + f" | {holds} of {counted} |")
+    return "\n".join(lines)
+
+
+def report(args, rows, seeds, threads, minutes):
+    """Print and write (NAME.csv, NAME.json) the means, floors and claims of ``rows``."""
     df = pd.DataFrame(rows)
     means = df.groupby("method").mean(numeric_only=True).drop(columns="seed")
     floors = {"test": float(df.test_cut_share.mean()), "unlabeled": float(df.unlabeled_cut_share.mean())}

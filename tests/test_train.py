@@ -509,3 +509,25 @@ def test_rng_state_round_trip_and_old_checkpoints():
     assert torch.equal(torch.rand(3), first)
     checkpoint.restore_rng_state(state["cpu"].clone())  # the old format
     assert torch.equal(torch.rand(3), first)
+
+
+def test_batches_from_worker_processes_equal_in_process_ones(tmp_path):
+    cfg = train.load_config(None, TINY + ["batch=2"])
+    prepared = train.prepare_data(cfg)
+    sampler = train.PatchSampler(prepared["raw_train"], prepared["sparse_train"], prepared["offsets"],
+                                 patch=cfg.patch, sparse=True, background_is_instance=False, widen=True,
+                                 n_nearest=prepared["n_nearest"], min_labeled=0.0)
+    here = list(sampler.batches(3, 5, 9, 0, 2, workers=0))
+    there = list(sampler.batches(3, 5, 9, 0, 2, workers=2))
+    assert len(here) == len(there) == 5
+    for a, b in zip(here, there):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert all(torch.equal(x, y) for x, y in zip(here[2], sampler.sample(3, 7, 0, 2)))  # iteration 7
+    with pytest.raises(ValueError, match="workers"):
+        next(sampler.batches(0, 1, 2, 0, 1, workers=-1))
+    # a whole run with workers trains the same weights as one without
+    for workers in (0, 2):
+        train.train(train.load_config(None, TINY + ["method=crac", "iterations=3", f"workers={workers}",
+                                                    f"out_dir={tmp_path / str(workers)}"]))
+    a, b = _weights(tmp_path / "0" / "last.pt"), _weights(tmp_path / "2" / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
