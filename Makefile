@@ -63,7 +63,7 @@ reference: setup
 PAIRED_PARAMETERS ?= {iterations: 600, seeds: [0, 1, 2, 3, 4]}
 PAIRED_WORK := $(abspath runs/paired_reference)
 reference-paired: setup
-	rm -rf $(PAIRED_WORK)
+	rm -rf $(PAIRED_WORK) && mkdir -p $(PAIRED_WORK)
 	AFFCONS_RUNS_DIR=$(PAIRED_WORK) AFFCONS_RESULTS_DIR=$(PAIRED_WORK)/results AFFCONS_FIGURES_DIR=$(PAIRED_WORK)/figures \
 	AFFCONS_STATIC=1 $(VENV)/bin/papermill notebooks/01_training.ipynb $(PAIRED_WORK)/01_training.ipynb \
 		--cwd notebooks -y "$(PAIRED_PARAMETERS)"
