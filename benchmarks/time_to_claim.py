@@ -3,6 +3,8 @@ affinity level, with the minutes they took and the verdicts they give.
 
     python benchmarks/time_to_claim.py NAME [--set key=value ...] [--seeds 0,1,2,3,4]
         [--methods sparse_only crac] [--out data/reference/time_to_claim]
+    python benchmarks/time_to_claim.py --table                  # the README's time-to-claim table
+    python benchmarks/time_to_claim.py --compare A:B [C:D ...]   # setting A against B, paired by method and seed
 
 Each seed is a training seed and an annotation draw (notebook 01's: random complete
 bodies of at least 1000 voxels up to 5 % of the instance voxels, unless --set says
@@ -37,7 +39,7 @@ BASE = dict(dataset="auto", dim=3, voxel_budget=0.05, min_size=1000, iterations=
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("name")
+    ap.add_argument("name", nargs="?", help="the setting's name (its files NAME.csv, NAME.json)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--methods", nargs="+", default=["sparse_only", "crac"])
@@ -48,10 +50,18 @@ def main(argv=None):
     ap.add_argument("--minutes", type=float, help="with --summarize: the minutes those runs took")
     ap.add_argument("--threads", type=int, default=1, help="with --summarize: the threads those runs had")
     ap.add_argument("--table", action="store_true", help="no training: the README's table of every NAME.json in --out")
+    ap.add_argument("--compare", nargs="+", metavar="A:B",
+                    help="no training: runs of setting A against the same method and seed of setting B (NAME.csv "
+                         "under --out), pooled over the pairs A:B given, e.g. bf16 against fp32")
     args = ap.parse_args(argv)
     if args.table:
         print(table(args.out))
         return
+    if args.compare:
+        compare(args.out, [pair.split(":") for pair in args.compare])
+        return
+    if not args.name:
+        ap.error("give the setting's NAME (or --table / --compare)")
     if args.summarize:
         rows = pd.read_csv(args.summarize).to_dict("records")
         report(args, rows, sorted({int(r["seed"]) for r in rows}), args.threads, args.minutes)
@@ -83,6 +93,19 @@ def main(argv=None):
             print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()),
                   flush=True)
     report(args, rows, seeds, threads, (time.time() - t_start) / 60)
+
+
+def compare(out, pairs):
+    """Print the paired difference A - B of every affinity-level measure, one pair
+    per method and seed present in both settings, pooled over ``pairs``."""
+    merged = pd.concat(pd.read_csv(Path(out) / f"{a}.csv").merge(pd.read_csv(Path(out) / f"{b}.csv"),
+                                                                   on=["method", "seed"], suffixes=("_a", "_b"))
+                       for a, b in pairs)
+    print(f"{' + '.join(f'{a} - {b}' for a, b in pairs)}: {len(merged)} paired runs (method and seed)")
+    for measure in stats.AFFINITY_MEASURES:
+        print(f"  {measure}: {stats.paired_difference(merged[measure + '_a'], merged[measure + '_b'])}")
+    ratio = (merged.train_seconds_a / merged.train_seconds_b).groupby(merged.method).mean()
+    print("  training time A / B: " + ", ".join(f"{m} {r:.2f}" for m, r in ratio.items()))
 
 
 def table(out) -> str:
