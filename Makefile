@@ -39,7 +39,7 @@ setup: $(VENV)/.installed
 # make reproduce expects the machine to itself: all cores for torch (a one-off run
 # takes half, see README); OMP_NUM_THREADS=1 make reproduce on a busy machine.
 reproduce: setup
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(PY) -m affcons_lib.reproduce --notebooks notebooks --runs runs --figures figures
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(PY) -m affcons_lib.reproduce --notebooks notebooks --runs runs --figures figures --record data/reproduce
 
 test: setup
 	$(PY) -m pytest -q

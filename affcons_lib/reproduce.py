@@ -4,6 +4,10 @@
                                     [--figures figures] [-p NAME VALUE ...]
 
 Executed copies and the notebooks' runs go to ``--runs`` (``$AFFCONS_RUNS_DIR``);
+with ``--record DIR`` the numbers the notebooks recorded (``viz.record_results``)
+and each notebook's run time are copied to ``DIR`` at the end (``make reproduce``:
+``data/reproduce/``, committed with the figures, so the README's verdicts name the
+files they come from);
 notebooks save their figures through :func:`affcons_lib.viz.save_figure`, which
 writes to ``$AFFCONS_FIGURES_DIR`` (set here to ``--figures``). ``-p`` passes a
 parameter to every notebook that declares it in its ``parameters`` cell. Each
@@ -57,7 +61,8 @@ def _ipc_kernel_manager():
     return IPCKernelManager
 
 
-def run_all(notebooks: Path, runs: Path, figures: Path, params: dict, kernel: str | None = None) -> int:
+def run_all(notebooks: Path, runs: Path, figures: Path, params: dict, kernel: str | None = None,
+            record: Path | None = None) -> int:
     import papermill as pm
 
     paths = sorted(notebooks.glob("[0-9]*.ipynb"))
@@ -69,7 +74,9 @@ def run_all(notebooks: Path, runs: Path, figures: Path, params: dict, kernel: st
     os.environ["AFFCONS_FIGURES_DIR"] = str(figures.resolve())
     os.environ["AFFCONS_RUNS_DIR"] = str(runs.resolve())
     os.environ["AFFCONS_STATIC"] = "1"  # sliders draw one figure at their value (affcons_lib.explore)
+    results = Path(os.environ.get("AFFCONS_RESULTS_DIR") or runs / "results")
     manager = _ipc_kernel_manager()
+    timings = {}
     for path in paths:
         declared = _declared_parameters(path)
         unknown = set(params) - declared
@@ -80,8 +87,23 @@ def run_all(notebooks: Path, runs: Path, figures: Path, params: dict, kernel: st
         print(f"[{paths.index(path) + 1}/{len(paths)}] running {path.name} {use or ''}", flush=True)
         pm.execute_notebook(str(path), str(runs / path.name), parameters=use, cwd=str(path.parent),
                             kernel_name=kernel, progress_bar=True, kernel_manager_class=manager)
-        print(f"  done in {time.time() - t0:.0f} s -> {runs / path.name}")
+        timings[path.stem] = time.time() - t0
+        print(f"  done in {timings[path.stem]:.0f} s -> {runs / path.name}")
+    if record is not None:
+        _record(results, Path(record), timings, params)
     return 0
+
+
+def _record(results: Path, dest: Path, timings: dict, params: dict) -> None:
+    """Copy the recorded numbers (``results/*.json``) and the run times to ``dest``."""
+    from ._atomic import write_json, write_text
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in sorted(results.glob("*.json")):
+        write_text(dest / f.name, f.read_text())
+    write_json(dest / "run_times.json", {"seconds": timings, "total_minutes": sum(timings.values()) / 60,
+                                         "parameters": params, "threads": os.environ.get("OMP_NUM_THREADS")})
+    print(f"recorded numbers and run times -> {dest}")
 
 
 def main(argv=None) -> int:
@@ -90,11 +112,13 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("runs"))
     parser.add_argument("--figures", type=Path, default=Path("figures"))
     parser.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
+    parser.add_argument("--record", type=Path, default=None,
+                        help="copy the recorded numbers and the run times here at the end")
     parser.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
                         help="parameter for every notebook that declares it (VALUE parsed as JSON if it can be)")
     args = parser.parse_args(argv)
     params = {k: _parse_value(v) for k, v in args.p}
-    return run_all(args.notebooks, args.runs, args.figures, params, args.kernel)
+    return run_all(args.notebooks, args.runs, args.figures, params, args.kernel, args.record)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ index that links every page."""
 from __future__ import annotations
 
 import base64
+import json
 import io
 import re
 from pathlib import Path
@@ -28,7 +29,8 @@ def _png() -> str:
 
 
 def _executed(path, title, n_figures):
-    nb = nbformat.v4.new_notebook()
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                         "language": "python"}})
     nb.cells.append(nbformat.v4.new_markdown_cell(f"# {title}\n\ntext"))
     code = nbformat.v4.new_code_cell("plot()")
     code.outputs = [nbformat.v4.new_output("display_data", data={"image/png": _png(), "text/plain": "<Figure>"})
@@ -94,3 +96,24 @@ def test_readme_shows_committed_figures():
     assert len(shown) >= 5, "the README shows the key figures"
     for rel in shown:
         assert (ROOT / rel).is_file(), f"README.md shows {rel}, which is not in the repository"
+
+
+def test_reproduce_records_results_and_run_times(tmp_path, monkeypatch):
+    """make reproduce --record: the numbers a notebook recorded and each notebook's
+    run time are copied where the README's verdicts point (data/reproduce/)."""
+    import nbformat
+
+    from affcons_lib import reproduce
+
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                         "language": "python"}})
+    nb.cells = [nbformat.v4.new_code_cell("answer = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("from affcons_lib import viz\nviz.record_results('00_x', {'answer': answer})")]
+    (tmp_path / "nb").mkdir()
+    nbformat.write(nb, tmp_path / "nb" / "00_x.ipynb")
+    monkeypatch.delenv("AFFCONS_RESULTS_DIR", raising=False)
+    assert reproduce.main(["--notebooks", str(tmp_path / "nb"), "--runs", str(tmp_path / "runs"), "--figures",
+                           str(tmp_path / "fig"), "--record", str(tmp_path / "rec"), "-p", "answer", "42"]) == 0
+    assert json.loads((tmp_path / "rec" / "00_x.json").read_text()) == {"answer": 42}
+    times = json.loads((tmp_path / "rec" / "run_times.json").read_text())
+    assert set(times["seconds"]) == {"00_x"} and times["seconds"]["00_x"] > 0 and times["parameters"] == {"answer": 42}
