@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["PairedDifference", "paired_difference", "VERDICTS", "Claim", "paired_claims", "claim_summary",
-           "AFFINITY_MEASURES", "HIGHER_IS_BETTER", "beyond_floors"]
+           "AFFINITY_MEASURES", "HIGHER_IS_BETTER", "beyond_floors", "markdown_row"]
 
 VERDICTS = ("a lower", "b lower", "inconclusive")
 
@@ -218,3 +218,21 @@ def claim_summary(claims, claim: str, primary=AFFINITY_MEASURES, beyond: dict | 
     counted = f"{len(first) - floored} affinity-level measures above their floors" if beyond is not None \
         else f"{len(first)} affinity-level measures"
     return f"{claim}: holds on {holds} of {counted} ({mine[0].pairs} paired seeds, {mine[0].source}). {show}"
+
+
+def markdown_row(claims, claim: str, scale: str, measures=AFFINITY_MEASURES + ("voi",),
+                 beyond: dict | None = None) -> str:
+    """One row of the README's verdict table: ``| claim | scale | one cell per measure |``,
+    each cell "mean [low, high] verdict", "(at the floor)" where :func:`beyond_floors`
+    says either method is no better than the trivial answer, "—" where not measured."""
+    a, b = claim.split(" beats ")
+    mine = {c.measure.lstrip("-"): c for c in claims if c.claim == claim}
+    cells = []
+    for m in measures:
+        c = mine.get(m)
+        if c is None:
+            cells.append("—")
+            continue
+        floor = beyond is not None and m in beyond and not {a, b} <= set(beyond[m])
+        cells.append(f"{c.mean:+.3f} [{c.low:+.3f}, {c.high:+.3f}] {c.verdict}" + (" (at the floor)" if floor else ""))
+    return f"| {claim} | {scale} | " + " | ".join(cells) + " |"
