@@ -1,0 +1,47 @@
+"""The README says what the recorded runs say: its first screen's verdicts come from
+the files it names (data/reproduce/, data/reference/paired/), and its time-to-claim
+table is the one benchmarks/time_to_claim.py prints from data/reference/time_to_claim/."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from affcons_lib import stats
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+FIRST_SCREEN = "\n".join(README.splitlines()[:60])
+COMPARISONS = ("crac beats sparse_only", "full_supervision beats sparse_only", "full_supervision beats crac")
+
+
+def _claims(path):
+    record = json.loads(path.read_text())
+    return [stats.Claim(**{"source": "train", **c}) for c in record["claims"]], record
+
+
+@pytest.mark.parametrize("recorded, scale_word", [("data/reproduce/01_claims.json", "notebook 01"),
+                                                  ("data/reference/paired/claims.json", "paired reference")])
+def test_first_screen_verdicts_are_the_recorded_ones(recorded, scale_word):
+    claims, record = _claims(ROOT / recorded)
+    rows = [line for line in FIRST_SCREEN.splitlines() if line.startswith("|") and scale_word in line]
+    assert rows, f"no verdict row from {recorded} in the README's first 60 lines"
+    for claim in COMPARISONS:
+        mine = [r for r in rows if r.startswith(f"| {claim} |")]
+        if not any(c.claim == claim for c in claims):
+            continue
+        assert len(mine) == 1, f"{claim}: expected one row marked '{scale_word}'"
+        # the cells as stats.markdown_row writes them from the recorded claims and floors
+        expected = stats.markdown_row(claims, claim, "X", beyond=record.get("beyond_floors"))
+        assert mine[0].split(" | ", 2)[2] == expected.split(" | ", 2)[2], f"{claim} ({recorded})"
+
+
+def test_time_to_claim_table_is_the_recorded_one():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "time_to_claim.py"), "--table", "--out",
+                          str(ROOT / "data" / "reference" / "time_to_claim")], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() in README
