@@ -11,8 +11,10 @@ import sys
 import pytest
 import torch
 
+# fp32: these tests compare one batch of 2 with two ranks of 1 to float32 rounding; bf16
+# (precision=auto on a CPU that has it) rounds differently at each batch shape
 TINY = ["widths=4,8", "patch=4,32,32", "dataset=synthetic", "progress=false", "log_every=1", "method=crac",
-        "iterations=6", "seed=3", "snapshot_iters=3"]
+        "iterations=6", "seed=3", "snapshot_iters=3", "precision=fp32"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
