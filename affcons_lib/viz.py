@@ -11,7 +11,7 @@ from ._atomic import atomic_path, write_json
 from ._paths import runs_dir
 
 __all__ = ["runs_dir", "figures_dir", "save_figure", "label_cmap", "show_labels", "matched_labels", "results_dir", "record_results",
-           "paired_plot", "MEASURE_LABELS"]
+           "paired_plot", "paired_panels", "MEASURE_LABELS"]
 
 
 def figures_dir() -> Path:
@@ -198,3 +198,26 @@ def paired_plot(ax, rows, measure: str, methods, *, floor: float | None = None, 
     ax.set_xticks(range(len(methods)), [m.replace("_", " ") for m in methods], fontsize=8)
     ax.set_xlim(-0.4, len(methods) - 0.6)
     ax.set_ylabel(MEASURE_LABELS.get(measure, measure), fontsize=8)
+
+
+def paired_panels(rows, methods, floors: dict, reference_rows=(), metric: str = "voi"):
+    """Notebook 01's score figure: one :func:`paired_plot` per measure, the
+    segmentation ``metric`` first (its one-object floor and ground-truth ceiling from
+    ``reference_rows`` of :func:`affcons_lib.evaluate.reference_scores`), then each
+    affinity-level measure of ``floors`` with its trivial answer ("every affinity 1"
+    for an error, chance for an AP). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    rows = list(rows)
+    shown = [metric] + list(floors)
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.3 * len(shown), 3.6), squeeze=False)
+    refs = {r["name"]: r[metric] for r in reference_rows}
+    for ax, measure in zip(axes[0], shown):
+        if measure == metric:
+            paired_plot(ax, rows, metric, methods, floor=refs.get("one object"), floor_label="one object",
+                        ceiling=refs.get("ground-truth targets (ceiling)"), ceiling_label="ground-truth targets")
+        else:
+            paired_plot(ax, rows, measure, methods, floor=floors[measure],
+                        floor_label="every affinity 1" if measure.endswith("error") else "chance")
+    fig.tight_layout()
+    return fig
