@@ -59,10 +59,14 @@ class TrainConfig:
     test_labels: str | None = None  # the test labels' own file (default: the test dataset's file)
     dim: int = 3
     train_fraction: float = 0.8  # without test_dataset: leading part of z (3D) or x (2D) trains, the rest tests
-    sparsity: float = 0.1  # fraction of instances annotated (ignored when voxel_budget is set)
+    # what is annotated, as notebook 01 does: random complete instances of at least min_size
+    # voxels (None: 1000 in 3D, 100 pixels in 2D) up to voxel_budget of the instance voxels.
+    # sparsity, a fraction of the instances, is used when voxel_budget is None; a config that
+    # gives sparsity and no voxel_budget means that (load_config)
+    sparsity: float = 0.1
     annotation: str = "random"  # random / small / large
-    voxel_budget: float | None = None  # annotate by voxel budget instead (count, or fraction in (0, 1))
-    min_size: int = 1  # never annotate smaller instances
+    voxel_budget: float | None = 0.05  # a voxel count, or a fraction in (0, 1)
+    min_size: int | None = None  # never annotate smaller instances
     annotation_seed: int = 0
     # network
     widths: tuple = (8, 16, 32)  # channels per level; the paper's: 28, 36, 48, 64, 80
@@ -129,6 +133,19 @@ class TrainConfig:
         w = self.cpsn_warmup
         return int(w) if w >= 1 else int(round(w * self.iterations))
 
+    def min_instance_size(self) -> int:
+        """``min_size``, or its default by dimension: 1000 voxels in 3D (a body, not a
+        speck cut by the crop), 100 pixels in 2D (a nucleus)."""
+        if self.min_size is not None:
+            return int(self.min_size)
+        return 1000 if self.dim == 3 else 100
+
+    def annotation_rule(self) -> str:
+        """The annotation in words, for the start-of-training summary."""
+        what = (f"up to {self.voxel_budget:g} of the instance voxels" if self.voxel_budget is not None
+                else f"{self.sparsity:g} of the instances")
+        return f"{self.annotation} complete instances of at least {self.min_instance_size()} voxels, {what}"
+
     def warmup_iterations(self) -> int:
         """The warm-up as a count of iterations."""
         w = self.warmup
@@ -184,6 +201,8 @@ class TrainConfig:
             bad("sparsity", "expected a fraction of instances in (0, 1]")
         if self.voxel_budget is not None and self.voxel_budget <= 0:
             bad("voxel_budget", "expected a positive voxel count or fraction")
+        if self.min_size is not None and self.min_size < 1:
+            bad("min_size", "expected a positive size, or None for the default by dimension")
         if not 0 < self.train_fraction < 1:
             bad("train_fraction", "expected a value in (0, 1)")
         if len(self.patch) != self.dim or min(self.patch) < 1:
@@ -288,6 +307,8 @@ def load_config(path=None, overrides: typing.Sequence[str] | typing.Mapping = ()
         if key not in known:
             raise ValueError(f"--set {key}: unknown config key; known: {sorted(known)}")
         values[key] = _coerce(value, hints[key], f"--set {key}")
+    if "sparsity" in values and "voxel_budget" not in values and "voxel_budget" in known:
+        values["voxel_budget"] = None  # a share of the instances was asked for, not the default voxel budget
     if "scale" in known:  # the preset first; keys given in the file or overrides win
         scale = values.get("scale", "small")
         if scale not in SCALES:

@@ -203,15 +203,16 @@ def describe(prepared: dict, cfg: TrainConfig | None = None, n_patches: int = 32
         shares = np.array(shares)
         lines.append(f"labeled edges per random {tuple(cfg.patch)} patch: mean {shares.mean():.1%}, "
                      f"{(shares >= cfg.min_labeled).mean():.0%} of patches reach min_labeled={cfg.min_labeled} "
-                     f"(min_size={cfg.min_size}: smaller instances are never annotated)")
+                     f"(annotated: {cfg.annotation_rule()})")
     return "\n".join(lines)
 
 
 def _annotate(labels, cfg: TrainConfig, seed: int):
+    size = cfg.min_instance_size()
     if cfg.voxel_budget is not None:
         return data.annotate_instances(labels, cfg.annotation, voxel_budget=cfg.voxel_budget, seed=seed,
-                                       min_size=cfg.min_size)
-    return data.annotate_instances(labels, cfg.annotation, fraction=cfg.sparsity, seed=seed, min_size=cfg.min_size)
+                                       min_size=size)
+    return data.annotate_instances(labels, cfg.annotation, fraction=cfg.sparsity, seed=seed, min_size=size)
 
 
 

@@ -219,7 +219,10 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
 def main(argv=None) -> int:
     description = ("Train with sparse instance labels: sparse_only, crac (the paper's cross-representation "
                    "affinity consistency) or full_supervision. Defaults are a small CPU run; --set scale=paper "
-                   "gives the paper's settings. --print-config lists every key.")
+                   "gives the paper's settings. Annotation as notebook 01: random complete instances of at least "
+                   "1000 voxels (100 pixels in 2D; min_size) up to 5 % of the instance voxels (voxel_budget); "
+                   "--set sparsity=0.1 alone annotates a share of the instances instead. --print-config lists every "
+                   "key.")
     return run_config_cli(argv, prog="python -m affcons_lib.train", description=description,
                           cls=TrainConfig, run=train)
 

@@ -21,7 +21,8 @@ from affcons_lib import checkpoint, config, data, runs_dir, sampling, viz
 from affcons_lib.data import DataFormatError
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["widths=4,8", "patch=4,32,32", "batch=1", "progress=false", "log_every=1", "sparsity=0.3"]
+# tiny volumes: a share of the instances and no size floor (the default floor, 1000 voxels, is larger than them)
+TINY = ["widths=4,8", "patch=4,32,32", "batch=1", "progress=false", "log_every=1", "sparsity=0.3", "min_size=1"]
 
 
 def _write_pair(folder: Path, stem: str, shape, seed: int, key: str = "stack"):

@@ -531,3 +531,25 @@ def test_batches_from_worker_processes_equal_in_process_ones(tmp_path):
                                                     f"out_dir={tmp_path / str(workers)}"]))
     a, b = _weights(tmp_path / "0" / "last.pt"), _weights(tmp_path / "2" / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_command_line_annotates_as_notebook_01():
+    """One default: random complete instances of at least 1000 voxels (100 pixels in
+    2D) up to 5 % of the instance voxels; sparsity given alone means a share of the
+    instances, as it always did."""
+    cfg = train.load_config(None, [])
+    assert cfg.voxel_budget == 0.05 and cfg.min_size is None and cfg.min_instance_size() == 1000
+    assert train.load_config(None, ["dim=2", "patch=128,128"]).min_instance_size() == 100
+    assert "at least 1000 voxels, up to 0.05 of the instance voxels" in cfg.annotation_rule()
+    share = train.load_config(None, ["sparsity=0.2"])
+    assert share.voxel_budget is None and "0.2 of the instances" in share.annotation_rule()
+    both = train.load_config(None, ["sparsity=0.2", "voxel_budget=0.01"])
+    assert both.voxel_budget == 0.01
+    with pytest.raises(ValueError, match="config.min_size"):
+        train.load_config(None, ["min_size=0"])
+    # the annotation a run draws is notebook 01's for the same seed
+    notebook = train.load_config(None, {"voxel_budget": 0.05, "min_size": 1000, "sparsity": 0.1,
+                                        "dataset": "synthetic"})
+    a = train.prepare_data(train.load_config(None, ["dataset=synthetic"]))["sparse_train"]
+    b = train.prepare_data(notebook)["sparse_train"]
+    np.testing.assert_array_equal(a, b)
