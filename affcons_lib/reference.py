@@ -190,8 +190,12 @@ def export_paired(work, dest, parameters: dict | None = None) -> Path:
         shutil.copyfile(run / "losses.csv", dest / name / "losses.csv")
     frame = pd.DataFrame(scores["scores"])
     write_text(dest / "scores.csv", frame.to_csv(index=False))
-    claims["claims"] = [{**c, "source": "reference"} for c in claims["claims"]]
-    claims["central"] = claims["central"].replace(", train)", ", reference)")
+    from .stats import Claim, claim_summary
+
+    records = [Claim(**{**c, "source": "reference"}) for c in claims["claims"]]
+    claims["claims"] = [c.as_record() for c in records]
+    # the central line made again from the records, as the notebook made it, not edited as text
+    claims["central"] = claim_summary(records, "crac beats sparse_only", beyond=claims.get("beyond_floors"))
     record = {"parameters": parameters or {}, "source_data": scores.get("source"), **claims,
               "reference_scores": scores.get("reference", [])}
     write_text(dest / "claims.json", json.dumps(record, indent=1, default=float) + "\n")
