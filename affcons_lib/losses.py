@@ -10,6 +10,7 @@ the defaults follow the text.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -24,6 +25,9 @@ __all__ = [
     "affinity_entropy",
     "alpha_schedule",
     "confident_mask",
+    "CrossTerms",
+    "cross_consistency_terms",
+    "confident_shares",
     "cross_consistency_loss",
 ]
 
@@ -159,13 +163,41 @@ def upper_quantile(values: torch.Tensor, q: float) -> torch.Tensor:
     return torch.lerp(below, above, torch.tensor(position - lo, dtype=values.dtype, device=values.device))
 
 
-def cross_consistency_loss(aff1: torch.Tensor, aff2: torch.Tensor, unlabeled: torch.Tensor, *,
-                           alpha: float, n_nearest: int, nearest_weight: float = 10.0,
-                           detach_targets: bool = True, release_double_weight: bool = False,
-                           extra_confidence1: torch.Tensor | None = None,
-                           extra_confidence2: torch.Tensor | None = None,
-                           pred2: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """Cross-representation affinity consistency on the unlabeled region.
+@dataclasses.dataclass
+class CrossTerms:
+    """The two cross-consistency terms of one step and what made them.
+
+    Attributes
+    ----------
+    to_embedding, to_affinity : scalar tensors
+        f(θ1) teaching f(θ2) where f(θ1) is confident, and f(θ2) teaching f(θ1).
+    entropy1, entropy2 : float tensors (N, C, *spatial)
+        H(a) of each branch's (detached) affinities.
+    confident1, confident2 : bool tensors (N, C, *spatial)
+        Where each branch may teach: the unlabeled region minus the top α share of
+        its entropies (and minus the CPSN's flags, when given).
+    """
+
+    to_embedding: torch.Tensor
+    to_affinity: torch.Tensor
+    entropy1: torch.Tensor
+    entropy2: torch.Tensor
+    confident1: torch.Tensor
+    confident2: torch.Tensor
+
+    @property
+    def loss(self) -> torch.Tensor:
+        return self.to_embedding + self.to_affinity
+
+
+def cross_consistency_terms(aff1: torch.Tensor, aff2: torch.Tensor, unlabeled: torch.Tensor, *,
+                            alpha: float, n_nearest: int, nearest_weight: float = 10.0,
+                            detach_targets: bool = True, release_double_weight: bool = False,
+                            extra_confidence1: torch.Tensor | None = None,
+                            extra_confidence2: torch.Tensor | None = None,
+                            pred2: torch.Tensor | None = None) -> CrossTerms:
+    """Cross-representation affinity consistency on the unlabeled region, term by
+    term (:class:`CrossTerms`); :func:`cross_consistency_loss` is their sum.
 
     f(θ1)'s affinities ``aff1`` are the soft target of f(θ2)'s ``aff2`` where
     ``aff1`` is confident, and vice versa: the target branch's entropy passes the
@@ -191,10 +223,6 @@ def cross_consistency_loss(aff1: torch.Tensor, aff2: torch.Tensor, unlabeled: to
         raw cosine in [-1, 1] (``TrainConfig.cosine="raw"``, as the release
         trains). ``aff2`` stays the clipped affinity whose entropy and values
         teach f(θ1).
-
-    Returns
-    -------
-    (loss, info) where info holds the fraction of confident pixels per branch.
     """
     h1, h2 = affinity_entropy(aff1.detach()), affinity_entropy(aff2.detach())
     conf1 = confident_mask(h1, unlabeled, alpha)
@@ -210,7 +238,21 @@ def cross_consistency_loss(aff1: torch.Tensor, aff2: torch.Tensor, unlabeled: to
     to_embedding = weighted_mse(aff2 if pred2 is None else pred2, t1, conf1, n_nearest=n_nearest,
                                 nearest_weight=w_emb, balance=False)
     to_affinity = weighted_mse(aff1, t2, conf2, n_nearest=n_nearest, nearest_weight=nearest_weight, balance=False)
-    counts = distributed.global_sum(torch.stack([unlabeled.sum(), conf1.sum(), conf2.sum()]))
+    return CrossTerms(to_embedding, to_affinity, h1, h2, conf1, conf2)
+
+
+def confident_shares(terms: CrossTerms, unlabeled: torch.Tensor) -> dict:
+    """The share of the unlabeled region each branch may teach (over all ranks):
+    ``{"confident1": ..., "confident2": ...}``, the numbers the training log keeps."""
+    counts = distributed.global_sum(torch.stack([unlabeled.sum(), terms.confident1.sum(), terms.confident2.sum()]))
     n = counts[0].clamp_min(1).item()
-    info = {"confident1": counts[1].item() / n, "confident2": counts[2].item() / n}
-    return to_embedding + to_affinity, info
+    return {"confident1": counts[1].item() / n, "confident2": counts[2].item() / n}
+
+
+def cross_consistency_loss(aff1: torch.Tensor, aff2: torch.Tensor, unlabeled: torch.Tensor, **options
+                           ) -> tuple[torch.Tensor, dict]:
+    """The sum of the two terms of :func:`cross_consistency_terms` (same
+    arguments) and the share of confident pixels per branch
+    (:func:`confident_shares`)."""
+    terms = cross_consistency_terms(aff1, aff2, unlabeled, **options)
+    return terms.loss, confident_shares(terms, unlabeled)

@@ -34,14 +34,15 @@ from pathlib import Path
 
 import torch
 
-from . import affinity, checkpoint, distributed, losses
+from . import checkpoint, distributed
 from ._atomic import write_json
 from .checkpoint import build_models, load_checkpoint
 from .config import METHODS, TrainConfig, load_config, run_config_cli
-from .cpsn import cpsn_confidence, load_cpsn
+from .cpsn import load_cpsn
 from .evaluate import affinity_scores, score_prediction
 from .inference import part_tiling, predict_affinities
-from .models import autocast, resolve_precision
+from .models import resolve_precision
+from .objective import step_objective
 from .sampling import PatchSampler, describe, prepare_data
 
 # TrainConfig, load_config, PatchSampler, prepare_data, build_models and
@@ -150,36 +151,11 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = cfg.learning_rate(t)
 
-        # 2. f(θ2): embeddings -> affinities, supervised on the labeled region; with
-        #    cosine="raw" its losses see the cosine below 0 too (a negative cosine with
-        #    target 1 gets a gradient), its affinities stay clipped. The networks run at
-        #    cfg.precision, everything after them in float32.
-        with autocast(precision, device):
-            emb = nets["embedding"](x)
-            aff1 = nets["affinity"](x) if cfg.method == "crac" else None
-        cos2 = affinity.affinities_from_embeddings(emb.float(), offsets, clip_negative=cfg.cosine == "clipped")
-        aff2 = cos2 if cfg.cosine == "clipped" else cos2.clamp_min(0)
-        loss_sup2 = losses.weighted_mse(cos2, target, mask, n_nearest=n_nearest, nearest_weight=cfg.nearest_weight)
-        loss = loss_sup2
-        terms = {"sup2": loss_sup2.item()}
-
-        # 3. crac: f(θ1) too, and the cross-consistency on the unlabeled region
-        if cfg.method == "crac":
-            aff1 = aff1.float()
-            loss_sup1 = losses.weighted_mse(aff1, target, mask, n_nearest=n_nearest,
-                                            nearest_weight=cfg.nearest_weight)
-            extra1 = extra2 = None
-            if cpsn is not None and t > warmup:
-                extra1 = cpsn_confidence(cpsn, x, aff1.detach())
-                extra2 = cpsn_confidence(cpsn, x, aff2.detach())
-            loss_cross, info = losses.cross_consistency_loss(
-                aff1, aff2, valid & ~mask, alpha=losses.alpha_schedule(t, cfg.iterations, cfg.alpha0),
-                n_nearest=n_nearest, nearest_weight=cfg.nearest_weight, detach_targets=cfg.detach_targets,
-                release_double_weight=cfg.release_double_weight,
-                extra_confidence1=extra1, extra_confidence2=extra2, pred2=cos2)
-            loss = loss + loss_sup1 + cfg.lambda_cross * loss_cross
-            terms.update(sup1=loss_sup1.item(), cross=loss_cross.item(), **info)
-        terms["total"] = loss.item()
+        # 2. the objective (affcons_lib.objective): L_sup2 of f(θ2) on the labeled region;
+        #    for crac also L_sup1 of f(θ1) and the cross-consistency on the unlabeled region
+        step = step_objective(cfg, nets, x, target, mask, valid, offsets, n_nearest, t, precision=precision,
+                              cpsn=cpsn if t > warmup else None)
+        loss, terms = step.total, step.log_terms()
         terms = distributed.mean_over_ranks(terms)  # each rank holds its share of the global mean
 
         # 4. step
