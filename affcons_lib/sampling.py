@@ -13,7 +13,7 @@ import torch
 from . import affinity, data
 from .config import TrainConfig
 
-__all__ = ["PatchSampler", "prepare_data", "describe", "split_part", "center_crop", "crop_test_part",
+__all__ = ["PatchSampler", "training_sampler", "prepare_data", "describe", "split_part", "center_crop", "crop_test_part",
            "crop_train_part"]
 
 
@@ -126,6 +126,19 @@ class _Iterations(torch.utils.data.Dataset):
         return self.sampler.sample(self.seed, self.start + i, self.first, self.count)
 
 
+def training_sampler(cfg: TrainConfig, prepared: dict, **overrides) -> PatchSampler:
+    """The sampler ``cfg.method`` trains with: the sparse annotation and its labeled
+    region (``full_supervision``: the dense labels, every valid edge), borders
+    widened in 3D, patches with less than ``cfg.min_labeled`` labeled edges drawn
+    again. ``overrides`` replace :class:`PatchSampler` options (``augment=False``)."""
+    full = cfg.method == "full_supervision"
+    options = dict(patch=cfg.patch, sparse=not full, background_is_instance=cfg.dim == 2, widen=cfg.dim == 3,
+                   n_nearest=prepared["n_nearest"], min_labeled=0.0 if full else cfg.min_labeled,
+                   augment=cfg.augment)
+    return PatchSampler(prepared["raw_train"], prepared["labels_train"] if full else prepared["sparse_train"],
+                        prepared["offsets"], **{**options, **overrides})
+
+
 def split_part(array: np.ndarray, fraction: float, dim: int):
     """Train / test parts along z (3D) or x (2D)."""
     axis = 0 if dim == 3 else 1
@@ -192,9 +205,7 @@ def describe(prepared: dict, cfg: TrainConfig | None = None, n_patches: int = 32
              f"annotated: {len(annotated)} of {n_all} training instances, {voxels:.1%} of the voxels"
              + (f"; largest sizes {largest}" + (" ..." if len(annotated) > 8 else "") if len(annotated) else "")]
     if cfg is not None and cfg.method != "full_supervision":
-        sampler = PatchSampler(prepared["raw_train"], prepared["sparse_train"], prepared["offsets"], patch=cfg.patch,
-                               sparse=True, background_is_instance=cfg.dim == 2, widen=cfg.dim == 3,
-                               n_nearest=prepared["n_nearest"], min_labeled=0.0, augment=False)
+        sampler = training_sampler(cfg, prepared, min_labeled=0.0, augment=False)
         rng = np.random.default_rng(0)
         shares = []
         for _ in range(n_patches):

@@ -43,7 +43,7 @@ from .evaluate import affinity_scores, score_prediction
 from .inference import part_tiling, predict_affinities
 from .models import resolve_precision
 from .objective import step_objective
-from .sampling import PatchSampler, describe, prepare_data
+from .sampling import PatchSampler, describe, prepare_data, training_sampler
 
 # TrainConfig, load_config, PatchSampler, prepare_data, build_models and
 # load_checkpoint live in config / sampling / checkpoint; they stay importable
@@ -107,11 +107,7 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
               f"{cfg.iterations} iterations, batch {cfg.batch}, patch {tuple(cfg.patch)}, widths {tuple(cfg.widths)}, "
               f"{precision} -> {out_dir}", flush=True)
     offsets, n_nearest = prepared["offsets"], prepared["n_nearest"]
-    full = cfg.method == "full_supervision"
-    sampler = PatchSampler(
-        prepared["raw_train"], prepared["labels_train"] if full else prepared["sparse_train"], offsets,
-        patch=cfg.patch, sparse=not full, background_is_instance=cfg.dim == 2, widen=cfg.dim == 3,
-        n_nearest=n_nearest, min_labeled=0.0 if full else cfg.min_labeled, augment=cfg.augment)
+    sampler = training_sampler(cfg, prepared)
     out_dir.mkdir(parents=True, exist_ok=True)  # only once the data loaded: a failed start leaves no folder
 
     torch.manual_seed(cfg.seed)

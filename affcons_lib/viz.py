@@ -11,6 +11,7 @@ from ._atomic import atomic_path, write_json
 from ._paths import runs_dir
 
 __all__ = ["runs_dir", "figures_dir", "save_figure", "label_cmap", "show_labels", "matched_labels", "results_dir", "record_results",
+           "show_findings",
            "paired_plot", "paired_panels", "MEASURE_LABELS"]
 
 
@@ -111,6 +112,23 @@ def record_results(name: str, results: dict) -> Path:
     out_dir = results_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     return write_json(out_dir / f"{name}.json", results, default=float)
+
+
+def show_findings(name: str, lines) -> Path:
+    """A notebook's "What this run found": its verdicts in words, one Markdown
+    bullet per line, each written by the notebook from the run's own numbers.
+    Displayed in the notebook and recorded as ``results_dir()/NAME_findings.json``
+    (``{"findings": [...]}``), where ``make report`` and ``reproduce --record``
+    find them. Returns the file written."""
+    lines = [str(line).strip() for line in lines]
+    if not lines or not all(lines):
+        raise ValueError(f"{name}: expected one or more non-empty findings, got {lines!r}")
+    try:
+        from IPython.display import Markdown, display
+        display(Markdown("\n".join(f"- {line}" for line in lines)))
+    except ImportError:  # outside Jupyter: plain text
+        print("\n".join(f"- {line}" for line in lines))
+    return record_results(f"{name}_findings", {"findings": lines})
 
 
 #: How each reference row of :func:`affcons_lib.evaluate.reference_scores` is drawn.
