@@ -18,6 +18,7 @@ a zarr array, never holding the volume (:mod:`affcons_lib.blockwise`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -27,9 +28,9 @@ from ._atomic import atomic_path
 from .checkpoint import load_checkpoint, set_threads
 from .config import load_config
 from .inference import default_stride, default_tile, part_tiling, predict_affinities
-from .sampling import prepare_data
+from .sampling import crop_train_part, prepare_data
 
-__all__ = ["DATA_KEYS", "predict_part", "default_tile", "default_stride", "main"]
+__all__ = ["DATA_KEYS", "predict_part", "ScoredRun", "score_run", "default_tile", "default_stride", "main"]
 
 #: Config keys that ``--set`` may change at prediction time: where the data are,
 #: never how the networks were built or trained.
@@ -86,6 +87,62 @@ def predict_part(checkpoint, part: str = "test", *, tile=None, stride=None, bran
                 prepared["offsets"])
     affs, entropy = one(raw, labels)
     return affs, entropy, labels, prepared["offsets"]
+
+
+@dataclasses.dataclass
+class ScoredRun:
+    """A trained run scored on its test part (:func:`score_run`).
+
+    Attributes
+    ----------
+    scores : dict
+        One row of a score table. 3D: ``voi``, ``voi_split``, ``voi_merge``,
+        ``arand``, ``threshold`` (waterz, best threshold), ``fragments_voi``; 2D:
+        ``aji``, ``dice``, ``f1``, ``pq``, ``sbd``, ``dic``. For one volume or image
+        also the affinity-level scores (no segmentation, no threshold):
+        ``test_error``, ``test_ap`` on the test part, ``unlabeled_error``,
+        ``unlabeled_ap`` on the unlabeled region of the training part, and each
+        region's share of cuts (``test_cut_share``, ``unlabeled_cut_share``: the AP
+        of a random ranking, the error of "every affinity 1").
+    affinities, entropy, labels
+        The test prediction (lists for an image collection), its entropy (None
+        unless asked for) and the dense labels.
+    segmentation
+        The scored segmentation (a list for a collection).
+    """
+
+    scores: dict
+    affinities: object
+    entropy: object
+    labels: object
+    segmentation: object
+
+
+def score_run(checkpoint, prepared: dict, *, train_crop=None, with_entropy: bool = False) -> ScoredRun:
+    """Score a run as notebooks 01 and 02 compare methods: its f(θ2) predicts the
+    test part of ``prepared``, which is segmented and scored
+    (:func:`~affcons_lib.evaluate.score_prediction`), and, for one volume or image,
+    also its affinities on the test part and on the unlabeled region of the
+    training part (centre-cropped in-plane to ``train_crop``; None: all of it),
+    the region where the cross-consistency acts."""
+    from .evaluate import affinity_scores, score_prediction
+
+    affs, entropy, labels, offsets = predict_part(checkpoint, "test", prepared=prepared, with_entropy=with_entropy)
+    s = score_prediction(affs, labels, offsets)
+    if np.ndim(labels) == 3 and not isinstance(affs, list):
+        row = dict(voi=s["voi"], voi_split=s["voi_split"], voi_merge=s["voi_merge"], arand=s["arand"],
+                   threshold=s["threshold"], fragments_voi=s["fragments"]["voi"])
+    else:
+        row = {k: s[k] for k in ("aji", "dice", "f1", "pq", "sbd", "dic")}
+    if not isinstance(affs, list):
+        a = affinity_scores(affs, labels, offsets)
+        view = crop_train_part(prepared, train_crop)
+        u = affinity_scores(predict_part(checkpoint, "train", prepared=view, with_entropy=False)[0],
+                            view["labels_train"], offsets, sparse_labels=view["sparse_train"])
+        row.update(test_error=a["affinity_error"], test_ap=a["boundary_ap"], unlabeled_error=u["affinity_error"],
+                   unlabeled_ap=u["boundary_ap"], test_cut_share=a["boundary_share"],
+                   unlabeled_cut_share=u["boundary_share"])
+    return ScoredRun(row, affs, entropy, labels, s["segmentation"])
 
 
 def main(argv=None) -> int:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["PairedDifference", "paired_difference", "VERDICTS", "Claim", "paired_claims", "claim_summary",
-           "AFFINITY_MEASURES", "HIGHER_IS_BETTER", "beyond_floors", "markdown_row"]
+           "AFFINITY_MEASURES", "HIGHER_IS_BETTER", "affinity_floors", "beyond_floors", "stable_verdicts", "markdown_row"]
 
 VERDICTS = ("a lower", "b lower", "inconclusive")
 
@@ -175,6 +175,22 @@ def paired_claims(rows, comparisons, measures, source: str) -> list[Claim]:
     return out
 
 
+def affinity_floors(rows) -> dict:
+    """The trivial answers of the affinity-level measures, from scored runs
+    (:class:`~affcons_lib.predict.ScoredRun` rows with ``test_cut_share`` and
+    ``unlabeled_cut_share``): "every affinity 1" errs on exactly the cuts, and a
+    random ranking finds them with an AP equal to their share; on each region, the
+    mean over the runs. ``{}`` when the rows hold no affinity-level scores."""
+    rows = list(rows)
+    floors = {}
+    for region in ("test", "unlabeled"):
+        shares = [r[f"{region}_cut_share"] for r in rows if f"{region}_cut_share" in r]
+        if shares:
+            share = float(np.mean(shares))
+            floors.update({f"{region}_error": share, f"{region}_ap": share})
+    return floors
+
+
 def beyond_floors(rows, floors: dict) -> dict:
     """For each measure of ``floors`` (its trivial answer's score, e.g. the share
     of cuts for the affinity error of "every affinity 1" and for a random
@@ -220,11 +236,33 @@ def claim_summary(claims, claim: str, primary=AFFINITY_MEASURES, beyond: dict | 
     return f"{claim}: holds on {holds} of {counted} ({mine[0].pairs} paired seeds, {mine[0].source}). {show}"
 
 
+def stable_verdicts(*runs) -> dict:
+    """The verdict of each (claim, measure) over repeated runs of one setting
+    (other machines, another precision, identical reruns): the common verdict
+    where every run that measured it agrees, ``"unstable"`` where they differ.
+
+    Parameters
+    ----------
+    *runs : iterables of :class:`Claim`, one per repeated run of the setting.
+
+    Returns
+    -------
+    dict mapping ``(claim, measure)`` (measure without its leading "-") to a verdict.
+    """
+    seen: dict = {}
+    for claims in runs:
+        for c in claims:
+            seen.setdefault((c.claim, c.measure.lstrip("-")), set()).add(c.verdict)
+    return {k: next(iter(v)) if len(v) == 1 else "unstable" for k, v in seen.items()}
+
+
 def markdown_row(claims, claim: str, scale: str, measures=AFFINITY_MEASURES + ("voi",),
-                 beyond: dict | None = None) -> str:
+                 beyond: dict | None = None, verdicts: dict | None = None) -> str:
     """One row of the README's verdict table: ``| claim | scale | one cell per measure |``,
     each cell "mean [low, high] verdict", "(at the floor)" where :func:`beyond_floors`
-    says either method is no better than the trivial answer, "—" where not measured."""
+    says either method is no better than the trivial answer, "—" where not measured.
+    ``verdicts`` (from :func:`stable_verdicts`) replaces a verdict by the one over
+    repeated runs, "unstable" where they disagree."""
     a, b = claim.split(" beats ")
     mine = {c.measure.lstrip("-"): c for c in claims if c.claim == claim}
     cells = []
@@ -234,5 +272,6 @@ def markdown_row(claims, claim: str, scale: str, measures=AFFINITY_MEASURES + ("
             cells.append("—")
             continue
         floor = beyond is not None and m in beyond and not {a, b} <= set(beyond[m])
-        cells.append(f"{c.mean:+.3f} [{c.low:+.3f}, {c.high:+.3f}] {c.verdict}" + (" (at the floor)" if floor else ""))
+        verdict = (verdicts or {}).get((claim, m), c.verdict)
+        cells.append(f"{c.mean:+.3f} [{c.low:+.3f}, {c.high:+.3f}] {verdict}" + (" (at the floor)" if floor else ""))
     return f"| {claim} | {scale} | " + " | ".join(cells) + " |"

@@ -127,3 +127,15 @@ def test_a_verdict_at_the_floor_is_not_counted():
     assert "unlabeled_error -0.027" in line and "(at the floor)" in line
     higher = stats.beyond_floors([dict(method="m", seed=0, test_ap=0.3)], {"test_ap": 0.34})
     assert higher == {"test_ap": []}  # AP: better means higher than chance
+
+
+def test_stable_verdicts_mark_a_flip_as_unstable():
+    def claim(measure, verdict):
+        return stats.Claim("a beats b", measure, -0.1, -0.2, 0.0, 5, verdict, "train")
+
+    first = [claim("voi", "holds"), claim("-test_ap", "holds")]
+    second = [claim("voi", "inconclusive"), claim("-test_ap", "holds")]
+    verdicts = stats.stable_verdicts(first, second)
+    assert verdicts == {("a beats b", "voi"): "unstable", ("a beats b", "test_ap"): "holds"}
+    row = stats.markdown_row(first, "a beats b", "s", measures=("test_ap", "voi"), verdicts=verdicts)
+    assert row.endswith("holds | -0.100 [-0.200, +0.000] unstable |")
