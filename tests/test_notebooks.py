@@ -109,3 +109,17 @@ def test_deterministic_outputs_with_nbval(path, tmp_path, monkeypatch):
                              "--rootdir", str(tmp_path), str(executed)],
                             capture_output=True, text=True, cwd=str(path.parent))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_ends_with_what_this_run_found(path):
+    """Before the questions, a "What this run found" heading and a code cell that
+    writes the findings from the run's numbers (viz.show_findings), not typed prose."""
+    cells = json.loads(path.read_text())["cells"]
+    heads = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown"
+             and "".join(c["source"]).lstrip().startswith("## What this run found")]
+    assert len(heads) == 1, f"{path.name}: expected one '## What this run found' cell"
+    found = cells[heads[0] + 1]
+    assert found["cell_type"] == "code" and "viz.show_findings(" in "".join(found["source"]), \
+        f"{path.name}: the cell after 'What this run found' must call viz.show_findings"
+    assert heads[0] + 2 == len(cells) - 2, f"{path.name}: the findings come right before the questions"
