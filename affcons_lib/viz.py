@@ -134,7 +134,7 @@ def show_findings(name: str, lines) -> Path:
 #: How each reference row of :func:`affcons_lib.evaluate.reference_scores` is drawn.
 REFERENCE_STYLES = {
     "one object": dict(color="0.35", ls="--"),
-    "ground-truth targets (ceiling)": dict(color="tab:green", ls=":"),
+    "ground-truth targets (ceiling)": dict(color="tab:purple", ls=":"),  # not a method's colour
 }
 
 

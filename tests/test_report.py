@@ -117,3 +117,16 @@ def test_reproduce_records_results_and_run_times(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "rec" / "00_x.json").read_text()) == {"answer": 42}
     times = json.loads((tmp_path / "rec" / "run_times.json").read_text())
     assert set(times["seconds"]) == {"00_x"} and times["seconds"]["00_x"] > 0 and times["parameters"] == {"answer": 42}
+
+
+def test_report_index_opens_with_what_the_runs_found(tmp_path):
+    _executed(tmp_path / "01_training.ipynb", "1 · `crac` against `sparse_only`", 1)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "01_claims.json").write_text(json.dumps({"central": "crac beats sparse_only: holds on 3 of 3"}))
+    (results / "01_training_findings.json").write_text(json.dumps({"findings": ["VOI of `crac` 2.9 < 3.1"]}))
+    text = report.render_report(tmp_path).read_text()
+    found, notebooks = text.index("What the runs found"), text.index("The notebooks")
+    assert found < text.index("crac beats sparse_only: holds on 3 of 3") < notebooks
+    assert found < text.index("VOI of <code>crac</code> 2.9 &lt; 3.1") < notebooks
+    assert "`" not in text and "<code>sparse_only</code>" in text  # titles as text, no literal backticks
