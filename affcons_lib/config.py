@@ -355,7 +355,7 @@ def run_config_cli(argv, *, prog: str, description: str, cls, run) -> int:
             print(json.dumps(dataclasses.asdict(cfg), indent=2))
             return 0
         summary = run(cfg)
-    except (ValueError, FileNotFoundError) as err:  # bad config, or bad data found while loading
+    except (ValueError, FileNotFoundError, FloatingPointError) as err:  # bad config or data; a loss gone NaN
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:

@@ -37,6 +37,7 @@ import numpy as np
 
 from . import affinity, metrics, postprocess
 from ._atomic import write_text
+from .data import check_finite
 
 __all__ = ["evaluate_3d", "segment_3d", "reference_scores", "evaluate_2d", "score_prediction", "evaluate_2d_many", "segment_2d", "affinity_scores", "read_prediction", "main"]
 
@@ -103,7 +104,7 @@ def evaluate_3d(affs: np.ndarray, gt: np.ndarray, *, method: str = "waterz", thr
     ``border_tolerance`` and ``segmentation``.
     """
     _check_method(method)
-    affs = np.asarray(affs)
+    affs = check_finite(affs, "affs")  # a NaN would silently become a cut or a merge
     gt = np.asarray(gt)
     if affs.ndim != 4 or affs.shape[1:] != gt.shape:
         raise ValueError(f"affs: expected shape (C, *gt.shape) = (C, {', '.join(map(str, gt.shape))}), "
@@ -168,7 +169,7 @@ def segment_2d(affs: np.ndarray, offsets, n_attractive: int = 2, *, min_size: in
 
 def evaluate_2d(affs: np.ndarray, gt: np.ndarray, offsets, **segment_options) -> dict:
     """Mutex watershed segmentation scored with the 2D metrics of the paper."""
-    seg = segment_2d(affs, offsets, **segment_options)
+    seg = segment_2d(check_finite(affs, "affs"), offsets, **segment_options)
     return {"aji": metrics.aji(seg, gt), "dice": metrics.dice(seg, gt), "f1": metrics.f1(seg, gt),
             "pq": metrics.pq(seg, gt), "sbd": metrics.sbd(seg, gt), "dic": metrics.dic(seg, gt),
             "segmentation": seg}

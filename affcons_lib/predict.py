@@ -27,6 +27,7 @@ import numpy as np
 from ._atomic import atomic_path
 from .checkpoint import load_checkpoint, set_threads
 from .config import load_config
+from .data import check_finite
 from .inference import default_stride, default_tile, part_tiling, predict_affinities
 from .sampling import crop_train_part, prepare_data
 
@@ -79,7 +80,9 @@ def predict_part(checkpoint, part: str = "test", *, tile=None, stride=None, bran
                                                                              nets[branch].divisor)
         s = tuple(stride) if stride else s
         out = predict_affinities(nets[branch], image, prepared["offsets"], tile=t, stride=s, with_entropy=with_entropy)
-        return out if with_entropy else (out, None)
+        out = out if with_entropy else (out, None)
+        check_finite(out[0], f"affinities predicted by {checkpoint}")  # NaN weights give NaN affinities
+        return out
 
     if isinstance(raw, list):  # an image collection: lists, one entry per image
         results = [one(i, lab) for i, lab in zip(raw, labels)]

@@ -28,6 +28,7 @@ batch of N·batch) and the run equals one process at batch N·batch: see
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import warnings
 from pathlib import Path
@@ -153,6 +154,11 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
                               cpsn=cpsn if t > warmup else None)
         loss, terms = step.total, step.log_terms()
         terms = distributed.mean_over_ranks(terms)  # each rank holds its share of the global mean
+        bad = [k for k, v in terms.items() if not math.isfinite(v)]
+        if bad:  # stop before the step: every checkpoint written so far holds finite weights
+            kept = f"{last} holds the last finite weights" if last.is_file() else "no checkpoint was written"
+            raise FloatingPointError(f"iteration {t}: loss term {bad[0]!r} is {terms[bad[0]]} (not finite); "
+                                     f"training stopped, {kept}; check the data and lower lr")
 
         # 4. step
         optimizer.zero_grad(set_to_none=True)

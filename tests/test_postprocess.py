@@ -285,10 +285,19 @@ def test_agglomerate_thresholds_monotone_and_sweep(em_case):
 
 def test_agglomerate_scorings_and_fragment_sources(em_case):
     affs, gt = em_case
+    one_object = sum(metrics.voi(np.ones_like(gt), gt))
+    alone = sum(metrics.voi(pp.fragments_from_affinities(affs), gt))
+    at_low = set()
     for scoring in ("median", "median_release", "mean", "quantile_75"):
-        (seg,) = pp.agglomerate(affs, [0.5], scoring=scoring)
-        assert seg.shape == gt.shape
+        segs = pp.agglomerate(affs, [0.3, 0.5, 0.9, 0.99], scoring=scoring)
+        counts = [len(np.unique(s)) for s in segs]
+        assert counts == sorted(counts, reverse=True), (scoring, counts)  # a higher threshold merges more
+        voi = sum(metrics.voi(segs[1], gt))
+        assert voi < 0.5 * min(one_object, alone), (scoring, voi)  # fragments merged into bodies, not into one
+        at_low.add(segs[0].tobytes())
+    assert len(at_low) > 1  # the scoring is used: mean and the median disagree at 0.3
     (own,) = pp.agglomerate(affs, [0.5], fragments="waterz")
+    assert sum(metrics.voi(own, gt)) < one_object  # waterz's own fragments, agglomerated
     given = pp.fragments_from_affinities(affs)
     kept = given.copy()
     (from_given,) = pp.agglomerate(affs, [0.5], fragments=given)

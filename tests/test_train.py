@@ -410,13 +410,21 @@ def test_validation_log(tmp_path):
 
     val = pd.read_csv(tmp_path / "validation.csv")
     assert list(val.iteration) == [1, 2]
-    # the last row is the score of the saved weights, recomputed here
-    net = train.load_checkpoint(tmp_path / "last.pt")[0]["embedding"]
-    again = train.score_test_part(net, train.prepare_data(cfg), cfg)
-    assert val.val_voi.iloc[-1] == pytest.approx(again["val_voi"], abs=1e-6)
-    assert val.val_arand.iloc[-1] == pytest.approx(again["val_arand"], abs=1e-6)
-    # learning curves of the threshold-free scores too
-    assert val.val_affinity_error.iloc[-1] == pytest.approx(again["val_affinity_error"], abs=1e-9)
+    # the last row is the score of the saved weights, recomputed here by another road: the
+    # prediction command's predict_part, then evaluate_3d and affinity_scores themselves
+    from affcons_lib import evaluate, predict
+
+    prepared = train.prepare_data(cfg)
+    affs, _, labels, offsets = predict.predict_part(tmp_path / "last.pt", "test", prepared=prepared,
+                                                    with_entropy=False)
+    seg = evaluate.evaluate_3d(affs, labels, offsets=offsets)
+    level = evaluate.affinity_scores(affs, labels, offsets)
+    assert val.val_voi.iloc[-1] == pytest.approx(seg["voi"], abs=1e-6)
+    assert val.val_arand.iloc[-1] == pytest.approx(seg["arand"], abs=1e-6)
+    assert val.val_affinity_error.iloc[-1] == pytest.approx(level["affinity_error"], abs=1e-9)
+    assert val.val_boundary_ap.iloc[-1] == pytest.approx(level["boundary_ap"], abs=1e-9)
+    # a learning curve: each row scores the weights of its own iteration, not the last ones
+    assert val.val_boundary_ap.iloc[0] != val.val_boundary_ap.iloc[-1]
     assert 0 <= val.val_affinity_error.min() and val.val_boundary_ap.max() <= 1
 
 

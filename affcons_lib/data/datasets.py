@@ -47,6 +47,7 @@ __all__ = [
     "load_volume",
     "load_image",
     "normalize_raw",
+    "check_finite",
     "ImageCollection",
     "load_image_collection",
     "is_image_collection",
@@ -173,12 +174,29 @@ class Dataset:
     real: bool
 
 
-def normalize_raw(raw: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
+def check_finite(array: np.ndarray, name: str) -> np.ndarray:
+    """``array`` unchanged if every value is finite; else a ValueError naming
+    ``name`` (a file and key), how many values are NaN or infinite and the first
+    one's position. One NaN voxel in a raw volume makes every loss NaN from the first
+    iteration and every saved weight NaN, without a word: refuse it at the door."""
+    array = np.asarray(array)
+    if array.dtype.kind in "fc":
+        bad = ~np.isfinite(array)
+        if bad.any():
+            first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), array.shape))
+            raise ValueError(f"{name}: {int(bad.sum())} non-finite values (NaN or infinite) in an array of shape "
+                             f"{array.shape}, the first at {first}; expected finite grey values (repair or mask them)")
+    return array
+
+
+def normalize_raw(raw: np.ndarray, value_range: tuple[float, float] | None = None, *, name: str = "raw") -> np.ndarray:
     """Scale raw data of any dtype to float32 in [0, 1] by a contrast stretch
     between its 0.1th and 99.9th percentiles (robust to 16-bit images that use a
     fraction of their range, and to a few hot pixels), or between the given
-    ``value_range`` (lo, hi): one range for all blocks of a large volume."""
-    raw = np.asarray(raw)
+    ``value_range`` (lo, hi): one range for all blocks of a large volume. Raw data
+    with a NaN or an infinite value are refused (:func:`check_finite`, naming
+    ``name``)."""
+    raw = check_finite(raw, name)
     x = raw.astype(np.float32)
     if value_range is not None:
         lo, hi = (float(v) for v in value_range)
@@ -238,7 +256,8 @@ def load_volume(dataset: str = "auto", *, raw_key: str | None = None, labels: st
         raw, lab = read_raw_and_labels(path, labels, raw_key=key, labels_key=labels_key, ndim=3)
         if roi is not None:
             raw, lab = raw[tuple(roi)], lab[tuple(roi)]
-    return Dataset(normalize_raw(raw), lab, f"{path.name} {raw.shape}", True)
+    return Dataset(normalize_raw(raw, name=f"{path}" + (f":{key}" if key else "")), lab, f"{path.name} {raw.shape}",
+                   True)
 
 
 def load_image(dataset: str = "auto", *, raw_key: str | None = None, labels: str | None = None,
@@ -270,7 +289,8 @@ def load_image(dataset: str = "auto", *, raw_key: str | None = None, labels: str
             f"dataset={dataset!r}: not 'auto', 'nuclei', 'synthetic', a folder with img2d.tif + mask2d.tif, "
             "nor an existing image file with its labels (labels=PATH)"
         )
-    return Dataset(normalize_raw(img), lab, f"{path.name} {img.shape}", True)
+    return Dataset(normalize_raw(img, name=f"{path}" + (f":{key}" if key else "")), lab, f"{path.name} {img.shape}",
+                   True)
 
 
 def mirror_to_shape(array: np.ndarray, shape) -> np.ndarray:
