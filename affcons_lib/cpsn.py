@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from . import affinity, checkpoint, distributed, losses, metrics, models
 from .checkpoint import build_models
 from .config import TrainConfig, run_config_cli
-from .sampling import PatchSampler, prepare_data
+from .sampling import PatchSampler, PreparedData, prepare_data
 
 __all__ = ["SnapshotBank", "snapshot_affinities", "error_target", "cpsn_input", "cpsn_loss", "CPSNConfig", "train_cpsn",
            "load_cpsn", "cpsn_confidence", "predict_errors", "heldout_patches", "compare_filters", "precision_recall",
@@ -187,18 +187,18 @@ def _seg_config(snapshot_dir: Path) -> TrainConfig:
     return TrainConfig.from_saved(checkpoint.read_checkpoint(files[0])["config"])
 
 
-def train_cpsn(cfg: CPSNConfig, prepared: dict | None = None) -> dict:
+def train_cpsn(cfg: CPSNConfig, prepared: PreparedData | None = None) -> dict:
     """Train a CPSN on errors simulated by the snapshot bank; atomic checkpoints,
     ``losses.csv`` and exact resume as in :func:`affcons_lib.train.train`."""
     seg_cfg = _seg_config(Path(cfg.snapshot_dir))
     device = distributed.setup(str(checkpoint.resolve_device(cfg)))  # torchrun's group, if any
     main_rank = distributed.is_main()
     prepared = prepared or prepare_data(seg_cfg)
-    offsets = prepared["offsets"]
+    offsets = prepared.offsets
     bank = SnapshotBank(cfg.snapshot_dir, cfg.snapshot_iters, cfg.branches, cfg.max_dropout, device)
-    sampler = PatchSampler(prepared["raw_train"], prepared["sparse_train"], offsets, patch=seg_cfg.patch,
+    sampler = PatchSampler(prepared.raw_train, prepared.sparse_train, offsets, patch=seg_cfg.patch,
                            sparse=True, background_is_instance=False, widen=seg_cfg.dim == 3,
-                           n_nearest=prepared["n_nearest"], min_labeled=seg_cfg.min_labeled)
+                           n_nearest=prepared.n_nearest, min_labeled=seg_cfg.min_labeled)
     torch.manual_seed(cfg.seed)
     net = distributed.wrap(models.build("cpsn3d" if seg_cfg.dim == 3 else "cpsn2d", widths=cfg.widths)
                            .to(device).train(), device)
@@ -266,7 +266,7 @@ def cpsn_confidence(cpsn: torch.nn.Module, image: torch.Tensor, aff: torch.Tenso
     return predict_errors(cpsn, image, aff) < 0.5
 
 
-def heldout_patches(prepared: dict, patch, count: int, seed: int, *, min_labeled: float = 0.0,
+def heldout_patches(prepared: PreparedData, patch, count: int, seed: int, *, min_labeled: float = 0.0,
                     max_tries: int = 200) -> dict:
     """``count`` patches of the training part for measuring the filters, drawn from
     their own generator (``seed``), not from a training run's sample stream, and
@@ -280,16 +280,16 @@ def heldout_patches(prepared: dict, patch, count: int, seed: int, *, min_labeled
     ``unlabeled``, the valid edges outside M, where ``crac``'s cross-consistency
     acts. Targets are computed as training computes them (borders widened in 3D).
     """
-    raw, dense, sparse = prepared["raw_train"], prepared["labels_train"], prepared["sparse_train"]
-    if isinstance(raw, list) or raw.ndim != dense.ndim:
+    if prepared.collection or prepared.in_channels != 1:
         raise ValueError("heldout_patches: expected one grey-value volume or image as the training part, "
                          "not an image collection or RGB")
+    raw, dense, sparse = prepared.raw_train[0], prepared.labels_train[0], prepared.sparse_train[0]
     patch = tuple(int(p) for p in patch)
     if len(patch) != dense.ndim or any(p > n for p, n in zip(patch, dense.shape)):
         raise ValueError(f"patch: expected {dense.ndim} sizes within the training part {dense.shape}, got {patch}")
     if count < 1:
         raise ValueError(f"count: expected at least one patch, got {count}")
-    offsets, widen = prepared["offsets"], dense.ndim == 3
+    offsets, widen = prepared.offsets, dense.ndim == 3
     _, valid = affinity.affinities_from_labels(np.zeros(patch, np.int32), offsets)  # in-bounds edges: the same for all
     rng = np.random.default_rng([seed, 7919])  # a stream no training run draws from
     items = []

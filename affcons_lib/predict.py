@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,19 +30,30 @@ from .checkpoint import load_checkpoint, set_threads
 from .config import load_config
 from .data import check_finite
 from .inference import default_stride, default_tile, part_tiling, predict_affinities
-from .sampling import crop_train_part, prepare_data
+from .sampling import PreparedData, prepare_data
 
-__all__ = ["DATA_KEYS", "predict_part", "ScoredRun", "score_run", "default_tile", "default_stride", "main"]
+__all__ = ["DATA_KEYS", "Prediction", "predict_part", "ScoredRun", "score_run", "default_tile", "default_stride", "main"]
 
 #: Config keys that ``--set`` may change at prediction time: where the data are,
 #: never how the networks were built or trained.
 DATA_KEYS = ("dataset", "raw_key", "labels", "labels_key", "test_dataset", "test_labels", "train_fraction")
 
 
+class Prediction(NamedTuple):
+    """What :func:`predict_part` returns: lists with one entry per volume or image
+    of the part (one for a volume), whatever the dataset."""
+
+    affinities: list  # float32 (C, *spatial) in [0, 1] each
+    entropy: list | None  # like affinities; None when not asked for
+    labels: list  # the dense labels, (*spatial) each
+    offsets: tuple
+
+
 def predict_part(checkpoint, part: str = "test", *, tile=None, stride=None, branch: str = "embedding",
-                 device="cpu", prepared: dict | None = None, data_overrides=(), with_entropy: bool = True):
-    """Affinities, entropy and dense labels of one part of the run's dataset (lists,
-    one entry per image, for image collections such as BBBC039).
+                 device="cpu", prepared: PreparedData | None = None, data_overrides=(),
+                 with_entropy: bool = True) -> Prediction:
+    """Affinities, entropy and dense labels of one part (``"test"``, ``"train"`` or
+    ``"all"``) of the run's dataset, as a :class:`Prediction` of lists.
     ``data_overrides`` (``key=value`` texts or a dict of :data:`DATA_KEYS`) point
     the run's config at other data. ``with_entropy=False`` skips the entropy
     (None in its place): a score needs the affinities alone."""
@@ -60,36 +72,23 @@ def predict_part(checkpoint, part: str = "test", *, tile=None, stride=None, bran
             setattr(cfg, key, getattr(changed, key))
         cfg.validate()
     prepared = prepared or prepare_data(cfg)
-    if part == "test":
-        raw, labels = prepared["raw_test"], prepared["labels_test"]
-    elif part == "train":
-        raw, labels = prepared["raw_train"], prepared["labels_train"]
-    elif part == "all" and cfg.test_dataset is not None:
+    if part == "all" and cfg.test_dataset is not None:
         raise ValueError(f"part='all': the run has a separate test_dataset ({cfg.test_dataset}); "
                          "predict --part train and --part test one by one")
-    elif part == "all" and isinstance(prepared["raw_test"], list):
-        raw = prepared["raw_train"] + prepared["raw_test"]
-        labels = prepared["labels_train"] + prepared["labels_test"]
-    elif part == "all":
-        raw = np.concatenate([prepared["raw_train"], prepared["raw_test"]], axis=0 if cfg.dim == 3 else 1)
-        labels = np.concatenate([prepared["labels_train"], prepared["labels_test"]], axis=0 if cfg.dim == 3 else 1)
-    else:
-        raise ValueError(f"part: expected 'test', 'train' or 'all', got {part!r}")
+    raws, labels = prepared.part(part)
+
     def one(image, lab):
         t, s = (tuple(tile), default_stride(tile)) if tile else part_tiling(lab.shape, cfg.patch,
                                                                              nets[branch].divisor)
         s = tuple(stride) if stride else s
-        out = predict_affinities(nets[branch], image, prepared["offsets"], tile=t, stride=s, with_entropy=with_entropy)
+        out = predict_affinities(nets[branch], image, prepared.offsets, tile=t, stride=s, with_entropy=with_entropy)
         out = out if with_entropy else (out, None)
         check_finite(out[0], f"affinities predicted by {checkpoint}")  # NaN weights give NaN affinities
         return out
 
-    if isinstance(raw, list):  # an image collection: lists, one entry per image
-        results = [one(i, lab) for i, lab in zip(raw, labels)]
-        return ([r[0] for r in results], [r[1] for r in results] if with_entropy else None, labels,
-                prepared["offsets"])
-    affs, entropy = one(raw, labels)
-    return affs, entropy, labels, prepared["offsets"]
+    results = [one(image, lab) for image, lab in zip(raws, labels)]
+    return Prediction([r[0] for r in results], [r[1] for r in results] if with_entropy else None, labels,
+                      prepared.offsets)
 
 
 @dataclasses.dataclass
@@ -107,21 +106,19 @@ class ScoredRun:
         ``unlabeled_ap`` on the unlabeled region of the training part, and each
         region's share of cuts (``test_cut_share``, ``unlabeled_cut_share``: the AP
         of a random ranking, the error of "every affinity 1").
-    affinities, entropy, labels
-        The test prediction (lists for an image collection), its entropy (None
-        unless asked for) and the dense labels.
-    segmentation
-        The scored segmentation (a list for a collection).
+    prediction : Prediction
+        The test prediction (lists, one entry per volume or image), its entropy
+        (None unless asked for) and the dense labels.
+    segmentations : list
+        The scored segmentation of each.
     """
 
     scores: dict
-    affinities: object
-    entropy: object
-    labels: object
-    segmentation: object
+    prediction: Prediction
+    segmentations: list
 
 
-def score_run(checkpoint, prepared: dict, *, train_crop=None, with_entropy: bool = False) -> ScoredRun:
+def score_run(checkpoint, prepared: PreparedData, *, train_crop=None, with_entropy: bool = False) -> ScoredRun:
     """Score a run as notebooks 01 and 02 compare methods: its f(θ2) predicts the
     test part of ``prepared``, which is segmented and scored
     (:func:`~affcons_lib.evaluate.score_prediction`), and, for one volume or image,
@@ -130,22 +127,26 @@ def score_run(checkpoint, prepared: dict, *, train_crop=None, with_entropy: bool
     the region where the cross-consistency acts."""
     from .evaluate import affinity_scores, score_prediction
 
-    affs, entropy, labels, offsets = predict_part(checkpoint, "test", prepared=prepared, with_entropy=with_entropy)
+    pred = predict_part(checkpoint, "test", prepared=prepared, with_entropy=with_entropy)
+    affs, labels, offsets = pred.affinities, pred.labels, pred.offsets
+    if not prepared.collection:  # one volume or image
+        affs, labels = affs[0], labels[0]
     s = score_prediction(affs, labels, offsets)
-    if np.ndim(labels) == 3 and not isinstance(affs, list):
+    if prepared.dim == 3:
         row = dict(voi=s["voi"], voi_split=s["voi_split"], voi_merge=s["voi_merge"], arand=s["arand"],
                    threshold=s["threshold"], fragments_voi=s["fragments"]["voi"])
     else:
         row = {k: s[k] for k in ("aji", "dice", "f1", "pq", "sbd", "dic")}
-    if not isinstance(affs, list):
+    if not prepared.collection:
         a = affinity_scores(affs, labels, offsets)
-        view = crop_train_part(prepared, train_crop)
-        u = affinity_scores(predict_part(checkpoint, "train", prepared=view, with_entropy=False)[0],
-                            view["labels_train"], offsets, sparse_labels=view["sparse_train"])
+        view = prepared.crop_train(train_crop)
+        u = affinity_scores(predict_part(checkpoint, "train", prepared=view, with_entropy=False).affinities[0],
+                            view.labels_train[0], offsets, sparse_labels=view.sparse_train[0])
         row.update(test_error=a["affinity_error"], test_ap=a["boundary_ap"], unlabeled_error=u["affinity_error"],
                    unlabeled_ap=u["boundary_ap"], test_cut_share=a["boundary_share"],
                    unlabeled_cut_share=u["boundary_share"])
-    return ScoredRun(row, affs, entropy, labels, s["segmentation"])
+    segs = s["segmentation"] if prepared.collection else [s["segmentation"]]
+    return ScoredRun(row, pred, segs)
 
 
 def main(argv=None) -> int:
@@ -186,7 +187,8 @@ def main(argv=None) -> int:
         return 2
     out = Path(args.out)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        groups = [(f, affs, entropy, labels)] if not isinstance(affs, list) else \
+        # one volume or image at the top level, several images (a collection) as groups image_NNN
+        groups = [(f, affs[0], entropy[0], labels[0])] if len(affs) == 1 else \
             [(f.create_group(f"image_{i:03d}"), a, e, lab) for i, (a, e, lab) in enumerate(zip(affs, entropy, labels))]
         for g, a, e, lab in groups:
             ds = g.create_dataset("affinities", data=a, compression="gzip")

@@ -7,17 +7,99 @@ patches of an iteration, each from its own random stream.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
 from . import affinity, data
 from .config import TrainConfig
 
-__all__ = ["PatchSampler", "training_sampler", "prepare_data", "describe", "split_part", "center_crop", "crop_test_part",
+__all__ = ["PreparedData", "PatchSampler", "training_sampler", "prepare_data", "describe", "split_part", "center_crop", "crop_test_part",
            "crop_train_part"]
 
 
 # ------------------------------------------------------------------------ data
+@dataclasses.dataclass
+class PreparedData:
+    """A dataset ready to train on and score: its training part (raw, dense and
+    sparse labels) and test part (raw, dense labels), each a list of arrays (one
+    volume or image is a list of one; an image collection such as BBBC039 holds
+    many), the affinity offsets and where the data came from.
+
+    Raw arrays are float32 in [0, 1] with the labels' shape, or channels first
+    (3, H, W) for RGB images; labels are integer arrays, 0 unlabeled.
+    """
+
+    raw_train: list
+    labels_train: list
+    sparse_train: list
+    raw_test: list
+    labels_test: list
+    offsets: tuple
+    source: str
+    collection: bool = False  # the images of a folder (scored image by image), not one volume or image
+
+    def __post_init__(self):
+        for name in ("raw_train", "labels_train", "sparse_train", "raw_test", "labels_test"):
+            value = getattr(self, name)
+            setattr(self, name, list(value) if isinstance(value, (list, tuple)) else [value])
+        if not (len(self.raw_train) == len(self.labels_train) == len(self.sparse_train) >= 1) \
+                or not len(self.raw_test) == len(self.labels_test) >= 1:
+            raise ValueError(f"PreparedData: expected as many raw as label arrays in each part, got train "
+                             f"{len(self.raw_train)} / {len(self.labels_train)} / {len(self.sparse_train)}, "
+                             f"test {len(self.raw_test)} / {len(self.labels_test)}")
+
+    @property
+    def dim(self) -> int:
+        """2 or 3, the number of spatial axes."""
+        return len(self.offsets[0])
+
+    @property
+    def n_nearest(self) -> int:
+        """How many leading channels are nearest-neighbour edges."""
+        return affinity.N_NEAREST_3D if self.dim == 3 else affinity.N_NEAREST_2D
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels of the networks: 3 for RGB images, else 1."""
+        return 3 if self.raw_train[0].ndim == self.labels_train[0].ndim + 1 else 1
+
+    def part(self, name: str) -> tuple[list, list]:
+        """(raw, dense labels) of ``"train"``, ``"test"`` or ``"all"`` (both; one
+        volume or image is joined along the split axis, z in 3D, x in 2D)."""
+        if name == "train":
+            return self.raw_train, self.labels_train
+        if name == "test":
+            return self.raw_test, self.labels_test
+        if name != "all":
+            raise ValueError(f"part: expected 'test', 'train' or 'all', got {name!r}")
+        if self.collection:
+            return self.raw_train + self.raw_test, self.labels_train + self.labels_test
+        axis = 0 if self.dim == 3 else 1
+        raw_axis = axis + (self.raw_train[0].ndim - self.labels_train[0].ndim)  # after an RGB channel axis
+        return ([np.concatenate([self.raw_train[0], self.raw_test[0]], axis=raw_axis)],
+                [np.concatenate([self.labels_train[0], self.labels_test[0]], axis=axis)])
+
+    def crop_test(self, size) -> "PreparedData":
+        """The test part centre-cropped in-plane to ``size`` (Y, X) for a quicker
+        score; an image collection is scored whole, and ``size=None`` keeps all."""
+        if size is None or self.collection:
+            return self
+        return dataclasses.replace(self, raw_test=[center_crop(a, size) for a in self.raw_test],
+                                   labels_test=[center_crop(a, size) for a in self.labels_test])
+
+    def crop_train(self, size) -> "PreparedData":
+        """The training part (raw, dense and sparse labels) centre-cropped in-plane
+        to ``size``: where to measure the affinities on the unlabeled region in
+        seconds rather than minutes. Collections and ``size=None`` are kept whole."""
+        if size is None or self.collection:
+            return self
+        crop = lambda arrays: [center_crop(a, size) for a in arrays]  # noqa: E731
+        return dataclasses.replace(self, raw_train=crop(self.raw_train), labels_train=crop(self.labels_train),
+                                   sparse_train=crop(self.sparse_train))
+
+
 class PatchSampler:
     """Random training patches with flips, 90° in-plane rotations and intensity
     jitter; targets and masks are computed after augmentation, on the patch.
@@ -126,17 +208,17 @@ class _Iterations(torch.utils.data.Dataset):
         return self.sampler.sample(self.seed, self.start + i, self.first, self.count)
 
 
-def training_sampler(cfg: TrainConfig, prepared: dict, **overrides) -> PatchSampler:
+def training_sampler(cfg: TrainConfig, prepared: PreparedData, **overrides) -> PatchSampler:
     """The sampler ``cfg.method`` trains with: the sparse annotation and its labeled
     region (``full_supervision``: the dense labels, every valid edge), borders
     widened in 3D, patches with less than ``cfg.min_labeled`` labeled edges drawn
     again. ``overrides`` replace :class:`PatchSampler` options (``augment=False``)."""
     full = cfg.method == "full_supervision"
     options = dict(patch=cfg.patch, sparse=not full, background_is_instance=cfg.dim == 2, widen=cfg.dim == 3,
-                   n_nearest=prepared["n_nearest"], min_labeled=0.0 if full else cfg.min_labeled,
+                   n_nearest=prepared.n_nearest, min_labeled=0.0 if full else cfg.min_labeled,
                    augment=cfg.augment)
-    return PatchSampler(prepared["raw_train"], prepared["labels_train"] if full else prepared["sparse_train"],
-                        prepared["offsets"], **{**options, **overrides})
+    return PatchSampler(prepared.raw_train, prepared.labels_train if full else prepared.sparse_train,
+                        prepared.offsets, **{**options, **overrides})
 
 
 def split_part(array: np.ndarray, fraction: float, dim: int):
@@ -150,26 +232,24 @@ def split_part(array: np.ndarray, fraction: float, dim: int):
     return train_part, array[tuple(index)]
 
 
-def prepare_data(cfg: TrainConfig):
+def prepare_data(cfg: TrainConfig) -> PreparedData:
     """Load the dataset, split it (or load the separate ``test_dataset``), annotate
-    the training part. Returns a dict with raw/labels (dense) for train and test,
-    the sparse training labels, offsets and a description. Raw is normalised per
-    volume: a separate test volume on its own range."""
+    the training part (:class:`PreparedData`). Raw is normalised per volume: a
+    separate test volume on its own range."""
     keys = dict(raw_key=cfg.raw_key, labels=cfg.labels, labels_key=cfg.labels_key)
     if cfg.dim == 3:
         ds = data.load_volume(cfg.dataset, synthetic_shape=(64, 160, 160), seed=cfg.annotation_seed, **keys)
-        offsets, n_nearest = affinity.OFFSETS_3D, affinity.N_NEAREST_3D
+        offsets = affinity.OFFSETS_3D
     elif data.is_image_collection(cfg.dataset):  # BBBC039 / CVPPP folder: lists of images
         coll = data.load_image_collection(cfg.dataset, cfg.train_fraction)
         first = lambda im: np.moveaxis(im, -1, 0) if im.ndim == 3 else im  # RGB: channels first
         sparse = [_annotate(lab, cfg, cfg.annotation_seed + i) for i, lab in enumerate(coll.train_labels)]
-        return dict(raw_train=[first(i) for i in coll.train_images], raw_test=[first(i) for i in coll.test_images],
-                    labels_train=coll.train_labels, labels_test=coll.test_labels, sparse_train=sparse,
-                    offsets=affinity.OFFSETS_2D, n_nearest=affinity.N_NEAREST_2D, source=coll.source,
-                    in_channels=3 if coll.train_images[0].ndim == 3 else 1)
+        return PreparedData([first(i) for i in coll.train_images], coll.train_labels, sparse,
+                            [first(i) for i in coll.test_images], coll.test_labels, affinity.OFFSETS_2D,
+                            coll.source, collection=True)
     else:
         ds = data.load_image(cfg.dataset, synthetic_shape=(256, 512), seed=cfg.annotation_seed, **keys)
-        offsets, n_nearest = affinity.OFFSETS_2D, affinity.N_NEAREST_2D
+        offsets = affinity.OFFSETS_2D
     if cfg.test_dataset is None:
         raw_train, raw_test = split_part(ds.raw, cfg.train_fraction, cfg.dim)
         lab_train, lab_test = split_part(ds.labels, cfg.train_fraction, cfg.dim)
@@ -181,27 +261,23 @@ def prepare_data(cfg: TrainConfig):
         raw_train, lab_train, raw_test, lab_test = ds.raw, ds.labels, test.raw, test.labels
         source = f"{ds.source}; test: {test.source}"
     sparse = _annotate(lab_train, cfg, cfg.annotation_seed)
-    in_channels = 3 if raw_train.ndim == lab_train.ndim + 1 else 1
-    if in_channels == 3:  # an RGB image file: channels first, as the networks take them
+    if raw_train.ndim == lab_train.ndim + 1:  # an RGB image file: channels first, as the networks take them
         raw_train, raw_test = np.moveaxis(raw_train, -1, 0), np.moveaxis(raw_test, -1, 0)
-    return dict(raw_train=raw_train, raw_test=raw_test, labels_train=lab_train, labels_test=lab_test,
-                sparse_train=sparse, offsets=offsets, n_nearest=n_nearest, source=source, in_channels=in_channels)
+    return PreparedData(raw_train, lab_train, sparse, raw_test, lab_test, offsets, source)
 
 
-def describe(prepared: dict, cfg: TrainConfig | None = None, n_patches: int = 32) -> str:
+def describe(prepared: PreparedData, cfg: TrainConfig | None = None, n_patches: int = 32) -> str:
     """A few lines on what a run trains on: the parts' shapes, the annotated
     instances (count, largest sizes, share of voxels) and, given ``cfg``, the
     share of labeled edges in random training patches (before augmentation)."""
-    as_list = lambda a: a if isinstance(a, list) else [a]
-    sparse, dense = as_list(prepared["sparse_train"]), as_list(prepared["labels_train"])
+    sparse, dense = prepared.sparse_train, prepared.labels_train
     annotated = np.concatenate([data.instance_sizes(s)[1] for s in sparse])
     n_all = sum(len(data.instance_sizes(d)[0]) for d in dense)
     voxels = sum(int((s > 0).sum()) for s in sparse) / max(1, sum(s.size for s in sparse))
-    shapes = lambda key: ", ".join(str(r.shape) for r in as_list(prepared[key])[:3]) + \
-        (" ..." if len(as_list(prepared[key])) > 3 else "")
+    shapes = lambda arrays: ", ".join(str(r.shape) for r in arrays[:3]) + (" ..." if len(arrays) > 3 else "")
     largest = ", ".join(str(int(v)) for v in np.sort(annotated)[::-1][:8])
-    lines = [f"data: {prepared['source']}",
-             f"train part {shapes('labels_train')}; test part {shapes('labels_test')}",
+    lines = [f"data: {prepared.source}",
+             f"train part {shapes(prepared.labels_train)}; test part {shapes(prepared.labels_test)}",
              f"annotated: {len(annotated)} of {n_all} training instances, {voxels:.1%} of the voxels"
              + (f"; largest sizes {largest}" + (" ..." if len(annotated) > 8 else "") if len(annotated) else "")]
     if cfg is not None and cfg.method != "full_supervision":
@@ -210,7 +286,7 @@ def describe(prepared: dict, cfg: TrainConfig | None = None, n_patches: int = 32
         shares = []
         for _ in range(n_patches):
             _, lab = sampler._crop(rng)
-            shares.append(affinity.labeled_region_mask(lab, prepared["offsets"]).mean())
+            shares.append(affinity.labeled_region_mask(lab, prepared.offsets).mean())
         shares = np.array(shares)
         lines.append(f"labeled edges per random {tuple(cfg.patch)} patch: mean {shares.mean():.1%}, "
                      f"{(shares >= cfg.min_labeled).mean():.0%} of patches reach min_labeled={cfg.min_labeled} "
@@ -238,21 +314,13 @@ def center_crop(array: np.ndarray, size) -> np.ndarray:
     return array[..., (ys - h) // 2:(ys - h) // 2 + h, (xs - w) // 2:(xs - w) // 2 + w]
 
 
-def crop_test_part(prepared: dict, size) -> dict:
-    """``prepared`` (from :func:`prepare_data`) with its test part centre-cropped
-    in-plane to ``size`` for a quicker score; image collections are scored whole,
-    and ``size=None`` keeps everything."""
-    if size is None or isinstance(prepared["raw_test"], list):
-        return prepared
-    return {**prepared, "raw_test": center_crop(prepared["raw_test"], size),
-            "labels_test": center_crop(prepared["labels_test"], size)}
+def crop_test_part(prepared: PreparedData, size) -> PreparedData:
+    """:meth:`PreparedData.crop_test`: the test part centre-cropped in-plane to
+    ``size``; collections and ``size=None`` are kept whole."""
+    return prepared.crop_test(size)
 
 
-def crop_train_part(prepared: dict, size) -> dict:
-    """``prepared`` with its training part (raw, dense and sparse labels)
-    centre-cropped in-plane to ``size``: where to measure the affinities on the
-    unlabeled region, the consistency loss's ground, in seconds rather than minutes.
-    Image collections and ``size=None`` are returned as they are."""
-    if size is None or isinstance(prepared["raw_train"], list):
-        return prepared
-    return {**prepared, **{k: center_crop(prepared[k], size) for k in ("raw_train", "labels_train", "sparse_train")}}
+def crop_train_part(prepared: PreparedData, size) -> PreparedData:
+    """:meth:`PreparedData.crop_train`: the training part centre-cropped in-plane
+    to ``size``; collections and ``size=None`` are kept whole."""
+    return prepared.crop_train(size)

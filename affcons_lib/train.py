@@ -44,7 +44,7 @@ from .evaluate import affinity_scores, score_prediction
 from .inference import part_tiling, predict_affinities
 from .models import resolve_precision
 from .objective import step_objective
-from .sampling import PatchSampler, describe, prepare_data, training_sampler
+from .sampling import PatchSampler, PreparedData, describe, prepare_data, training_sampler
 
 # TrainConfig, load_config, PatchSampler, prepare_data, build_models and
 # load_checkpoint live in config / sampling / checkpoint; they stay importable
@@ -53,20 +53,18 @@ __all__ = ["METHODS", "TrainConfig", "load_config", "PatchSampler", "prepare_dat
            "load_checkpoint", "build_models", "main"]
 
 
-def score_test_part(net: torch.nn.Module, prepared: dict, cfg: TrainConfig) -> dict:
+def score_test_part(net: torch.nn.Module, prepared: PreparedData, cfg: TrainConfig) -> dict:
     """Scores of f(θ2) on the test part (the first test image of a collection),
     as the validation log records them: ``val_voi`` ... (3D) or ``val_aji`` ... (2D),
     and the affinity-level ``val_affinity_error`` and ``val_boundary_ap``, which
     need no agglomeration threshold (see :func:`~affcons_lib.evaluate.affinity_scores`)."""
-    raw, labels = prepared["raw_test"], prepared["labels_test"]
-    if isinstance(raw, list):
-        raw, labels = raw[0], labels[0]
+    raw, labels = prepared.raw_test[0], prepared.labels_test[0]
     tile, stride = part_tiling(labels.shape, cfg.patch, net.divisor)  # predict_part's
-    affs = predict_affinities(net, raw, prepared["offsets"], tile=tile, stride=stride,
+    affs = predict_affinities(net, raw, prepared.offsets, tile=tile, stride=stride,
                               with_entropy=False)  # restores train mode
-    s = score_prediction(affs, labels, prepared["offsets"])
+    s = score_prediction(affs, labels, prepared.offsets)
     keys = ("voi", "voi_split", "voi_merge", "arand") if cfg.dim == 3 else ("aji", "pq", "dice")
-    a = affinity_scores(affs, labels, prepared["offsets"])
+    a = affinity_scores(affs, labels, prepared.offsets)
     return {**{f"val_{k}": s[k] for k in keys},
             "val_affinity_error": a["affinity_error"], "val_boundary_ap": a["boundary_ap"]}
 
@@ -89,7 +87,7 @@ def _state(iteration, plain, optimizer, cfg, log, val_log, running, source) -> d
 
 
 # ----------------------------------------------------------------------- loop
-def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
+def train(cfg: TrainConfig, prepared: PreparedData | None = None) -> dict:
     """Train as configured; returns a summary (paths, final losses, timings).
 
     ``prepared`` (from :func:`prepare_data`) lets a notebook share one loaded
@@ -102,12 +100,12 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
     main_rank = distributed.is_main()  # rank 0 alone writes logs and checkpoints
     precision = resolve_precision(cfg.precision, device)  # "auto": bf16 where the device has it natively
     prepared = prepared or prepare_data(cfg)
-    cfg.in_channels = prepared.get("in_channels", 1)
+    cfg.in_channels = prepared.in_channels
     if cfg.progress and main_rank:
         print(describe(prepared, cfg), f"\n{cfg.method} on {device} ({threads} CPU thread{'s' if threads > 1 else ''}): "
               f"{cfg.iterations} iterations, batch {cfg.batch}, patch {tuple(cfg.patch)}, widths {tuple(cfg.widths)}, "
               f"{precision} -> {out_dir}", flush=True)
-    offsets, n_nearest = prepared["offsets"], prepared["n_nearest"]
+    offsets, n_nearest = prepared.offsets, prepared.n_nearest
     sampler = training_sampler(cfg, prepared)
     out_dir.mkdir(parents=True, exist_ok=True)  # only once the data loaded: a failed start leaves no folder
 
@@ -178,7 +176,7 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
             val_log.append({"iteration": t, **score_test_part(plain["embedding"], prepared, cfg)})
             checkpoint.write_log(val_log, out_dir, "validation.csv")
         if main_rank and (t in cfg.snapshot_iters or t % cfg.checkpoint_every == 0 or t == cfg.iterations):
-            state = _state(t, plain, optimizer, cfg, log, val_log, running, prepared["source"])
+            state = _state(t, plain, optimizer, cfg, log, val_log, running, prepared.source)
             if t in cfg.snapshot_iters:
                 checkpoint.save(state, out_dir / f"snapshot_{t:07d}.pt")
             if t % cfg.checkpoint_every == 0 or t == cfg.iterations:
@@ -187,7 +185,7 @@ def train(cfg: TrainConfig, prepared: dict | None = None) -> dict:
     bar.close()
     summary = {"out_dir": str(out_dir), "checkpoint": str(last), "iterations": cfg.iterations, "precision": precision,
                "seconds": time.time() - t_start, "last_losses": log[-1] if log else {},
-               "source": prepared["source"]}
+               "source": prepared.source}
     if main_rank:
         write_json(out_dir / "summary.json", summary)
     distributed.barrier()  # no rank leaves before rank 0 has written everything

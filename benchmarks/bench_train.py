@@ -45,8 +45,8 @@ def main():
                                    "method": "crac", "progress": False, "voxel_budget": 0.05, "min_size": 1000})
     device = torch.device(args.device)
     prepared = train.prepare_data(cfg)
-    offsets, n_nearest = prepared["offsets"], prepared["n_nearest"]
-    sampler = train.PatchSampler(prepared["raw_train"], prepared["sparse_train"], offsets, patch=cfg.patch,
+    offsets, n_nearest = prepared.offsets, prepared.n_nearest
+    sampler = train.PatchSampler(prepared.raw_train, prepared.sparse_train, offsets, patch=cfg.patch,
                                  sparse=True, background_is_instance=False, widen=True, n_nearest=n_nearest,
                                  min_labeled=cfg.min_labeled)
     torch.manual_seed(0)
@@ -108,7 +108,7 @@ def main():
         return best
 
     print(f"device {device} ({threads} CPU thread{'s' if threads > 1 else ''}), batch {cfg.batch} x "
-          f"{tuple(cfg.patch)}, widths {tuple(cfg.widths)}, data: {prepared['source']}; best of {args.iters}")
+          f"{tuple(cfg.patch)}, widths {tuple(cfg.widths)}, data: {prepared.source}; best of {args.iters}")
     times = {}
     for precision in ("fp32", "bf16"):
         # interleaved per precision: the same batches, the same state of the machine

@@ -78,8 +78,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     base = config.load_config(None, {**SCALE, "device": device})
     prepared = sampling.prepare_data(base)
-    say(name, f"torch {torch.__version__}; data: {prepared['source']}")
-    results = {"device": name, "torch": torch.__version__, "source": prepared["source"], "rehearsal": args.rehearse}
+    say(name, f"torch {torch.__version__}; data: {prepared.source}")
+    results = {"device": name, "torch": torch.__version__, "source": prepared.source, "rehearsal": args.rehearse}
 
     for method in ("sparse_only", "crac"):
         t = time_iterations(method, prepared, device, args.out)
@@ -105,7 +105,7 @@ def main() -> int:
     # the same network and tiles on the device and on the CPU
     net = models.build("embedding3d", widths=PAPER["widths"])
     net.load_state_dict(torch.load(args.out / "crac_embedding.pt"))
-    crop = sampling.center_crop(prepared["raw_test"][:24], (160, 160))
+    crop = sampling.center_crop(prepared.raw_test[0][:24], (160, 160))
     tile = inference.default_tile(crop.shape, PAPER["patch"], net.divisor)
     on_device = inference.predict_affinities(net.to(device), crop, affinity.OFFSETS_3D, tile=tile, with_entropy=False)
     on_cpu = inference.predict_affinities(net.to("cpu"), crop, affinity.OFFSETS_3D, tile=tile, with_entropy=False)
@@ -122,16 +122,16 @@ def score(out: Path) -> int:
     prepared = sampling.prepare_data(config.load_config(None, SCALE))
     if results.get("rehearsal"):
         PAPER.update(widths=(4, 8), patch=(4, 32, 32))
-    ref = evaluate.reference_scores(prepared["labels_test"])
+    ref = evaluate.reference_scores(prepared.labels_test[0])
     print(f"floors and ceiling: " + ", ".join(f"{r['name']} {r['voi']:.3f}" for r in ref))
     for method in ("sparse_only", "crac"):
         net = models.build("embedding3d", widths=PAPER["widths"])
         net.load_state_dict(torch.load(out / f"{method}_embedding.pt"))
-        tile = inference.default_tile(prepared["labels_test"].shape, PAPER["patch"], net.divisor)
-        affs = inference.predict_affinities(net, prepared["raw_test"], affinity.OFFSETS_3D, tile=tile,
+        tile = inference.default_tile(prepared.labels_test[0].shape, PAPER["patch"], net.divisor)
+        affs = inference.predict_affinities(net, prepared.raw_test[0], affinity.OFFSETS_3D, tile=tile,
                                             with_entropy=False)
-        s = evaluate.evaluate_3d(affs, prepared["labels_test"])
-        a = evaluate.affinity_scores(affs, prepared["labels_test"], affinity.OFFSETS_3D)
+        s = evaluate.evaluate_3d(affs, prepared.labels_test[0])
+        a = evaluate.affinity_scores(affs, prepared.labels_test[0], affinity.OFFSETS_3D)
         it = results[f"train_{method}"]["iterations"]
         print(f"{method} ({it} iterations on {results['device']}): VOI {s['voi']:.3f} "
               f"(split {s['voi_split']:.3f}, merge {s['voi_merge']:.3f}), ARAND {s['arand']:.3f}; "

@@ -80,12 +80,12 @@ def main(argv=None):
             cfg = train.load_config(None, setting + [f"method={method}",
                                                      f"out_dir={Path(args.runs) / args.name / f'{method}_seed{seed}'}"])
             summary = train.train(cfg, prepared)
-            affs, _, labels, offsets = predict_part(summary["checkpoint"], "test", prepared=prepared,
-                                                    with_entropy=False)
+            (affs,), _, (labels,), offsets = predict_part(summary["checkpoint"], "test", prepared=prepared,
+                                                          with_entropy=False)
             test = affinity_scores(affs, labels, offsets)
             unlabeled = affinity_scores(predict_part(summary["checkpoint"], "train", prepared=view,
-                                                     with_entropy=False)[0],
-                                        view["labels_train"], offsets, sparse_labels=view["sparse_train"])
+                                                     with_entropy=False).affinities[0],
+                                        view.labels_train[0], offsets, sparse_labels=view.sparse_train[0])
             rows.append(dict(method=method, seed=seed, train_seconds=summary["seconds"],
                              test_error=test["affinity_error"], test_ap=test["boundary_ap"],
                              unlabeled_error=unlabeled["affinity_error"], unlabeled_ap=unlabeled["boundary_ap"],

@@ -163,8 +163,10 @@ def test_heldout_patches_cover_the_regions_and_honour_min_labeled():
     labels = np.zeros((4, 32, 32), np.int32)
     labels[:, :, :16], labels[:, :, 16:] = 1, 2
     sparse = np.where(labels == 1, 1, 0).astype(np.int32)  # the left body annotated
-    prepared = {"raw_train": np.random.default_rng(0).random(labels.shape).astype(np.float32),
-                "labels_train": labels, "sparse_train": sparse, "offsets": affinity.OFFSETS_3D}
+    from affcons_lib.sampling import PreparedData
+
+    raw = np.random.default_rng(0).random(labels.shape).astype(np.float32)
+    prepared = PreparedData(raw, labels, sparse, raw, labels, affinity.OFFSETS_3D, "two bodies")
     p = cpsn.heldout_patches(prepared, (2, 8, 8), 6, seed=0, min_labeled=0.1)
     assert p["raw"].shape == (6, 2, 8, 8) and p["target"].shape == (6, 12, 2, 8, 8)
     assert not (p["labeled"] & p["unlabeled"]).any()

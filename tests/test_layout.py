@@ -64,3 +64,15 @@ def test_cycle_finder_finds_one():
 
 def test_training_loop_module_is_short():
     assert len((PACKAGE / "train.py").read_text().splitlines()) <= 350
+
+
+def test_prepared_data_is_typed_not_a_dict():
+    """The prepared dataset travels as sampling.PreparedData: no string-key access
+    like prepared["raw_train"] in the library, the notebooks or the benchmarks."""
+    import re
+
+    root = PACKAGE.parent
+    pattern = re.compile(r"""\[\\?["'](raw_train|raw_test|labels_train|labels_test|sparse_train|n_nearest|in_channels)\\?["']\]""")
+    files = [*PACKAGE.rglob("*.py"), *(root / "notebooks").glob("*.ipynb"), *(root / "benchmarks").glob("*.py")]
+    hits = [f"{f.relative_to(root)}: {m.group(0)}" for f in files for m in pattern.finditer(f.read_text())]
+    assert not hits, hits

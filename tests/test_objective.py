@@ -62,18 +62,18 @@ def test_step_objective_equals_the_equations(batch, cosine):
     nets = checkpoint.build_models(cfg)
     t = 30  # alpha_t = 0.2 (1 - 0.3)^1.5: the filter drops about a tenth of U
     with torch.no_grad():
-        step = objective.step_objective(cfg, nets, x, target, mask, valid, prepared["offsets"],
-                                        prepared["n_nearest"], t)
+        step = objective.step_objective(cfg, nets, x, target, mask, valid, prepared.offsets,
+                                        prepared.n_nearest, t)
         emb = nets["embedding"](x).numpy()
     y, m, v = target.numpy(), mask.numpy(), valid.numpy()
     u = v & ~m
-    cos = cosine_direct(emb, prepared["offsets"])
+    cos = cosine_direct(emb, prepared.offsets)
     a2 = np.maximum(cos, 0)
     pred2 = a2 if cosine == "clipped" else cos
     a1 = step.affinity1.numpy()
     assert np.abs(step.affinity2.numpy() - a2)[v].max() < 1e-5
     assert np.abs(step.cosine2.numpy() - pred2)[v].max() < 1e-5
-    n_nearest, wn = prepared["n_nearest"], cfg.nearest_weight
+    n_nearest, wn = prepared.n_nearest, cfg.nearest_weight
     sup2, sup1 = supervised_direct(pred2, y, m, n_nearest, wn), supervised_direct(a1, y, m, n_nearest, wn)
     assert float(step.supervised2) == pytest.approx(sup2, rel=1e-4)
     assert float(step.supervised1) == pytest.approx(sup1, rel=1e-4)
@@ -100,11 +100,11 @@ def test_sparse_only_objective_is_the_supervised_loss_alone(batch):
     torch.manual_seed(0)
     nets = checkpoint.build_models(cfg)
     with torch.no_grad():
-        step = objective.step_objective(cfg, nets, x, target, mask, valid, prepared["offsets"],
-                                        prepared["n_nearest"], 1)
-        a2 = affinity.affinities_from_embeddings(nets["embedding"](x), prepared["offsets"]).numpy()
+        step = objective.step_objective(cfg, nets, x, target, mask, valid, prepared.offsets,
+                                        prepared.n_nearest, 1)
+        a2 = affinity.affinities_from_embeddings(nets["embedding"](x), prepared.offsets).numpy()
     assert step.cross is None and step.affinity1 is None and list(step.log_terms()) == ["sup2", "total"]
-    direct = supervised_direct(a2, target.numpy(), mask.numpy(), prepared["n_nearest"], cfg.nearest_weight)
+    direct = supervised_direct(a2, target.numpy(), mask.numpy(), prepared.n_nearest, cfg.nearest_weight)
     assert float(step.total) == pytest.approx(direct, rel=1e-4)
 
 
@@ -118,8 +118,8 @@ def test_the_training_loop_logs_the_objective_of_its_first_batch(batch, tmp_path
     torch.manual_seed(cfg.seed)
     nets = {k: v.train() for k, v in checkpoint.build_models(cfg).items()}
     with torch.no_grad():
-        step = objective.step_objective(cfg, nets, raw.unsqueeze(1), target, mask, valid, prepared["offsets"],
-                                        prepared["n_nearest"], 1)
+        step = objective.step_objective(cfg, nets, raw.unsqueeze(1), target, mask, valid, prepared.offsets,
+                                        prepared.n_nearest, 1)
     logged = train.train(cfg, prepared)["last_losses"]
     for k, v in step.log_terms().items():
         assert logged[k] == pytest.approx(v, rel=1e-5), k

@@ -85,10 +85,11 @@ def test_separate_test_volume_is_normalised_on_its_own(tmp_path):
     cfg = config.load_config(None, TINY + [f"dataset={tmp_path / 'a.h5'}", f"test_dataset={tmp_path / 'b.h5'}",
                                            "raw_key=raw", "labels_key=gt"])
     prepared = sampling.prepare_data(cfg)
-    assert prepared["raw_train"].shape == prepared["raw_test"].shape == (8, 32, 32)
-    assert prepared["raw_test"].max() == pytest.approx(1.0) and prepared["raw_train"].max() == pytest.approx(1.0)
-    np.testing.assert_allclose(prepared["raw_test"], prepared["raw_train"], atol=0.03)
-    np.testing.assert_array_equal(prepared["labels_test"], labels)
+    (raw_train,), (raw_test,) = prepared.raw_train, prepared.raw_test
+    assert raw_train.shape == raw_test.shape == (8, 32, 32)
+    assert raw_test.max() == pytest.approx(1.0) and raw_train.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(raw_test, raw_train, atol=0.03)
+    np.testing.assert_array_equal(prepared.labels_test[0], labels)
 
 
 def test_read_array_formats_and_keys(tmp_path):

@@ -332,10 +332,10 @@ def test_2d_training_and_evaluation(tmp_path):
     cfg = train.load_config(None, ["dim=2", "dataset=synthetic", "widths=4,8", "patch=32,32", "batch=1",
                                    "iterations=2", "progress=false", f"out_dir={tmp_path}", "sparsity=0.3"])
     train.train(cfg)
-    affs, ent, labels, offsets = predict_part(tmp_path / "last.pt", "test")
+    (affs,), (ent,), (labels,), offsets = predict_part(tmp_path / "last.pt", "test")  # lists: one image
     assert affs.shape == (10,) + labels.shape
     np.testing.assert_allclose(ent, affinity.affinity_entropy(affs), atol=1e-6)
-    alone, no_entropy, _, _ = predict_part(tmp_path / "last.pt", "test", with_entropy=False)
+    (alone,), no_entropy, _, _ = predict_part(tmp_path / "last.pt", "test", with_entropy=False)
     assert no_entropy is None
     np.testing.assert_array_equal(alone, affs)
     scores = evaluate_2d(affs, labels, offsets)
@@ -415,8 +415,8 @@ def test_validation_log(tmp_path):
     from affcons_lib import evaluate, predict
 
     prepared = train.prepare_data(cfg)
-    affs, _, labels, offsets = predict.predict_part(tmp_path / "last.pt", "test", prepared=prepared,
-                                                    with_entropy=False)
+    (affs,), _, (labels,), offsets = predict.predict_part(tmp_path / "last.pt", "test", prepared=prepared,
+                                                          with_entropy=False)
     seg = evaluate.evaluate_3d(affs, labels, offsets=offsets)
     level = evaluate.affinity_scores(affs, labels, offsets)
     assert val.val_voi.iloc[-1] == pytest.approx(seg["voi"], abs=1e-6)
@@ -478,11 +478,11 @@ def test_train_on_image_folders(layout, tmp_path):
                                    "iterations=2", "progress=false", f"out_dir={out}", "sparsity=0.3",
                                    "method=crac", "min_labeled=0.0"])
     prepared = train.prepare_data(cfg)
-    assert isinstance(prepared["raw_train"], list) and len(prepared["raw_test"]) == 1
-    assert prepared["in_channels"] == (3 if layout == "cvppp" else 1)
+    assert prepared.collection and len(prepared.raw_train) > 1 and len(prepared.raw_test) == 1
+    assert prepared.in_channels == (3 if layout == "cvppp" else 1)
     train.train(cfg, prepared)
     nets, cfg2, _ = train.load_checkpoint(out / "last.pt")
-    assert nets["embedding"].in_channels == prepared["in_channels"]
+    assert nets["embedding"].in_channels == prepared.in_channels
     affs, ent, labels, offsets = predict_part(out / "last.pt", "test", prepared=prepared)
     assert isinstance(affs, list) and affs[0].shape == (10,) + labels[0].shape
     scores = evaluate_2d_many(affs, labels, offsets)
@@ -522,9 +522,9 @@ def test_rng_state_round_trip_and_old_checkpoints():
 def test_batches_from_worker_processes_equal_in_process_ones(tmp_path):
     cfg = train.load_config(None, TINY + ["batch=2"])
     prepared = train.prepare_data(cfg)
-    sampler = train.PatchSampler(prepared["raw_train"], prepared["sparse_train"], prepared["offsets"],
+    sampler = train.PatchSampler(prepared.raw_train, prepared.sparse_train, prepared.offsets,
                                  patch=cfg.patch, sparse=True, background_is_instance=False, widen=True,
-                                 n_nearest=prepared["n_nearest"], min_labeled=0.0)
+                                 n_nearest=prepared.n_nearest, min_labeled=0.0)
     here = list(sampler.batches(3, 5, 9, 0, 2, workers=0))
     there = list(sampler.batches(3, 5, 9, 0, 2, workers=2))
     assert len(here) == len(there) == 5
@@ -558,6 +558,6 @@ def test_command_line_annotates_as_notebook_01():
     # the annotation a run draws is notebook 01's for the same seed
     notebook = train.load_config(None, {"voxel_budget": 0.05, "min_size": 1000, "sparsity": 0.1,
                                         "dataset": "synthetic"})
-    a = train.prepare_data(train.load_config(None, ["dataset=synthetic"]))["sparse_train"]
-    b = train.prepare_data(notebook)["sparse_train"]
+    a = train.prepare_data(train.load_config(None, ["dataset=synthetic"])).sparse_train[0]
+    b = train.prepare_data(notebook).sparse_train[0]
     np.testing.assert_array_equal(a, b)
