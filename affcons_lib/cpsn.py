@@ -20,8 +20,6 @@ E < 0.5 (and a passing entropy) enter the cross-consistency loss, for every chan
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +30,7 @@ import torch.nn.functional as F
 from . import affinity, checkpoint, distributed, losses, metrics, models
 from .checkpoint import build_models
 from .config import TrainConfig, run_config_cli
+from .loop import TrainingLoop
 from .sampling import PatchSampler, PreparedData, prepare_data
 
 __all__ = ["SnapshotBank", "snapshot_affinities", "error_target", "cpsn_input", "cpsn_loss", "CPSNConfig", "train_cpsn",
@@ -189,32 +188,25 @@ def _seg_config(snapshot_dir: Path) -> TrainConfig:
 
 def train_cpsn(cfg: CPSNConfig, prepared: PreparedData | None = None) -> dict:
     """Train a CPSN on errors simulated by the snapshot bank; atomic checkpoints,
-    ``losses.csv`` and exact resume as in :func:`affcons_lib.train.train`."""
+    ``losses.csv`` and exact resume by :class:`~affcons_lib.loop.TrainingLoop`,
+    as :func:`affcons_lib.train.train` has them."""
     seg_cfg = _seg_config(Path(cfg.snapshot_dir))
-    device = distributed.setup(str(checkpoint.resolve_device(cfg)))  # torchrun's group, if any
-    main_rank = distributed.is_main()
+    loop = TrainingLoop(cfg, "cpsn")
+    device = loop.device
     prepared = prepared or prepare_data(seg_cfg)
     offsets = prepared.offsets
     bank = SnapshotBank(cfg.snapshot_dir, cfg.snapshot_iters, cfg.branches, cfg.max_dropout, device)
     sampler = PatchSampler(prepared.raw_train, prepared.sparse_train, offsets, patch=seg_cfg.patch,
                            sparse=True, background_is_instance=False, widen=seg_cfg.dim == 3,
                            n_nearest=prepared.n_nearest, min_labeled=seg_cfg.min_labeled)
+    loop.open()
     torch.manual_seed(cfg.seed)
     net = distributed.wrap(models.build("cpsn3d" if seg_cfg.dim == 3 else "cpsn2d", widths=cfg.widths)
                            .to(device).train(), device)
-    plain = distributed.unwrap(net)
+    plain = {"cpsn": distributed.unwrap(net)}
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    last, start, log = out_dir / "last.pt", 1, []
-    if cfg.resume and last.is_file():
-        ckpt = checkpoint.read_checkpoint(last, device, keys=("model", "optimizer", "iteration", "log"))
-        plain.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        checkpoint.restore_rng_state(ckpt["torch_rng"])
-        start, log = ckpt["iteration"] + 1, ckpt["log"]
-    t0 = time.time()
-    for t in range(start, cfg.iterations + 1):
+    start, _ = loop.resume(plain, opt)
+    for t in loop.iterations(start):
         # samples: this rank's share of the global batch; snapshot and channels: one
         # draw per iteration, shared by all ranks
         first = distributed.rank() * cfg.batch
@@ -227,31 +219,21 @@ def train_cpsn(cfg: CPSNConfig, prepared: PreparedData | None = None) -> dict:
             pick = torch.from_numpy(np.sort(rng.choice(aff.shape[1], cfg.channels_per_step, replace=False)))
             aff, target, mask = aff[:, pick], target[:, pick], mask[:, pick]
         err = error_target(aff, target, mask)
-        pred = net(cpsn_input(image, aff)).reshape(aff.shape)
-        loss = cpsn_loss(pred, err, mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if t % cfg.log_every == 0 or t == cfg.iterations:
-            counts = distributed.global_sum(torch.stack([err.sum(), mask.sum().to(err.dtype)]))
-            row = distributed.mean_over_ranks({"loss": loss.item()})
-            log.append({"iteration": t, **row, "error_rate": (counts[0] / counts[1].clamp_min(1)).item(),
-                        "seconds": time.time() - t0})
-        if (t % cfg.checkpoint_every == 0 or t == cfg.iterations) and main_rank:
-            checkpoint.save({"model": plain.state_dict(), "optimizer": opt.state_dict(), "iteration": t,
-                          "torch_rng": checkpoint.rng_state(), "config": dataclasses.asdict(cfg),
-                          "widths": cfg.widths, "dim": seg_cfg.dim, "world_size": distributed.world_size(),
-                          "log": log}, last)
-            checkpoint.write_log(log, out_dir)
-    distributed.barrier()
-    return {"checkpoint": str(last), "seconds": time.time() - t0, "last": log[-1] if log else {}}
+        loss = cpsn_loss(net(cpsn_input(image, aff)).reshape(aff.shape), err, mask)
+        wrong, edges = distributed.global_sum(torch.stack([err.sum(), mask.sum().to(err.dtype)]))  # all ranks
+        loop.step(t, loss, {"loss": loss.item(), "error_rate": (wrong / edges.clamp_min(1)).item()}, opt)
+        loop.checkpoint(t, plain, opt, widths=cfg.widths, dim=seg_cfg.dim)
+    summary = loop.finish({"iterations": cfg.iterations})
+    return {**summary, "last": summary["last_losses"]}
 
 
 def load_cpsn(path, device="cpu") -> torch.nn.Module:
     """A trained CPSN (eval mode, dropout off) from :func:`train_cpsn`'s checkpoint."""
-    ckpt = checkpoint.read_checkpoint(path, device, keys=("model", "dim", "widths"))
+    ckpt = checkpoint.read_checkpoint(path, device, keys=("dim", "widths"))
     net = models.build("cpsn3d" if ckpt["dim"] == 3 else "cpsn2d", widths=tuple(ckpt["widths"]))
-    net.load_state_dict(ckpt["model"])
+    if "models" not in ckpt and "model" not in ckpt:
+        raise ValueError(f"{path}: not a CPSN checkpoint (no weights)")
+    net.load_state_dict(ckpt["models"]["cpsn"] if "models" in ckpt else ckpt["model"])  # "model": schema 0
     return net.to(device).eval()
 
 

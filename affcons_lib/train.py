@@ -28,20 +28,17 @@ batch of N·batch) and the run equals one process at batch N·batch: see
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
 import warnings
-from pathlib import Path
 
 import torch
 
 from . import checkpoint, distributed
-from ._atomic import write_json
 from .checkpoint import build_models, load_checkpoint
 from .config import METHODS, TrainConfig, load_config, run_config_cli
 from .cpsn import load_cpsn
 from .evaluate import affinity_scores, score_prediction
 from .inference import part_tiling, predict_affinities
+from .loop import RESUME_MAY_CHANGE, TrainingLoop
 from .models import resolve_precision
 from .objective import step_objective
 from .sampling import PatchSampler, PreparedData, describe, prepare_data, training_sampler
@@ -69,21 +66,16 @@ def score_test_part(net: torch.nn.Module, prepared: PreparedData, cfg: TrainConf
             "val_affinity_error": a["affinity_error"], "val_boundary_ap": a["boundary_ap"]}
 
 
-def _state(iteration, plain, optimizer, cfg, log, val_log, running, source) -> dict:
-    """Everything a run needs to go on from ``iteration`` exactly as if never stopped."""
-    return {
-        "models": {k: v.state_dict() for k, v in plain.items()},
-        "optimizer": optimizer.state_dict(),
-        "iteration": iteration,
-        "torch_rng": checkpoint.rng_state(),
-        "numpy_rng": {"seed": cfg.seed, "iteration": iteration},  # samples are seeded by (seed, t, j)
-        "config": dataclasses.asdict(cfg),
-        "world_size": distributed.world_size(),
-        "log": log,
-        "val_log": val_log,
-        "running": dict(running),  # loss sums since the last log row
-        "source": source,
-    }
+def _cpsn_filter(cfg: TrainConfig, device):
+    """The trained CPSN of ``cfg.cpsn_checkpoint`` (``crac`` only) and the iteration
+    after which its filter is on; (None, 0) without one."""
+    if not cfg.cpsn_checkpoint or cfg.method != "crac":
+        return None, 0
+    warmup = cfg.cpsn_warmup_iterations()
+    if warmup >= cfg.iterations:
+        warnings.warn(f"config.cpsn_warmup={cfg.cpsn_warmup!r}: the CPSN filter would switch on after iteration "
+                      f"{warmup} of {cfg.iterations}, that is never; give a share of the run (e.g. 0.3)", UserWarning)
+    return load_cpsn(cfg.cpsn_checkpoint, device), warmup
 
 
 # ----------------------------------------------------------------------- loop
@@ -91,105 +83,55 @@ def train(cfg: TrainConfig, prepared: PreparedData | None = None) -> dict:
     """Train as configured; returns a summary (paths, final losses, timings).
 
     ``prepared`` (from :func:`prepare_data`) lets a notebook share one loaded
-    dataset between runs.
+    dataset between runs. The skeleton (device, resume, log, checkpoints) is
+    :class:`~affcons_lib.loop.TrainingLoop`'s; the loss of a step is
+    :func:`~affcons_lib.objective.step_objective`'s.
     """
     cfg.validate()
-    out_dir = Path(cfg.out_dir)
-    threads = checkpoint.set_threads(cfg.threads)
-    device = distributed.setup(str(checkpoint.resolve_device(cfg)))  # joins torchrun's process group, if any
-    main_rank = distributed.is_main()  # rank 0 alone writes logs and checkpoints
-    precision = resolve_precision(cfg.precision, device)  # "auto": bf16 where the device has it natively
+    loop = TrainingLoop(cfg, cfg.method, snapshots=cfg.snapshot_iters,  # snapshots: the CPSN's bank
+                        may_change=RESUME_MAY_CHANGE + ("snapshot_iters",))
+    device, precision = loop.device, resolve_precision(cfg.precision, loop.device)  # "auto": bf16 where native
     prepared = prepared or prepare_data(cfg)
-    cfg.in_channels = prepared.in_channels
-    if cfg.progress and main_rank:
-        print(describe(prepared, cfg), f"\n{cfg.method} on {device} ({threads} CPU thread{'s' if threads > 1 else ''}): "
-              f"{cfg.iterations} iterations, batch {cfg.batch}, patch {tuple(cfg.patch)}, widths {tuple(cfg.widths)}, "
-              f"{precision} -> {out_dir}", flush=True)
-    offsets, n_nearest = prepared.offsets, prepared.n_nearest
+    cfg = dataclasses.replace(cfg, in_channels=prepared.in_channels)  # RGB images: 3; the caller's cfg untouched
+    loop.cfg = cfg
+    if cfg.progress and loop.main:
+        print(describe(prepared, cfg), f"\n{cfg.method} on {device} ({loop.threads} CPU thread"
+              f"{'s' if loop.threads > 1 else ''}): {cfg.iterations} iterations, batch {cfg.batch}, patch "
+              f"{tuple(cfg.patch)}, widths {tuple(cfg.widths)}, {precision} -> {cfg.out_dir}", flush=True)
     sampler = training_sampler(cfg, prepared)
-    out_dir.mkdir(parents=True, exist_ok=True)  # only once the data loaded: a failed start leaves no folder
+    loop.open()  # only once the data loaded: a failed start leaves no folder
 
+    # 1. networks (several ranks: DistributedDataParallel with synchronised batch norm;
+    #    `plain` holds the networks themselves, saved and resumed on any rank count)
     torch.manual_seed(cfg.seed)
-    # several ranks: DistributedDataParallel with synchronised batch norm; `plain`
-    # holds the networks themselves (saved, validated, resumed on any rank count)
     nets = {k: distributed.wrap(v.to(device).train(), device) for k, v in build_models(cfg).items()}
     plain = {k: distributed.unwrap(v) for k, v in nets.items()}
-    params = [p for net in nets.values() for p in net.parameters()]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
-    cpsn = load_cpsn(cfg.cpsn_checkpoint, device) if cfg.cpsn_checkpoint and cfg.method == "crac" else None
-    warmup = cfg.cpsn_warmup_iterations()
-    if cpsn is not None and warmup >= cfg.iterations:
-        warnings.warn(f"config.cpsn_warmup={cfg.cpsn_warmup!r}: the CPSN filter would switch on after iteration "
-                      f"{warmup} of {cfg.iterations}, that is never; give a share of the run (e.g. 0.3)", UserWarning)
-    start, log, val_log, running = 1, [], [], {}
-    last = out_dir / "last.pt"
-    if cfg.resume and last.is_file():
-        ckpt = checkpoint.read_checkpoint(last, device, keys=("models", "optimizer", "iteration", "log"))
-        for name, net in plain.items():
-            net.load_state_dict(ckpt["models"][name])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        checkpoint.restore_rng_state(ckpt["torch_rng"])
-        start, log, val_log = ckpt["iteration"] + 1, ckpt["log"], ckpt.get("val_log", [])
-        running = ckpt.get("running", {})
+    optimizer = torch.optim.Adam([p for net in nets.values() for p in net.parameters()], lr=cfg.lr,
+                                 betas=tuple(cfg.betas))
+    cpsn, warmup = _cpsn_filter(cfg, device)
+    start, saved = loop.resume(plain, optimizer)
+    val_log = saved.get("val_log", [])
 
-    from tqdm import tqdm
-
-    bar = tqdm(range(start, cfg.iterations + 1), disable=not (cfg.progress and main_rank), desc=cfg.method,
-               leave=False)
-    t_start = time.time()
-    # 1. this rank's share of each global batch: sample j of iteration t depends only on
+    # 2. this rank's share of each global batch: sample j of iteration t depends only on
     #    (seed, t, j), drawn here or in worker processes alike
     batches = sampler.batches(cfg.seed, start, cfg.iterations, distributed.rank() * cfg.batch, cfg.batch, cfg.workers)
-    for t, batch in zip(bar, batches):
+    for t, batch in zip(loop.iterations(start), batches):
         raw, target, mask, valid = (x.to(device) for x in batch)
         x = raw.unsqueeze(1) if raw.ndim == target.ndim - 1 else raw  # add the channel axis unless RGB
         for group in optimizer.param_groups:
             group["lr"] = cfg.learning_rate(t)
-
-        # 2. the objective (affcons_lib.objective): L_sup2 of f(θ2) on the labeled region;
-        #    for crac also L_sup1 of f(θ1) and the cross-consistency on the unlabeled region
-        step = step_objective(cfg, nets, x, target, mask, valid, offsets, n_nearest, t, precision=precision,
-                              cpsn=cpsn if t > warmup else None)
-        loss, terms = step.total, step.log_terms()
-        terms = distributed.mean_over_ranks(terms)  # each rank holds its share of the global mean
-        bad = [k for k, v in terms.items() if not math.isfinite(v)]
-        if bad:  # stop before the step: every checkpoint written so far holds finite weights
-            kept = f"{last} holds the last finite weights" if last.is_file() else "no checkpoint was written"
-            raise FloatingPointError(f"iteration {t}: loss term {bad[0]!r} is {terms[bad[0]]} (not finite); "
-                                     f"training stopped, {kept}; check the data and lower lr")
-
-        # 4. step
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-        # 5. log, checkpoint, snapshots
-        for k, v in terms.items():
-            running[k] = running.get(k, 0.0) + v
-        if t % cfg.log_every == 0 or t == cfg.iterations:
-            n = cfg.log_every if t % cfg.log_every == 0 else (t % cfg.log_every)
-            row = {"iteration": t, **{k: v / n for k, v in running.items()}, "seconds": time.time() - t_start}
-            log.append(row)
-            running = {}
-            bar.set_postfix(loss=f"{row['total']:.4f}")
-        if cfg.val_every and t % cfg.val_every == 0 and main_rank:
+        # 3. the objective: L_sup2 of f(θ2) on the labeled region; for crac also L_sup1 of
+        #    f(θ1) and the cross-consistency on the unlabeled region; then the step
+        step = step_objective(cfg, nets, x, target, mask, valid, prepared.offsets, prepared.n_nearest, t,
+                              precision=precision, cpsn=cpsn if t > warmup else None)
+        loop.step(t, step.total, step.log_terms(), optimizer)
+        # 4. validation, checkpoints, snapshots
+        if cfg.val_every and t % cfg.val_every == 0 and loop.main:
             val_log.append({"iteration": t, **score_test_part(plain["embedding"], prepared, cfg)})
-            checkpoint.write_log(val_log, out_dir, "validation.csv")
-        if main_rank and (t in cfg.snapshot_iters or t % cfg.checkpoint_every == 0 or t == cfg.iterations):
-            state = _state(t, plain, optimizer, cfg, log, val_log, running, prepared.source)
-            if t in cfg.snapshot_iters:
-                checkpoint.save(state, out_dir / f"snapshot_{t:07d}.pt")
-            if t % cfg.checkpoint_every == 0 or t == cfg.iterations:
-                checkpoint.save(state, last)
-                checkpoint.write_log(log, out_dir)
-    bar.close()
-    summary = {"out_dir": str(out_dir), "checkpoint": str(last), "iterations": cfg.iterations, "precision": precision,
-               "seconds": time.time() - t_start, "last_losses": log[-1] if log else {},
-               "source": prepared.source}
-    if main_rank:
-        write_json(out_dir / "summary.json", summary)
-    distributed.barrier()  # no rank leaves before rank 0 has written everything
-    return summary
+            checkpoint.write_log(val_log, loop.out_dir, "validation.csv")
+        loop.checkpoint(t, plain, optimizer, val_log=val_log, source=prepared.source,
+                        numpy_rng={"seed": cfg.seed, "iteration": t})  # samples are seeded by (seed, t, j)
+    return loop.finish({"iterations": cfg.iterations, "precision": precision, "source": prepared.source})
 
 
 def main(argv=None) -> int:

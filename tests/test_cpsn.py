@@ -97,7 +97,7 @@ def test_train_cpsn_and_plug_into_crac(snapshot_run, tmp_path):
     garbage.write_text("garbage\n")
     with pytest.raises(ValueError, match="garbage.pt: not a checkpoint"):
         cpsn.load_cpsn(garbage)
-    with pytest.raises(ValueError, match="not a checkpoint written by affcons_lib .no .'model'"):
+    with pytest.raises(ValueError, match="not a checkpoint written by affcons_lib .no .'dim'"):
         cpsn.load_cpsn(tmp_path / "crac" / "last.pt")  # a segmentation checkpoint is not a CPSN
 
 

@@ -76,3 +76,14 @@ def test_prepared_data_is_typed_not_a_dict():
     files = [*PACKAGE.rglob("*.py"), *(root / "notebooks").glob("*.ipynb"), *(root / "benchmarks").glob("*.py")]
     hits = [f"{f.relative_to(root)}: {m.group(0)}" for f in files for m in pattern.finditer(f.read_text())]
     assert not hits, hits
+
+
+def test_each_training_loop_fits_in_a_screen():
+    """train.train and cpsn.train_cpsn share loop.TrainingLoop; each reads top to
+    bottom in 60 lines (docstring included)."""
+    for name, function in (("train.py", "train"), ("cpsn.py", "train_cpsn")):
+        tree = ast.parse((PACKAGE / name).read_text())
+        node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function)
+        assert node.end_lineno - node.lineno + 1 <= 60, f"{function}: {node.end_lineno - node.lineno + 1} lines"
+        calls = {n.func.id for n in ast.walk(node) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        assert "TrainingLoop" in calls, f"{function} does not use the shared TrainingLoop"

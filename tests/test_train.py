@@ -561,3 +561,20 @@ def test_command_line_annotates_as_notebook_01():
     a = train.prepare_data(train.load_config(None, ["dataset=synthetic"])).sparse_train[0]
     b = train.prepare_data(notebook).sparse_train[0]
     np.testing.assert_array_equal(a, b)
+
+
+def test_resume_refuses_another_config_and_names_the_difference(tmp_path):
+    base = TINY + ["iterations=2", "checkpoint_every=1", "method=sparse_only", f"out_dir={tmp_path}"]
+    train.train(train.load_config(None, base))
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["schema"] == 1
+    with pytest.raises(ValueError, match=r"cannot resume.*lr: 0\.001 -> 0\.01"):
+        train.train(train.load_config(None, base + ["resume=true", "iterations=3", "lr=0.01"]))
+    # what may change on a resume (here the log interval) does not stop it
+    summary = train.train(train.load_config(None, base[:-1] + [f"out_dir={tmp_path}", "resume=true", "log_every=2",
+                                                                "iterations=2"]))
+    assert summary["iterations"] == 2
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    state["schema"] = 99
+    torch.save(state, tmp_path / "last.pt")
+    with pytest.raises(ValueError, match="schema 99 is newer"):
+        train.train(train.load_config(None, base + ["resume=true"]))
