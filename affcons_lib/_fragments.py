@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._mws import _find
+from ._kernels import _find
 
 
 @njit(cache=True)

@@ -19,7 +19,7 @@ import heapq
 import numpy as np
 from numba import njit
 
-from ._mws import _EMPTY, _find, _probe
+from ._kernels import _EMPTY, _find, _probe
 
 
 @njit(cache=True)

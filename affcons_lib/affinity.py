@@ -27,6 +27,8 @@ __all__ = [
     "widen_borders",
     "affinities_from_labels",
     "labeled_region_mask",
+    "training_targets",
+    "wrong_side",
     "affinities_from_embeddings",
     "affinity_entropy",
 ]
@@ -200,6 +202,42 @@ def labeled_region_mask(annotated: np.ndarray, offsets: Sequence[Sequence[int]])
         at_v, at_nb = _edge_slices(o, annotated.shape)
         mask[c][at_v] = annotated[at_v] | annotated[at_nb]
     return mask
+
+
+def training_targets(labels: np.ndarray, offsets: Sequence[Sequence[int]], *, widen: bool,
+                     background_is_instance: bool = False, annotated: np.ndarray | None = None):
+    """The affinity targets training computes, and where they are known: one
+    recipe for the sampler, the held-out patches and the scores.
+
+    Parameters
+    ----------
+    labels : ndarray of int, (Z, Y, X) or (Y, X)
+        The labels the targets come from (dense, or a sparse annotation).
+    offsets : sequence of C int tuples
+    widen : bool
+        Widen borders first (:func:`widen_borders`; 3D training does).
+    background_is_instance : bool
+        As :func:`affinities_from_labels` (2D dense labels).
+    annotated : ndarray, optional
+        A sparse annotation: the labeled region M is its
+        :func:`labeled_region_mask` within the valid edges.
+
+    Returns
+    -------
+    (target, valid, labeled) : float32 (C, *spatial) and two bool (C, *spatial);
+    ``labeled`` is M, or every valid edge when ``annotated`` is None.
+    """
+    target, valid = affinities_from_labels(widen_borders(labels) if widen else labels, offsets,
+                                           background_is_instance=background_is_instance)
+    labeled = labeled_region_mask(annotated, offsets) & valid if annotated is not None else valid
+    return target, valid, labeled
+
+
+def wrong_side(pred, target):
+    """Edges whose prediction is on the wrong side of 0.5: ``pred >= 0.5`` (one
+    instance) where the target says apart, or below where it says together. NumPy
+    arrays or torch tensors alike; bool of the same shape."""
+    return (pred >= 0.5) != (target >= 0.5)
 
 
 def affinities_from_embeddings(emb, offsets: Sequence[Sequence[int]], *, clip_negative: bool = True):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data, distributed
+from . import data
 
 __all__ = ["METHODS", "PRECISIONS", "LR_SCHEDULES", "SCALES", "TrainConfig", "load_config", "run_config_cli", "as_sizes"]
 
@@ -339,10 +339,12 @@ def as_sizes(value, name: str) -> tuple | None:
                      f"papermill ... -y \"{name}: [8, 64, 64]\"")
 
 
-def run_config_cli(argv, *, prog: str, description: str, cls, run) -> int:
+def run_config_cli(argv, *, prog: str, description: str, cls, run, cleanup=None) -> int:
     """The command line shared by the training entry points: a YAML file and
     ``--set key=value`` overrides become a ``cls`` config, ``run(config)`` returns a
-    summary printed as JSON. Bad configs and data exit with status 2 and a message."""
+    summary printed as JSON. Bad configs and data exit with status 2 and a message.
+    ``cleanup()`` runs at the end whatever happened (the trainers leave torchrun's
+    process group there, where they joined it)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("config", nargs="?", help=f"YAML file with {cls.__name__} keys (optional)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -359,7 +361,8 @@ def run_config_cli(argv, *, prog: str, description: str, cls, run) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
-        distributed.teardown()  # leave torchrun's process group, if joined
+        if cleanup is not None:
+            cleanup()
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -122,8 +122,7 @@ def snapshot_affinities(snapshot: torch.nn.Module, image: torch.Tensor, offsets)
 
 def error_target(aff: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """m = |1[a >= 0.5] - A_gt| on the annotated region, 0 elsewhere (float)."""
-    wrong = ((aff >= 0.5).float() - (target >= 0.5).float()).abs()
-    return wrong * mask.float()
+    return affinity.wrong_side(aff, target).float() * mask.float()
 
 
 def cpsn_input(image: torch.Tensor, aff: torch.Tensor) -> torch.Tensor:
@@ -282,7 +281,7 @@ def heldout_patches(prepared: PreparedData, patch, count: int, seed: int, *, min
         labeled = affinity.labeled_region_mask(sp, offsets) & valid
         if labeled.mean() < min_labeled:
             continue
-        target, _ = affinity.affinities_from_labels(affinity.widen_borders(d) if widen else d, offsets)
+        target = affinity.training_targets(d, offsets, widen=widen)[0]
         items.append((raw[box].astype(np.float32), target, labeled, valid & ~labeled))
         if len(items) == count:
             break
@@ -345,7 +344,7 @@ def compare_filters(cpsn: torch.nn.Module, networks: dict, patches: dict, offset
         finally:
             net.train(was_training)
         entropy = affinity.affinity_entropy(aff)
-        wrong = (aff >= 0.5) != (target >= 0.5)
+        wrong = affinity.wrong_side(aff, target)
         for k in range(len(image)):
             one = slice(k, k + 1)
             unl, lab = patches["unlabeled"][one], patches["labeled"][one]
@@ -377,7 +376,7 @@ def precision_recall(scores: np.ndarray, errors: np.ndarray):
 
 def main(argv=None) -> int:
     return run_config_cli(argv, prog="python -m affcons_lib.cpsn", description="Train a CPSN on a snapshot bank.",
-                          cls=CPSNConfig, run=train_cpsn)
+                          cls=CPSNConfig, run=train_cpsn, cleanup=distributed.teardown)
 
 
 if __name__ == "__main__":

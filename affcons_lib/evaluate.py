@@ -145,7 +145,7 @@ def reference_scores(gt: np.ndarray, *, widen: bool = True, **evaluate_options) 
             dict(name="every voxel alone", **_scores(np.arange(1, gt.size + 1, dtype=np.uint64).reshape(gt.shape),
                                                      scored))]
     offsets = evaluate_options.get("offsets", affinity.OFFSETS_3D)
-    targets, _ = affinity.affinities_from_labels(affinity.widen_borders(gt) if widen else gt, offsets)
+    targets = affinity.training_targets(gt, offsets, widen=widen)[0]
     ceiling = evaluate_3d(targets, gt, **evaluate_options)
     rows.append(dict(name="ground-truth targets (ceiling)", **{k: ceiling[k] for k in
                                                                ("voi_split", "voi_merge", "voi", "arand")}))
@@ -213,8 +213,7 @@ def affinity_scores(affs: np.ndarray, labels: np.ndarray, offsets, *, sparse_lab
     labels = np.asarray(labels)
     three_d = labels.ndim == 3
     widen = three_d if widen is None else widen
-    target, valid = affinity.affinities_from_labels(affinity.widen_borders(labels) if widen else labels, offsets,
-                                                    background_is_instance=not three_d)
+    target, valid, _ = affinity.training_targets(labels, offsets, widen=widen, background_is_instance=not three_d)
     if sparse_labels is not None:
         valid = valid & ~affinity.labeled_region_mask(np.asarray(sparse_labels), offsets)
     affs = np.asarray(affs)
@@ -256,7 +255,7 @@ def read_prediction(prediction, labels=None):
     if not p.exists():
         raise FileNotFoundError(f"prediction file not found: {p}")
     if p.is_dir():  # zarr affinities of predict --blockwise
-        from .blockwise import open_volume
+        from .data import open_volume
 
         arr = open_volume(p)
         affs = [np.asarray(arr[...])]

@@ -77,6 +77,7 @@ def entropy_filter(affs: np.ndarray, entropy: np.ndarray, target: np.ndarray, va
     """
     import torch
 
+    from .affinity import wrong_side
     from .losses import confident_mask
 
     affs, entropy, target, valid = (np.asarray(a) for a in (affs, entropy, target, valid))
@@ -86,7 +87,7 @@ def entropy_filter(affs: np.ndarray, entropy: np.ndarray, target: np.ndarray, va
     valid = valid.astype(bool)
     kept = confident_mask(torch.from_numpy(np.ascontiguousarray(entropy, np.float32))[None],
                           torch.from_numpy(valid)[None], float(alpha))[0].numpy()
-    wrong = (affs >= 0.5) != (target >= 0.5)
+    wrong = wrong_side(affs, target)
     dropped = valid & ~kept
 
     def rate(m):

@@ -23,6 +23,7 @@ from numba import njit, prange
 from scipy import sparse
 
 from ._radix import sort_by_key
+from .affinity import wrong_side
 
 __all__ = ["Contingency", "contingency", "voi", "arand", "voi_arand", "affinity_error", "precision_recall", "boundary_ap", "ignore_borders", "sbd", "dic", "aji", "dice", "f1", "pq"]
 
@@ -551,7 +552,7 @@ def affinity_error(pred, target, mask=None) -> float:
     float in [0, 1]; lower is better.
     """
     p, t = _edges(pred, target, mask, "affinity_error")
-    return float(np.mean((p >= 0.5) != (t >= 0.5)))
+    return float(np.mean(wrong_side(p, t)))
 
 
 def precision_recall(scores, positives):

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 
-def _declared_parameters(nb_path: Path) -> set[str]:
+def declared_parameters(nb_path: Path) -> set[str]:
     """Names assigned in the notebook's cell tagged ``parameters``."""
     import ast
 
@@ -78,7 +78,7 @@ def run_all(notebooks: Path, runs: Path, figures: Path, params: dict, kernel: st
     manager = _ipc_kernel_manager()
     timings = {}
     for path in paths:
-        declared = _declared_parameters(path)
+        declared = declared_parameters(path)
         unknown = set(params) - declared
         use = {k: v for k, v in params.items() if k in declared}
         if unknown:

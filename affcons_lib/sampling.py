@@ -156,10 +156,9 @@ class PatchSampler:
     def sample_one(self, rng):
         for _ in range(self.max_tries):
             raw, lab = self._augment(*self._crop(rng), rng)
-            lab_t = affinity.widen_borders(lab) if self.widen else lab
-            target, valid = affinity.affinities_from_labels(lab_t, self.offsets,
-                                                            background_is_instance=self.bg and not self.sparse)
-            mask = affinity.labeled_region_mask(lab, self.offsets) & valid if self.sparse else valid
+            target, valid, mask = affinity.training_targets(
+                lab, self.offsets, widen=self.widen, background_is_instance=self.bg and not self.sparse,
+                annotated=lab if self.sparse else None)
             if mask.mean() >= self.min_labeled:
                 return raw, target, mask, valid
         raise RuntimeError(

@@ -45,7 +45,7 @@ def run_sweep(spec: dict, *, kernel: str | None = None) -> Path:
     import pandas as pd
     import papermill as pm
 
-    from .reproduce import _declared_parameters
+    from .reproduce import declared_parameters
 
     for key in ("notebook", "grid"):
         if key not in spec:
@@ -54,7 +54,7 @@ def run_sweep(spec: dict, *, kernel: str | None = None) -> Path:
     if not nb.is_file():
         raise FileNotFoundError(f"notebook not found: {nb}")
     grid, fixed = dict(spec["grid"]), dict(spec.get("fixed") or {})
-    declared = _declared_parameters(nb)
+    declared = declared_parameters(nb)
     unknown = sorted((set(grid) | set(fixed)) - declared)
     if unknown:
         raise ValueError(f"{nb.name} does not declare parameter(s) {unknown}; it declares {sorted(declared)}")

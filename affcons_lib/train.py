@@ -142,7 +142,7 @@ def main(argv=None) -> int:
                    "--set sparsity=0.1 alone annotates a share of the instances instead. --print-config lists every "
                    "key.")
     return run_config_cli(argv, prog="python -m affcons_lib.train", description=description,
-                          cls=TrainConfig, run=train)
+                          cls=TrainConfig, run=train, cleanup=distributed.teardown)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import numpy as np
 __all__ = [
     "DataFormatError",
     "split_path_key",
+    "open_volume",
     "read_array",
     "read_raw_and_labels",
     "read_cremi",
@@ -457,3 +458,33 @@ def read_cvppp(folder):
         labels.append(lab)
         names.append(name)
     return images, labels, names
+
+
+def open_volume(path: str, key: str | None = None, mode: str = "r"):
+    """A chunked array on disk, read lazily by slicing: an HDF5 dataset or a zarr
+    array (``path:key`` or ``key=``). Raises with the file and key when either is
+    missing or the array is not 3D."""
+    path, key = split_path_key(path, key)
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file or directory")
+    if p.suffix.lower() in (".h5", ".hdf", ".hdf5", ".n5h5"):
+        import h5py
+
+        f = h5py.File(p, mode)
+        if not key or key not in f:
+            keys = []
+            f.visit(lambda k: keys.append(k) if isinstance(f[k], h5py.Dataset) else None)
+            f.close()
+            raise KeyError(f"{p}: dataset {key!r} not found; datasets: {keys}")
+        arr = f[key]
+    else:
+        import zarr
+
+        try:
+            arr = zarr.open_array(store=str(p / key) if key else str(p), mode=mode)
+        except Exception as err:  # zarr raises several types for "not an array"
+            raise KeyError(f"{p}: no zarr array at {key or '/'!r} ({err})") from None
+    if arr.ndim not in (3, 4):
+        raise ValueError(f"{p}:{key}: expected a 3D volume (Z, Y, X) or (C, Z, Y, X), got shape {arr.shape}")
+    return arr

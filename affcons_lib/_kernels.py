@@ -1,0 +1,73 @@
+"""Numba kernels the fragment, region-graph and mutex-watershed code share: a
+union-find root with path compression, and an open-addressing hash set of int64
+keys (Fibonacci hashing, linear probing) with its growth.
+
+Private to the package: the public algorithms live in :mod:`affcons_lib.postprocess`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, inline="always")
+def _find(parent, x):
+    """Root of ``x`` in a union-find forest of parent links, with path
+    compression (the fragment and region-graph code use this one)."""
+    root = x
+    while parent[root] != root:
+        root = parent[root]
+    while parent[x] != root:  # path compression
+        nxt = parent[x]
+        parent[x] = root
+        x = nxt
+    return root
+
+
+# An open-addressing hash set of int64 keys; -1 marks an empty slot.
+_EMPTY = -1
+
+
+@njit(cache=True, inline="always")
+def _slot(key, mask):
+    # Fibonacci hashing: the high bits of key * 2^64/phi are well mixed; take the
+    # top 32 (tables stay below 2^32 slots) and keep the bits the mask allows
+    h = np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)
+    return np.int64(h >> np.uint64(32)) & mask
+
+
+@njit(cache=True, inline="always")
+def _probe(table, key):
+    """Linear probing: the slot holding ``key``, or the empty slot where it would go."""
+    mask = table.shape[0] - 1
+    i = _slot(key, mask)
+    while table[i] != key and table[i] != _EMPTY:
+        i = (i + 1) & mask
+    return i
+
+
+@njit(cache=True)
+def _contains(table, key):
+    return table[_probe(table, key)] == key
+
+
+@njit(cache=True)
+def _insert(table, key):
+    """Insert ``key``; True when it was not there yet. The caller keeps the load
+    below two thirds."""
+    i = _probe(table, key)
+    if table[i] == key:
+        return False
+    table[i] = key
+    return True
+
+
+@njit(cache=True)
+def _grown(table):
+    """The same keys in a table twice as large."""
+    out = np.full(2 * table.shape[0], _EMPTY, np.int64)
+    for k in table:
+        if k != _EMPTY:
+            _insert(out, k)
+    return out
