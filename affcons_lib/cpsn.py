@@ -28,12 +28,11 @@ import torch
 import torch.nn.functional as F
 
 from . import affinity, checkpoint, distributed, losses, metrics, models
-from .checkpoint import build_models
 from .config import TrainConfig, run_config_cli
 from .loop import TrainingLoop
 from .sampling import PatchSampler, PreparedData, prepare_data
 
-__all__ = ["SnapshotBank", "snapshot_affinities", "error_target", "cpsn_input", "cpsn_loss", "CPSNConfig", "train_cpsn",
+__all__ = ["SnapshotBank", "snapshot_affinities", "error_target", "cpsn_input", "cpsn_loss", "CPSNConfig", "train_cpsn", "HeldoutPatches",
            "load_cpsn", "cpsn_confidence", "predict_errors", "heldout_patches", "compare_filters", "precision_recall",
            "main"]
 
@@ -87,13 +86,7 @@ class SnapshotBank:
         if path not in self._cache:
             if len(self._cache) >= 4:  # a few in memory at a time
                 self._cache.pop(next(iter(self._cache)))
-            ckpt = checkpoint.read_checkpoint(path, self.device)
-            cfg = TrainConfig.from_saved(ckpt["config"])
-            nets = build_models(cfg)
-            for name, net in nets.items():
-                net.load_state_dict(ckpt["models"][name])
-                net.to(self.device).eval()
-            self._cache[path] = nets
+            self._cache[path] = checkpoint.load_checkpoint(path, self.device)[0]  # networks in eval mode
         return self._cache[path]
 
     def draw(self, rng: np.random.Generator):
@@ -247,20 +240,37 @@ def cpsn_confidence(cpsn: torch.nn.Module, image: torch.Tensor, aff: torch.Tenso
     return predict_errors(cpsn, image, aff) < 0.5
 
 
-def heldout_patches(prepared: PreparedData, patch, count: int, seed: int, *, min_labeled: float = 0.0,
-                    max_tries: int = 200) -> dict:
-    """``count`` patches of the training part for measuring the filters, drawn from
-    their own generator (``seed``), not from a training run's sample stream, and
-    not augmented. As in training (:class:`~affcons_lib.sampling.PatchSampler`), a
-    patch whose labeled region holds less than ``min_labeled`` of its edges is
-    drawn again: training's filters act on such patches.
+@dataclass
+class HeldoutPatches:
+    """Patches of the training part for measuring the filters (:func:`heldout_patches`).
 
-    Returns a dict of tensors: ``raw`` (N, *patch); ``target`` (N, C, *patch), the
-    dense affinity targets, the truth of every edge; ``labeled``, the region M of
-    the sparse annotation (what the CPSN and the supervised losses see); and
-    ``unlabeled``, the valid edges outside M, where ``crac``'s cross-consistency
-    acts. Targets are computed as training computes them (borders widened in 3D).
+    Attributes
+    ----------
+    raw : float tensor (N, *patch)
+    target : float tensor (N, C, *patch)
+        The dense affinity targets, the truth of every edge (borders widened in 3D).
+    labeled : bool tensor (N, C, *patch)
+        The labeled region M of the sparse annotation (what the CPSN and the
+        supervised losses see).
+    unlabeled : bool tensor (N, C, *patch)
+        The valid edges outside M, where ``crac``'s cross-consistency acts.
     """
+
+    raw: torch.Tensor
+    target: torch.Tensor
+    labeled: torch.Tensor
+    unlabeled: torch.Tensor
+
+
+def heldout_patches(prepared: PreparedData, patch, count: int, seed: int, *, min_labeled: float = 0.0,
+                    max_tries: int = 200) -> HeldoutPatches:
+    """``count`` patches of the training part for measuring the filters, drawn as
+    :class:`~affcons_lib.sampling.PatchSampler` draws them but from their own
+    generator (``seed``), not from a training run's sample stream, and not
+    augmented. As in training, a patch whose labeled region holds less than
+    ``min_labeled`` of its edges is drawn again: training's filters act on such
+    patches. Targets are computed as training computes them
+    (:func:`affcons_lib.affinity.training_targets`)."""
     if prepared.collection or prepared.in_channels != 1:
         raise ValueError("heldout_patches: expected one grey-value volume or image as the training part, "
                          "not an image collection or RGB")
@@ -270,25 +280,23 @@ def heldout_patches(prepared: PreparedData, patch, count: int, seed: int, *, min
         raise ValueError(f"patch: expected {dense.ndim} sizes within the training part {dense.shape}, got {patch}")
     if count < 1:
         raise ValueError(f"count: expected at least one patch, got {count}")
-    offsets, widen = prepared.offsets, dense.ndim == 3
-    _, valid = affinity.affinities_from_labels(np.zeros(patch, np.int32), offsets)  # in-bounds edges: the same for all
+    sampler = PatchSampler(raw, dense, prepared.offsets, patch=patch, sparse=False, background_is_instance=False,
+                           widen=dense.ndim == 3, n_nearest=prepared.n_nearest, augment=False)
     rng = np.random.default_rng([seed, 7919])  # a stream no training run draws from
     items = []
     for _ in range(count * max_tries):
-        corner = [int(rng.integers(0, n - p + 1)) for n, p in zip(dense.shape, patch)]
-        box = tuple(slice(c, c + p) for c, p in zip(corner, patch))
-        d, sp = dense[box], sparse[box]
-        labeled = affinity.labeled_region_mask(sp, offsets) & valid
+        _, box = sampler.draw_region(rng)
+        target, valid, labeled = affinity.training_targets(dense[box], prepared.offsets, widen=sampler.widen,
+                                                           annotated=sparse[box])
         if labeled.mean() < min_labeled:
             continue
-        target = affinity.training_targets(d, offsets, widen=widen)[0]
         items.append((raw[box].astype(np.float32), target, labeled, valid & ~labeled))
         if len(items) == count:
             break
     else:
         raise RuntimeError(f"heldout_patches: {len(items)} of {count} patches with at least {min_labeled:.1%} "
                            f"labeled edges in {count * max_tries} draws: lower min_labeled")
-    return {k: torch.from_numpy(np.stack(x)) for k, x in zip(("raw", "target", "labeled", "unlabeled"), zip(*items))}
+    return HeldoutPatches(*(torch.from_numpy(np.stack(x)) for x in zip(*items)))
 
 
 def _lowest(values: torch.Tensor, region: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -309,7 +317,8 @@ def _ap(scores: torch.Tensor, errors: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def compare_filters(cpsn: torch.nn.Module, networks: dict, patches: dict, offsets, alpha: float) -> list[dict]:
+def compare_filters(cpsn: torch.nn.Module, networks: dict, patches: HeldoutPatches, offsets,
+                    alpha: float) -> list[dict]:
     """Entropy + CPSN against entropy alone, where ``crac``'s filter acts.
 
     For each patch of :func:`heldout_patches` and each trained network (dropout
@@ -332,7 +341,7 @@ def compare_filters(cpsn: torch.nn.Module, networks: dict, patches: dict, offset
 
     Returns one record per (patch, network).
     """
-    image, target = patches["raw"].unsqueeze(1), patches["target"]
+    image, target = patches.raw.unsqueeze(1), patches.target
     records = []
     for name, net in networks.items():
         was_training = net.training
@@ -347,7 +356,7 @@ def compare_filters(cpsn: torch.nn.Module, networks: dict, patches: dict, offset
         wrong = affinity.wrong_side(aff, target)
         for k in range(len(image)):
             one = slice(k, k + 1)
-            unl, lab = patches["unlabeled"][one], patches["labeled"][one]
+            unl, lab = patches.unlabeled[one], patches.labeled[one]
             both = losses.confident_mask(entropy[one], unl, alpha) & (errors_prob[one] < 0.5)
             alone = _lowest(entropy[one], unl, both.sum(dim=tuple(d for d in range(both.ndim) if d != 1)))
             w = wrong[one]

@@ -131,12 +131,16 @@ class PatchSampler:
         self.widen, self.n_nearest = widen, n_nearest
         self.min_labeled, self.augment, self.max_tries = min_labeled, augment, max_tries
 
-    def _crop(self, rng):
+    def draw_region(self, rng) -> tuple[int, tuple]:
+        """Where the next patch lies: (which array, its slices), drawn from ``rng``
+        (an array with probability proportional to its size, then a corner)."""
         k = int(rng.choice(len(self.raws), p=self.weights)) if len(self.raws) > 1 else 0
-        raw, lab = self.raws[k], self.labs[k]
-        corner = [int(rng.integers(0, n - p + 1)) for n, p in zip(lab.shape, self.patch)]
-        region = tuple(slice(c, c + p) for c, p in zip(corner, self.patch))
-        return raw[(Ellipsis,) + region].copy(), lab[region].copy()
+        corner = [int(rng.integers(0, n - p + 1)) for n, p in zip(self.labs[k].shape, self.patch)]
+        return k, tuple(slice(c, c + p) for c, p in zip(corner, self.patch))
+
+    def _crop(self, rng):
+        k, region = self.draw_region(rng)
+        return self.raws[k][(Ellipsis,) + region].copy(), self.labs[k][region].copy()
 
     def _augment(self, raw, lab, rng):
         if not self.augment:

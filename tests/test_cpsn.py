@@ -143,9 +143,9 @@ def test_compare_filters_by_hand():
             return x[:, 1:2]
 
     affs = torch.tensor([[[[0.1, 0.45, 0.85, 0.5]]]])  # (1, C=1, 1, 4)
-    patches = {"raw": torch.zeros(1, 1, 4), "target": torch.tensor([[[[0.0, 1.0, 1.0, 0.0]]]]),
-               "labeled": torch.zeros(1, 1, 1, 4, dtype=torch.bool),
-               "unlabeled": torch.tensor([[[[True, True, True, False]]]])}
+    patches = cpsn.HeldoutPatches(raw=torch.zeros(1, 1, 4), target=torch.tensor([[[[0.0, 1.0, 1.0, 0.0]]]]),
+                                  labeled=torch.zeros(1, 1, 1, 4, dtype=torch.bool),
+                                  unlabeled=torch.tensor([[[[True, True, True, False]]]]))
     (r,) = cpsn.compare_filters(AffinityIsErrorProbability(), {"net": Fixed(affs)}, patches, [(0, 1)], alpha=0.0)
     # kept by the CPSN: 0.1 (right) and 0.45 (wrong); entropy alone keeps as many, the
     # two surest: 0.1 and 0.85 (both right); 0.45 is the one wrong edge of three
@@ -168,11 +168,11 @@ def test_heldout_patches_cover_the_regions_and_honour_min_labeled():
     raw = np.random.default_rng(0).random(labels.shape).astype(np.float32)
     prepared = PreparedData(raw, labels, sparse, raw, labels, affinity.OFFSETS_3D, "two bodies")
     p = cpsn.heldout_patches(prepared, (2, 8, 8), 6, seed=0, min_labeled=0.1)
-    assert p["raw"].shape == (6, 2, 8, 8) and p["target"].shape == (6, 12, 2, 8, 8)
-    assert not (p["labeled"] & p["unlabeled"]).any()
-    assert (p["labeled"].flatten(1).float().mean(1) >= 0.1).all()
+    assert p.raw.shape == (6, 2, 8, 8) and p.target.shape == (6, 12, 2, 8, 8)
+    assert not (p.labeled & p.unlabeled).any()
+    assert (p.labeled.flatten(1).float().mean(1) >= 0.1).all()
     again = cpsn.heldout_patches(prepared, (2, 8, 8), 6, seed=0, min_labeled=0.1)
-    assert torch.equal(again["raw"], p["raw"])  # the seed decides
+    assert torch.equal(again.raw, p.raw)  # the seed decides
     with pytest.raises(RuntimeError, match="lower min_labeled"):
         cpsn.heldout_patches(prepared, (2, 8, 8), 2, seed=0, min_labeled=0.99, max_tries=5)
     with pytest.raises(ValueError, match="patch"):
