@@ -77,10 +77,12 @@ def read_checkpoint(path, device="cpu", keys=("models", "config")) -> dict:
 
 
 def resolve_device(cfg) -> torch.device:
-    """The torch device of ``cfg.device``: ``auto`` is CUDA when available."""
-    if cfg.device == "auto":
+    """The torch device of ``cfg.device`` (a config, or the name itself): ``auto``
+    is CUDA when available."""
+    name = cfg if isinstance(cfg, str) else cfg.device
+    if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
+    return torch.device(name)
 
 
 

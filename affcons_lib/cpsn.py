@@ -33,7 +33,7 @@ from .loop import TrainingLoop
 from .sampling import PatchSampler, PreparedData, prepare_data
 
 __all__ = ["SnapshotBank", "snapshot_affinities", "error_target", "cpsn_input", "cpsn_loss", "CPSNConfig", "train_cpsn", "HeldoutPatches",
-           "load_cpsn", "cpsn_confidence", "predict_errors", "heldout_patches", "compare_filters", "precision_recall",
+           "load_cpsn", "cpsn_confidence", "predict_errors", "heldout_patches", "OwnTaskScores", "own_task_scores", "compare_filters", "precision_recall",
            "main"]
 
 PAPER_SNAPSHOTS = (1000, 5000, 10000, 50000, 100000)
@@ -314,6 +314,50 @@ def _ap(scores: torch.Tensor, errors: torch.Tensor) -> float:
     """Average precision of ranking ``errors`` by ``scores``; NaN when there is nothing to rank."""
     e = errors.numpy().astype(bool)
     return metrics.precision_recall(scores.numpy(), e)[2] if 0 < e.sum() < e.size else float("nan")
+
+
+@dataclass
+class OwnTaskScores:
+    """The CPSN on its own task (:func:`own_task_scores`): finding the errors of
+    bank snapshots (with dropout, as in its training) on the labeled region.
+
+    Attributes
+    ----------
+    per_patch : list of dict
+        ``patch``, ``snapshot``, ``error_rate``, ``ap_cpsn``, ``ap_entropy`` for
+        each patch holding both right and wrong edges.
+    errors, cpsn, entropy : ndarray
+        Pooled over the labeled edges of all patches: wrong (1) or right (0), the
+        CPSN's error probability E, the snapshot's entropy.
+    """
+
+    per_patch: list
+    errors: np.ndarray
+    cpsn: np.ndarray
+    entropy: np.ndarray
+
+
+@torch.no_grad()
+def own_task_scores(net: torch.nn.Module, bank: SnapshotBank, patches: HeldoutPatches, offsets,
+                    seed: int) -> OwnTaskScores:
+    """Each held-out patch through one snapshot of ``bank`` (drawn from ``seed``),
+    the CPSN ``net`` and the entropy asked to find the snapshot's wrong affinities
+    on the labeled region, where the CPSN was trained to."""
+    image = patches.raw.unsqueeze(1)
+    rng = np.random.default_rng(seed)
+    per_patch, pooled = [], []
+    for k in range(image.shape[0]):
+        snap, name = bank.draw(rng)
+        aff = snapshot_affinities(snap, image[k:k + 1], offsets)
+        m = patches.labeled[k:k + 1]
+        err = error_target(aff, patches.target[k:k + 1], m)[m].numpy()
+        e, h = predict_errors(net, image[k:k + 1], aff)[m].numpy(), affinity.affinity_entropy(aff)[m].numpy()
+        pooled.append((err, e, h))
+        if 0 < err.sum() < err.size:
+            per_patch.append(dict(patch=k, snapshot=name, error_rate=err.mean(),
+                                  ap_cpsn=precision_recall(e, err)[2], ap_entropy=precision_recall(h, err)[2]))
+    errors, e_all, h_all = map(np.concatenate, zip(*pooled))
+    return OwnTaskScores(per_patch, errors, e_all, h_all)
 
 
 @torch.no_grad()

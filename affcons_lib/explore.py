@@ -12,12 +12,13 @@ deterministic and their figures stay in the executed notebook.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["live_widgets", "slider", "entropy_filter", "draw_entropy_filter", "annotation_at_share",
+__all__ = ["live_widgets", "slider", "entropy_filter", "ErrorByEntropy", "error_by_entropy", "draw_entropy_filter", "annotation_at_share",
            "draw_annotation", "agglomeration_at_thresholds", "draw_threshold"]
 
 
@@ -95,6 +96,46 @@ def entropy_filter(affs: np.ndarray, entropy: np.ndarray, target: np.ndarray, va
 
     return dict(kept=kept, kept_share=float(kept.sum() / max(valid.sum(), 1)), error_kept=rate(kept),
                 error_dropped=rate(dropped))
+
+
+@dataclasses.dataclass
+class ErrorByEntropy:
+    """How often affinities are wrong, by their entropy (:func:`error_by_entropy`).
+
+    Attributes
+    ----------
+    bins : ndarray (n_bins + 1,), the entropy bin edges in nats, 0 to ln 2
+    rate : ndarray (n_bins,), the share of wrong edges per bin (NaN where empty)
+    share : ndarray (n_bins,), the share of all edges per bin
+    error : float, the share of wrong edges overall
+    low, high : float, the share of wrong edges among the lower half of the
+        entropies and among the top 10 %
+    """
+
+    bins: np.ndarray
+    rate: np.ndarray
+    share: np.ndarray
+    error: float
+    low: float
+    high: float
+
+
+def error_by_entropy(affs: np.ndarray, entropy: np.ndarray, target: np.ndarray, valid: np.ndarray,
+                     n_bins: int = 10) -> ErrorByEntropy:
+    """Is high entropy where the mistakes are? The known edges (``valid``) binned
+    by their entropy, each bin's share of edges on the wrong side of 0.5
+    (:func:`affcons_lib.affinity.wrong_side`). All arrays (C, *spatial)."""
+    from .affinity import wrong_side
+
+    valid = np.asarray(valid, bool)
+    wrong = wrong_side(np.asarray(affs), np.asarray(target))[valid]
+    h = np.asarray(entropy)[valid]
+    bins = np.linspace(0, np.log(2), n_bins + 1)
+    idx = np.clip(np.digitize(h, bins) - 1, 0, n_bins - 1)
+    rate = np.array([wrong[idx == b].mean() if (idx == b).any() else np.nan for b in range(n_bins)])
+    share = np.array([(idx == b).mean() for b in range(n_bins)])
+    low, high = wrong[h < np.quantile(h, 0.5)].mean(), wrong[h >= np.quantile(h, 0.9)].mean()
+    return ErrorByEntropy(bins, rate, share, float(wrong.mean()), float(low), float(high))
 
 
 def draw_entropy_filter(affs, entropy, target, valid, alpha, channel=0, z=None, fig=None):

@@ -117,3 +117,17 @@ def test_agglomeration_at_thresholds_trades_split_for_merge():
         explore.draw_threshold(sweep, 0.6)
     with pytest.raises(ValueError, match="affs: expected shape"):
         explore.agglomeration_at_thresholds(affs[:, :2], gt)
+
+
+def test_error_by_entropy_counts_wrong_edges_per_bin():
+    from affcons_lib import affinity
+
+    # the sure edges (0.02, 0.98) are right, the unsure ones (0.45, 0.55) wrong
+    affs = np.array([[0.02, 0.98, 0.45, 0.55, 0.98, 0.02]], np.float32)
+    target = np.array([[0.0, 1.0, 1.0, 0.0, 1.0, 0.0]], np.float32)
+    valid = np.array([[True, True, True, True, True, False]])
+    r = explore.error_by_entropy(affs, affinity.affinity_entropy(affs), target, valid, n_bins=4)
+    assert r.error == pytest.approx(2 / 5)
+    assert r.share.sum() == pytest.approx(1.0)
+    assert r.rate[0] == 0.0 and r.rate[-1] == 1.0  # lowest entropies all right, highest all wrong
+    assert r.high == 1.0 and r.low == 0.0
