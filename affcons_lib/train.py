@@ -88,12 +88,11 @@ def train(cfg: TrainConfig, prepared: PreparedData | None = None) -> dict:
     :func:`~affcons_lib.objective.step_objective`'s.
     """
     cfg.validate()
+    prepared = prepared or prepare_data(cfg)
+    cfg = dataclasses.replace(cfg, in_channels=prepared.in_channels)  # RGB images: 3; the caller's cfg untouched
     loop = TrainingLoop(cfg, cfg.method, snapshots=cfg.snapshot_iters,  # snapshots: the CPSN's bank
                         may_change=RESUME_MAY_CHANGE + ("snapshot_iters",))
     device, precision = loop.device, resolve_precision(cfg.precision, loop.device)  # "auto": bf16 where native
-    prepared = prepared or prepare_data(cfg)
-    cfg = dataclasses.replace(cfg, in_channels=prepared.in_channels)  # RGB images: 3; the caller's cfg untouched
-    loop.cfg = cfg
     if cfg.progress and loop.main:
         print(describe(prepared, cfg), f"\n{cfg.method} on {device} ({loop.threads} CPU thread"
               f"{'s' if loop.threads > 1 else ''}): {cfg.iterations} iterations, batch {cfg.batch}, patch "
