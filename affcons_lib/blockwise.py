@@ -70,7 +70,10 @@ def intensity_range(raw, max_samples: int = 8_000_000) -> tuple[float, float]:
 
 def _create_zarr(path: Path, shape, chunks, dtype, attrs: dict):
     """Create the output array, or reopen it (a resumed run) when it exists with
-    the same shape, chunks and dtype; anything else is an error naming the path."""
+    the same shape, chunks and dtype and was made with the same settings (every
+    key of ``attrs``: checkpoint, tiling, raw range, fragment options); anything
+    else is an error naming the path and the difference, so that the blocks of two
+    configurations never mix in one array."""
     import zarr
 
     if path.exists():
@@ -78,11 +81,40 @@ def _create_zarr(path: Path, shape, chunks, dtype, attrs: dict):
         if arr.shape != tuple(shape) or arr.chunks != tuple(chunks) or arr.dtype != np.dtype(dtype):
             raise ValueError(f"{path}: exists with shape {arr.shape}, chunks {arr.chunks}, dtype {arr.dtype}; "
                              f"this run writes {tuple(shape)}, {tuple(chunks)}, {np.dtype(dtype)} "
-                             "(remove it, or choose another --out)")
+                             "(overwrite=True / --overwrite starts afresh, or choose another --out)")
+        plain = lambda v: json.loads(json.dumps(v))  # noqa: E731  (tuples as the lists zarr stores)
+        differ = [f"{k}: {arr.attrs.get(k)!r} -> {plain(v)!r}" for k, v in attrs.items()
+                  if plain(arr.attrs.get(k)) != plain(v)]
+        if differ:
+            raise ValueError(f"{path}: exists, made with other settings ({'; '.join(differ)}); resuming would mix "
+                             "the two (overwrite=True / --overwrite starts afresh, or choose another --out)")
         return arr
     arr = zarr.create_array(store=str(path), shape=tuple(shape), chunks=tuple(chunks), dtype=dtype, fill_value=0)
     arr.attrs.update(attrs)
     return arr
+
+
+def _digest(path) -> str:
+    """SHA-256 of a file (a checkpoint: which weights made an output)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _remove(*paths) -> None:
+    """Remove outputs and their block tracking, for a run that starts afresh."""
+    import shutil
+
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
 
 
 def _roi_slices(roi) -> tuple:
@@ -181,7 +213,8 @@ def _offsets(cfg):
 
 def predict_blockwise(checkpoint, raw_path, out_path, *, raw_key: str | None = None, block=(64, 256, 256),
                       tile=None, stride=None, workers: int = 2, branch: str = "embedding", device: str = "cpu",
-                      raw_range: tuple[float, float] | None = None, threads: int | None = None) -> dict:
+                      raw_range: tuple[float, float] | None = None, threads: int | None = None,
+                      overwrite: bool = False) -> dict:
     """Predict the affinities of a 3D volume on disk block by block into a zarr array.
 
     Parameters
@@ -189,13 +222,16 @@ def predict_blockwise(checkpoint, raw_path, out_path, *, raw_key: str | None = N
     checkpoint : path of a :func:`affcons_lib.train.train` checkpoint (3D).
     raw_path : HDF5 file or zarr array (``path:key`` or ``raw_key``), (Z, Y, X).
     out_path : zarr array to write, float32 (C, Z, Y, X), chunks (C, *block);
-        attribute ``offsets``. An existing one with the same layout is resumed.
+        attributes ``offsets`` and what made it (checkpoint digest, branch, raw,
+        raw range, tile, stride). An existing one made the same way is resumed;
+        one made otherwise is refused, naming the difference.
     block : block (and chunk) shape; each block reads the tiles that touch it.
     tile, stride : the tile grid (default: :func:`affcons_lib.inference.default_tile`
         and :func:`affcons_lib.inference.default_stride`, as ``predict_part``).
     workers : daisy worker processes (0: in this process, no subprocesses).
     raw_range : (lo, hi) intensity range; default :func:`intensity_range`.
     threads : torch threads per worker (default: cores / workers).
+    overwrite : remove an existing output (and its block tracking) and start afresh.
 
     Returns
     -------
@@ -221,11 +257,14 @@ def predict_blockwise(checkpoint, raw_path, out_path, *, raw_key: str | None = N
     lo, hi = raw_range if raw_range is not None else intensity_range(raw)
     offsets = _offsets(cfg)
     out_path = Path(out_path)
+    tracking = out_path.with_name(out_path.name + ".tracking")
+    if overwrite:
+        _remove(out_path, tracking)
     _create_zarr(out_path, (len(offsets),) + tuple(raw.shape), (len(offsets),) + block, np.float32,
                  {"offsets": [list(o) for o in offsets], "raw": str(raw_path), "raw_range": [lo, hi],
-                  "tile": list(tile), "stride": list(stride)})
+                  "tile": list(tile), "stride": list(stride), "branch": branch,
+                  "checkpoint_sha256": _digest(checkpoint)})
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, workers))
-    tracking = out_path.with_name(out_path.name + ".tracking")
     spec = _PredictSpec(str(checkpoint), branch, str(raw_path), raw_key, str(out_path), lo, hi, tile, stride,
                         device, threads, _fresh_memory_dir(tracking))
     task = _task("predict", raw.shape, block, (0, 0, 0), functools.partial(_predict_block, spec), tracking, workers)
@@ -388,7 +427,8 @@ def agglomerate_graph(n_nodes: int, u: np.ndarray, v: np.ndarray, sums: np.ndarr
 
 
 def segment_blockwise(affs_path, out_path, *, threshold: float = 0.5, block=(64, 256, 256),
-                      context=(0, 64, 64), workers: int = 2, fragment_options: dict | None = None) -> dict:
+                      context=(0, 64, 64), workers: int = 2, fragment_options: dict | None = None,
+                      overwrite: bool = False) -> dict:
     """Segment a zarr affinity volume block by block (module docstring).
 
     Parameters
@@ -401,6 +441,10 @@ def segment_blockwise(affs_path, out_path, *, threshold: float = 0.5, block=(64,
     block : write block shape. context : in-plane context of the fragment pass.
     workers : daisy worker processes (0: in this process).
     fragment_options : passed to :func:`affcons_lib.postprocess.distance_fragments`.
+    overwrite : remove an existing ``out_path`` and start afresh. Without it, a
+        rerun resumes an output made from the same affinities with the same
+        context and fragment options (another threshold reuses its fragments and
+        region graph), and refuses one made otherwise, naming the difference.
 
     Returns
     -------
@@ -417,13 +461,16 @@ def segment_blockwise(affs_path, out_path, *, threshold: float = 0.5, block=(64,
     shape, block = tuple(affs.shape[1:]), _check_shape("block", block)
     context = tuple(int(c) for c in context)
     out = Path(out_path)
+    if overwrite:
+        _remove(out)
     (out / "edges").mkdir(parents=True, exist_ok=True)
     grid = tuple(int(np.ceil(n / b)) for n, b in zip(shape, block))
     tracking = out / "tracking"
     spec = _SegmentSpec(str(affs_path), str(out / "fragments"), str(out / "segmentation"), str(out / "edges"),
                         str(out / f"lut_{threshold:.4f}.npz"), block, grid, dict(fragment_options or {}),
                         _fresh_memory_dir(tracking))
-    _create_zarr(out / "fragments", shape, block, np.uint64, {})
+    _create_zarr(out / "fragments", shape, block, np.uint64,
+                 {"affinities": str(affs_path), "context": list(context), "fragment_options": dict(fragment_options or {})})
     frags = _task("fragments", shape, block, context, functools.partial(_fragments_block, spec), tracking, workers)
     # edges read one voxel below the block: daisy runs them after those fragments
     edges = _task("edges", shape, block, (1, 1, 1), functools.partial(_edges_block, spec), tracking, workers)
@@ -451,7 +498,8 @@ def segment_blockwise(affs_path, out_path, *, threshold: float = 0.5, block=(64,
     else:
         nodes, n_edges = np.load(lut_path)["fragments"], -1
     t2 = time.time()
-    _create_zarr(out / "segmentation", shape, block, np.uint64, {"threshold": float(threshold)})
+    # the segmentation of the latest threshold (each threshold relabels every block)
+    _create_zarr(out / "segmentation", shape, block, np.uint64, {}).attrs["threshold"] = float(threshold)
     relabel = _task(f"relabel_{threshold:.4f}", shape, block, (0, 0, 0), functools.partial(_relabel_block, spec),
                     tracking, workers)
     blocks.update(_run_daisy([relabel], workers, tracking, "segment_blockwise"))
@@ -504,6 +552,9 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--raw-range", type=float, nargs=2, metavar=("LO", "HI"),
                         help="blockwise: raw intensities mapped to 0 and 1 for the whole volume "
                              "(default: estimated from a strided sample)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="blockwise: remove an existing --out and start afresh (without it, an output made with "
+                             "other settings is refused, one made the same way resumed)")
 
 
 def _report(run) -> int:
@@ -521,7 +572,8 @@ def run_predict(args) -> int:
     """Blockwise prediction from parsed arguments (see :func:`_report`)."""
     return _report(lambda: predict_blockwise(args.checkpoint, args.raw, args.out, block=args.block, tile=args.tile,
                                              stride=args.stride, workers=args.workers, branch=args.branch,
-                                             device=args.device, raw_range=args.raw_range))
+                                             device=args.device, raw_range=args.raw_range,
+                                             overwrite=args.overwrite))
 
 
 def main(argv=None) -> int:
@@ -542,13 +594,14 @@ def main(argv=None) -> int:
     s.add_argument("--block", type=int, nargs=3, default=(64, 256, 256))
     s.add_argument("--context", type=int, nargs=3, default=(0, 64, 64))
     s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--overwrite", action="store_true", help="remove an existing --out and start afresh")
     args = ap.parse_args(argv)
     if args.command == "predict":
         if not args.raw:
             ap.error("predict needs --raw PATH:KEY")
         return run_predict(args)
     return _report(lambda: segment_blockwise(args.affinities, args.out, threshold=args.threshold, block=args.block,
-                                             context=args.context, workers=args.workers))
+                                             context=args.context, workers=args.workers, overwrite=args.overwrite))
 
 
 if __name__ == "__main__":

@@ -133,6 +133,13 @@ def test_blockwise_segmentation_close_to_in_memory(em_affs, tmp_path):
     again = blockwise.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=(16, 128, 128),
                                         context=(0, 64, 64), workers=2)
     assert all(c["done"] == 0 and c["skipped"] == c["blocks"] for c in again["blocks"].values())
+    # another context would mix two fragment layouts in one output: refused, naming it; overwrite starts afresh
+    with pytest.raises(ValueError, match=r"seg/fragments: exists, made with other settings \(context: \[0, 64, 64\]"):
+        blockwise.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=(16, 128, 128), context=(0, 32, 32),
+                                    workers=0)
+    fresh = blockwise.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=(16, 128, 128),
+                                        context=(0, 32, 32), workers=0, overwrite=True)
+    assert fresh["blocks"]["fragments"]["done"] == 8
 
 
 def test_region_graph_counts_each_boundary_edge_once():
@@ -181,6 +188,15 @@ def test_bad_input(checkpoint, raw_h5, tmp_path):
     with pytest.raises(ValueError, match="taken.zarr: exists with shape"):
         blockwise.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "taken.zarr", block=(8, 32, 32),
                                     tile=(8, 32, 32), workers=0)
+    # a rerun with another raw range (or checkpoint, tiling) would mix two predictions: refused, naming it
+    first = dict(block=(8, 32, 32), tile=(8, 32, 32), workers=0)
+    blockwise.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "p.zarr", raw_range=(30, 217), **first)
+    with pytest.raises(ValueError, match=r"p.zarr: exists, made with other settings \(raw_range: \[30, 217\] -> \[0, 255\]"):
+        blockwise.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "p.zarr", raw_range=(0, 255),
+                                    **first)
+    again = blockwise.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "p.zarr", raw_range=(0, 255),
+                                        overwrite=True, **first)
+    assert again["blocks"]["predict"]["skipped"] == 0
     with pytest.raises(ValueError, match="threshold"):
         blockwise.segment_blockwise(tmp_path / "taken.zarr", tmp_path / "s", threshold=1.5)
     r = subprocess.run([sys.executable, "-m", "affcons_lib.blockwise", "segment", str(tmp_path / "none.zarr"),
