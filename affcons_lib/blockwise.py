@@ -470,7 +470,8 @@ def segment_blockwise(affs_path, out_path, *, threshold: float = 0.5, block=(64,
                         str(out / f"lut_{threshold:.4f}.npz"), block, grid, dict(fragment_options or {}),
                         _fresh_memory_dir(tracking))
     _create_zarr(out / "fragments", shape, block, np.uint64,
-                 {"affinities": str(affs_path), "context": list(context), "fragment_options": dict(fragment_options or {})})
+                 {"affinities": str(affs_path), "context": list(context),
+                  "fragment_options": dict(fragment_options or {})})
     frags = _task("fragments", shape, block, context, functools.partial(_fragments_block, spec), tracking, workers)
     # edges read one voxel below the block: daisy runs them after those fragments
     edges = _task("edges", shape, block, (1, 1, 1), functools.partial(_edges_block, spec), tracking, workers)

@@ -32,9 +32,9 @@ from .config import TrainConfig, run_config_cli
 from .loop import TrainingLoop
 from .sampling import PatchSampler, PreparedData, prepare_data
 
-__all__ = ["SnapshotBank", "snapshot_affinities", "error_target", "cpsn_input", "cpsn_loss", "CPSNConfig", "train_cpsn", "HeldoutPatches",
-           "load_cpsn", "cpsn_confidence", "predict_errors", "heldout_patches", "OwnTaskScores", "own_task_scores", "compare_filters", "precision_recall",
-           "main"]
+__all__ = ["SnapshotBank", "snapshot_affinities", "error_target", "cpsn_input", "cpsn_loss", "CPSNConfig",
+           "train_cpsn", "HeldoutPatches", "load_cpsn", "cpsn_confidence", "predict_errors", "heldout_patches",
+           "OwnTaskScores", "own_task_scores", "compare_filters", "precision_recall", "main"]
 
 PAPER_SNAPSHOTS = (1000, 5000, 10000, 50000, 100000)
 RELEASE_SNAPSHOTS = tuple(range(1000, 20001, 1000))

@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["live_widgets", "slider", "entropy_filter", "ErrorByEntropy", "error_by_entropy", "draw_entropy_filter", "annotation_at_share",
-           "draw_annotation", "agglomeration_at_thresholds", "draw_threshold"]
+__all__ = ["live_widgets", "slider", "entropy_filter", "ErrorByEntropy", "error_by_entropy", "draw_entropy_filter",
+           "annotation_at_share", "draw_annotation", "agglomeration_at_thresholds", "draw_threshold"]
 
 
 def live_widgets() -> bool:

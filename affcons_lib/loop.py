@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint, distributed
+from ._atomic import write_json
 
 __all__ = ["CHECKPOINT_SCHEMA", "RESUME_MAY_CHANGE", "TrainingLoop", "config_differences"]
 
@@ -178,8 +179,6 @@ class TrainingLoop:
     def finish(self, summary: dict) -> dict:
         """Close the bar; the summary gains ``checkpoint``, ``seconds`` and the last
         log row; rank 0 writes it as ``summary.json``; no rank leaves before."""
-        from ._atomic import write_json
-
         if hasattr(self, "bar"):
             self.bar.close()
         summary = {"out_dir": str(self.out_dir), "checkpoint": str(self.last), **summary,

@@ -55,6 +55,8 @@ class StepObjective:
         The two cross terms, both entropy maps and both masks of confident pixels.
     cpsn1, cpsn2 : bool tensors or None
         The CPSN's "correct" masks for each branch, where a CPSN filter is on.
+    unlabeled : bool tensor or None
+        U, the valid edges outside M, where the cross terms act.
     """
 
     total: torch.Tensor

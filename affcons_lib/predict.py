@@ -32,7 +32,8 @@ from .data import check_finite
 from .inference import default_stride, default_tile, part_tiling, predict_affinities
 from .sampling import PreparedData, prepare_data
 
-__all__ = ["DATA_KEYS", "Prediction", "predict_part", "ScoredRun", "score_run", "default_tile", "default_stride", "main"]
+__all__ = ["DATA_KEYS", "Prediction", "predict_part", "ScoredRun", "score_run", "default_tile", "default_stride",
+           "main"]
 
 #: Config keys that ``--set`` may change at prediction time: where the data are,
 #: never how the networks were built or trained.

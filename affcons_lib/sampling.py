@@ -15,8 +15,8 @@ import torch
 from . import affinity, data
 from .config import TrainConfig
 
-__all__ = ["PreparedData", "PatchSampler", "training_sampler", "prepare_data", "describe", "split_part", "center_crop", "crop_test_part",
-           "crop_train_part"]
+__all__ = ["PreparedData", "PatchSampler", "training_sampler", "prepare_data", "describe", "split_part",
+           "center_crop", "crop_test_part", "crop_train_part"]
 
 
 # ------------------------------------------------------------------------ data

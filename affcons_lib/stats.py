@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["PairedDifference", "paired_difference", "VERDICTS", "Claim", "paired_claims", "claim_summary",
-           "AFFINITY_MEASURES", "HIGHER_IS_BETTER", "affinity_floors", "beyond_floors", "stable_verdicts", "markdown_row"]
+           "AFFINITY_MEASURES", "HIGHER_IS_BETTER", "affinity_floors", "beyond_floors", "stable_verdicts",
+           "markdown_row"]
 
 VERDICTS = ("a lower", "b lower", "inconclusive")
 
