@@ -3,9 +3,12 @@
 3D (:func:`evaluate_3d`): affinities -> segmentation by one of two pipelines,
 then VOI split / merge and ARAND against the ground truth.
 
-- ``waterz`` (default, the paper's): fragments that do not cross a boundary
-  (:func:`~affcons_lib.postprocess.fragments_from_affinities`, 3D for isotropic
-  data, per slice for anisotropic), waterz agglomeration scored by the median
+- ``waterz`` (default, the paper's): the segmentation recipe
+  (:class:`~affcons_lib.recipe.Recipe`): fragments that do not cross a boundary
+  (by default :func:`~affcons_lib.postprocess.fragments_from_affinities`; the
+  crop-invariant ones of :mod:`affcons_lib.fragments` with
+  ``recipe=BLOCKWISE``, as blockwise segmentation makes them), 3D for isotropic
+  data, per slice for anisotropic, waterz agglomeration scored by the median
   boundary affinity, over a sweep of thresholds; the best threshold is chosen on
   the ground truth, as in the paper (an oracle choice: say so).
 - ``mutex_watershed``: all 12 channels, then segments below ``min_segment_size``
@@ -38,11 +41,9 @@ import numpy as np
 from . import affinity, metrics, postprocess
 from ._atomic import write_text
 from .data import check_finite
+from .recipe import THRESHOLDS, Recipe, recipe_fragments
 
-__all__ = ["evaluate_3d", "segment_3d", "reference_scores", "evaluate_2d", "score_prediction", "evaluate_2d_many", "segment_2d", "affinity_scores", "read_prediction", "main"]
-
-THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.1))
-
+__all__ = ["THRESHOLDS", "Recipe", "evaluate_3d", "segment_3d", "reference_scores", "evaluate_2d", "score_prediction", "evaluate_2d_many", "segment_2d", "affinity_scores", "read_prediction", "main"]
 
 METHODS_3D = ("waterz", "mutex_watershed")
 
@@ -56,10 +57,12 @@ def _scores(seg: np.ndarray, gt: np.ndarray) -> dict:
     return metrics.voi_arand(seg, gt)
 
 
-def segment_3d(affs: np.ndarray, *, method: str = "waterz", threshold: float = 0.5, scoring: str = "median",
-               fragment_mode: str = "volume", offsets=affinity.OFFSETS_3D, min_segment_size: int = 50) -> np.ndarray:
+def segment_3d(affs: np.ndarray, *, method: str = "waterz", threshold: float = 0.5, recipe: Recipe | None = None,
+               scoring: str | None = None, fragment_mode: str | None = None, offsets=affinity.OFFSETS_3D,
+               min_segment_size: int = 50) -> np.ndarray:
     """One segmentation of 3D affinities by either pipeline of :func:`evaluate_3d`
-    (``threshold``: waterz's; ignored by the mutex watershed).
+    (``threshold``: waterz's; ignored by the mutex watershed; ``scoring`` and
+    ``fragment_mode`` replace the recipe's).
 
     Returns
     -------
@@ -67,15 +70,16 @@ def segment_3d(affs: np.ndarray, *, method: str = "waterz", threshold: float = 0
     """
     _check_method(method)
     if method == "waterz":
-        frags = postprocess.fragments_from_affinities(affs, mode=fragment_mode)
-        return postprocess.agglomerate(affs, [threshold], scoring=scoring, fragments=frags)[0]
+        recipe = (recipe or Recipe()).replace(scoring=scoring, mode=fragment_mode)
+        return postprocess.agglomerate(affs, [threshold], scoring=recipe.scoring,
+                                       fragments=recipe_fragments(affs, recipe))[0]
     seg = postprocess.mutex_watershed(affs, offsets, affinity.N_NEAREST_3D, use_affogato=False)
     return postprocess.merge_small_objects(seg, min_segment_size)
 
 
-def evaluate_3d(affs: np.ndarray, gt: np.ndarray, *, method: str = "waterz", thresholds=THRESHOLDS,
-                scoring: str = "median", fragment_mode: str = "volume", border_tolerance: int = 1,
-                offsets=affinity.OFFSETS_3D, min_segment_size: int = 50) -> dict:
+def evaluate_3d(affs: np.ndarray, gt: np.ndarray, *, method: str = "waterz", recipe: Recipe | None = None,
+                thresholds=None, scoring: str | None = None, fragment_mode: str | None = None,
+                border_tolerance: int | None = None, offsets=affinity.OFFSETS_3D, min_segment_size: int = 50) -> dict:
     """Segment 3D affinities and score the segmentation against ``gt``.
 
     Parameters
@@ -85,6 +89,9 @@ def evaluate_3d(affs: np.ndarray, gt: np.ndarray, *, method: str = "waterz", thr
         for the mutex watershed.
     gt : ndarray of int, shape (Z, Y, X); 0 is ignored.
     method : 'waterz' or 'mutex_watershed'
+    recipe : :class:`~affcons_lib.recipe.Recipe`, the segmentation recipe
+        (default ``Recipe()``: grown fragments, median scoring, thresholds 0.1
+        ... 0.9, border tolerance 1); the options below replace its fields.
     thresholds : waterz thresholds swept; the best by VOI is reported.
     scoring : a name of :data:`affcons_lib.postprocess.SCORING`: ``median``
         (the field's median), ``median_release`` (the release's string), ``mean``.
@@ -101,26 +108,29 @@ def evaluate_3d(affs: np.ndarray, gt: np.ndarray, *, method: str = "waterz", thr
     dict with ``voi_split``, ``voi_merge``, ``voi``, ``arand``, ``threshold``
     (waterz; None otherwise), ``rows`` (one per threshold), ``fragments`` (the
     scores of waterz's fragments alone), ``n_segments``, ``method``,
-    ``border_tolerance`` and ``segmentation``.
+    ``border_tolerance``, ``recipe`` (its fields) and ``segmentation``.
     """
     _check_method(method)
+    recipe = (recipe or Recipe()).replace(thresholds=thresholds, scoring=scoring, mode=fragment_mode,
+                                          border_tolerance=border_tolerance)
     affs = check_finite(affs, "affs")  # a NaN would silently become a cut or a merge
     gt = np.asarray(gt)
     if affs.ndim != 4 or affs.shape[1:] != gt.shape:
         raise ValueError(f"affs: expected shape (C, *gt.shape) = (C, {', '.join(map(str, gt.shape))}), "
                          f"got {affs.shape}")
-    scored = metrics.ignore_borders(gt, border_tolerance)
+    scored = metrics.ignore_borders(gt, recipe.border_tolerance)
     if method == "waterz":
-        frags = postprocess.fragments_from_affinities(affs, mode=fragment_mode)
-        sweep = postprocess.sweep_thresholds(affs, scored, thresholds, scoring=scoring, fragments=frags)
+        frags = recipe_fragments(affs, recipe)
+        sweep = postprocess.sweep_thresholds(affs, scored, recipe.thresholds, scoring=recipe.scoring,
+                                             fragments=frags)
         best = sweep.as_rows()[sweep.best_index]
         seg = sweep.best_segmentation
         out = {**best, "rows": sweep.as_rows(), "fragments": _scores(frags, scored)}
     else:
         seg = segment_3d(affs, method=method, offsets=offsets, min_segment_size=min_segment_size)
         out = {**_scores(seg, scored), "threshold": None, "rows": [], "fragments": None}
-    out.update(n_segments=int(len(np.unique(seg))), method=method, border_tolerance=int(border_tolerance),
-               segmentation=seg)
+    out.update(n_segments=int(len(np.unique(seg))), method=method, border_tolerance=int(recipe.border_tolerance),
+               recipe=recipe.as_dict(), segmentation=seg)
     return out
 
 
@@ -140,7 +150,9 @@ def reference_scores(gt: np.ndarray, *, widen: bool = True, **evaluate_options) 
     prediction: :func:`evaluate_3d` returns it under ``fragments``.)
     """
     gt = np.asarray(gt)
-    scored = metrics.ignore_borders(gt, evaluate_options.get("border_tolerance", 1))
+    recipe = (evaluate_options.get("recipe") or Recipe()).replace(
+        border_tolerance=evaluate_options.get("border_tolerance"))
+    scored = metrics.ignore_borders(gt, recipe.border_tolerance)
     rows = [dict(name="one object", **_scores(np.ones(gt.shape, np.uint32), scored)),
             dict(name="every voxel alone", **_scores(np.arange(1, gt.size + 1, dtype=np.uint64).reshape(gt.shape),
                                                      scored))]

@@ -211,8 +211,8 @@ def draw_annotation(labels, offsets, mode, share, seed=0, min_size=1, z=None, ch
 
 
 # ------------------------------------------------------------ agglomeration threshold
-def agglomeration_at_thresholds(affs: np.ndarray, gt: np.ndarray, thresholds=None, *,
-                                fragment_mode: str = "volume", border_tolerance: int = 1) -> dict:
+def agglomeration_at_thresholds(affs: np.ndarray, gt: np.ndarray, thresholds=None, *, recipe=None,
+                                fragment_mode: str | None = None, border_tolerance: int | None = None) -> dict:
     """waterz's agglomeration of 3D affinities at every threshold (one pass:
     waterz merges on from one threshold to the next), each segmentation scored
     against ``gt`` as :func:`affcons_lib.evaluate.evaluate_3d` scores it.
@@ -223,9 +223,10 @@ def agglomeration_at_thresholds(affs: np.ndarray, gt: np.ndarray, thresholds=Non
     ----------
     affs : ndarray of float, (C >= 3, Z, Y, X), values in [0, 1]
     gt : ndarray of int, (Z, Y, X); 0 is ignored
-    thresholds : increasing floats in [0, 1]; default the evaluation's sweep
-        (:data:`affcons_lib.evaluate.THRESHOLDS`)
-    fragment_mode, border_tolerance : as in :func:`~affcons_lib.evaluate.evaluate_3d`
+    thresholds : increasing floats in [0, 1]; default the recipe's sweep
+    recipe : :class:`~affcons_lib.recipe.Recipe` (default ``Recipe()``), the
+        one :func:`~affcons_lib.evaluate.evaluate_3d` and blockwise segmentation run
+    fragment_mode, border_tolerance : replace the recipe's
 
     Returns
     -------
@@ -233,19 +234,20 @@ def agglomeration_at_thresholds(affs: np.ndarray, gt: np.ndarray, thresholds=Non
     arrays, (Z, Y, X)), ``voi_split``, ``voi_merge``, ``n_segments`` (lists, one
     per threshold) and ``best`` (the threshold of lowest VOI: an oracle choice).
     """
-    from . import evaluate, metrics, postprocess
+    from . import metrics, postprocess
+    from .recipe import Recipe, recipe_fragments
 
     affs, gt = np.asarray(affs), np.asarray(gt)
     if affs.ndim != 4 or affs.shape[1:] != gt.shape:
         raise ValueError(f"affs: expected shape (C, *gt.shape) = (C, {', '.join(map(str, gt.shape))}), "
                          f"got {affs.shape}")
-    thresholds = [float(t) for t in (evaluate.THRESHOLDS if thresholds is None else thresholds)]
-    if not thresholds or any(not 0 <= t <= 1 for t in thresholds):
-        raise ValueError(f"thresholds: expected floats in [0, 1], got {thresholds}")
+    recipe = (recipe or Recipe()).replace(thresholds=thresholds, mode=fragment_mode,
+                                          border_tolerance=border_tolerance)
+    thresholds = list(recipe.thresholds)
     # the evaluation's own sweep (same fragments, scoring and border tolerance), keeping every segmentation
-    frags = postprocess.fragments_from_affinities(affs, mode=fragment_mode)
-    sweep = postprocess.sweep_thresholds(affs, metrics.ignore_borders(gt, border_tolerance), thresholds,
-                                         fragments=frags, keep_all=True)
+    sweep = postprocess.sweep_thresholds(affs, metrics.ignore_borders(gt, recipe.border_tolerance), thresholds,
+                                         scoring=recipe.scoring, fragments=recipe_fragments(affs, recipe),
+                                         keep_all=True)
     return dict(thresholds=thresholds, segmentations=sweep.segmentations, voi_split=sweep.voi_split,
                 voi_merge=sweep.voi_merge, n_segments=[int(len(np.unique(s))) for s in sweep.segmentations],
                 best=sweep.best_threshold)

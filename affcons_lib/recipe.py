@@ -1,0 +1,106 @@
+"""One segmentation recipe for 3D affinities, the same in memory and blockwise.
+
+A :class:`Recipe` names every choice between affinities and a scored
+segmentation: the fragments, the agglomeration's scoring, the thresholds swept
+and the ground-truth border ignored when scoring. :func:`affcons_lib.evaluate.evaluate_3d`,
+the threshold slider (:func:`affcons_lib.explore.agglomeration_at_thresholds`)
+and :func:`affcons_lib.blockwise.segment_blockwise` take one, so that a number
+from a volume too large for memory is the number the in-memory instrument gives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+__all__ = ["THRESHOLDS", "FRAGMENT_METHODS", "Recipe", "BLOCKWISE", "recipe_fragments"]
+
+#: the agglomeration thresholds swept by default (the best is chosen on the
+#: ground truth, as in the paper: an oracle choice)
+THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.1))
+
+#: ``ascent``: crop-invariant (:mod:`affcons_lib.fragments`), in memory and
+#: blockwise alike; ``grown``: the seeded growth of
+#: :func:`affcons_lib.postprocess.fragments_from_affinities`, in memory only.
+FRAGMENT_METHODS = ("ascent", "grown")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Affinities -> fragments -> agglomeration -> scores.
+
+    Attributes
+    ----------
+    fragments : one of :data:`FRAGMENT_METHODS`. Default ``grown``, the fragments
+        every score in the README was made with; blockwise segmentation needs
+        ``ascent`` (:data:`BLOCKWISE`), which scores a little worse on noisy
+        targets of thin neurites (``tests/test_fragments.py``).
+    mode : ``volume`` (3D fragments, isotropic data) or ``slice`` (per section,
+        anisotropic data).
+    threshold : affinity above which an edge is strong (fragments).
+    radius, max_distance : the ascent's reach and distance cap
+        (:mod:`affcons_lib.fragments`; they set the blockwise context).
+    scoring : the agglomeration's edge score, a name of
+        :data:`affcons_lib.postprocess.SCORING`: ``median`` (the field's),
+        ``mean`` or ``quantile_Q`` blockwise; in memory waterz also takes
+        ``median_release`` and C++ type strings.
+    thresholds : the agglomeration thresholds swept (higher merges more).
+    border_tolerance : ground-truth voxels closer than this to a label border in
+        their section are not scored (CREMI's convention; 0 scores all).
+    """
+
+    fragments: str = "grown"
+    mode: str = "volume"
+    threshold: float = 0.5
+    radius: int = 2
+    max_distance: int = 16
+    scoring: str = "median"
+    thresholds: tuple = THRESHOLDS
+    border_tolerance: int = 1
+
+    def __post_init__(self):
+        if self.fragments not in FRAGMENT_METHODS:
+            raise ValueError(f"fragments: expected one of {FRAGMENT_METHODS}, got {self.fragments!r}")
+        if self.mode not in ("volume", "slice"):
+            raise ValueError(f"mode (fragment_mode): expected 'volume' (isotropic data) or 'slice' (anisotropic), "
+                             f"got {self.mode!r}")
+        thresholds = tuple(float(t) for t in np.atleast_1d(self.thresholds))
+        if not thresholds or any(not 0.0 <= t <= 1.0 for t in thresholds):
+            raise ValueError(f"thresholds: expected floats in [0, 1], got {self.thresholds}")
+        object.__setattr__(self, "thresholds", thresholds)
+        if int(self.border_tolerance) < 0:
+            raise ValueError(f"border_tolerance: expected >= 0, got {self.border_tolerance}")
+
+    def replace(self, **changes) -> "Recipe":
+        """A copy with ``changes`` (None values ignored: "the recipe's")."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @property
+    def fragment_options(self) -> dict:
+        """The options of :func:`affcons_lib.fragments.fragments` (ascent)."""
+        return dict(mode=self.mode, threshold=self.threshold, radius=self.radius, max_distance=self.max_distance)
+
+    def as_dict(self) -> dict:
+        """Plain values (JSON, zarr attributes)."""
+        out = dataclasses.asdict(self)
+        out["thresholds"] = list(self.thresholds)
+        return out
+
+
+#: the recipe blockwise segmentation runs by default (crop-invariant fragments);
+#: score in memory with it to compare like with like
+BLOCKWISE = Recipe(fragments="ascent")
+
+
+def recipe_fragments(affs: np.ndarray, recipe: Recipe | None = None) -> np.ndarray:
+    """The recipe's fragments of ``affs`` (C >= 3, Z, Y, X) in memory: uint64,
+    (Z, Y, X), ids 1, 2, ..."""
+    recipe = recipe or Recipe()
+    if recipe.fragments == "ascent":
+        from .fragments import fragments
+
+        return fragments(affs, **recipe.fragment_options)
+    from .postprocess import fragments_from_affinities
+
+    return fragments_from_affinities(affs, mode=recipe.mode, threshold=recipe.threshold)
