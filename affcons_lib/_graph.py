@@ -1,6 +1,11 @@
 """Compiled core of the fragment-graph agglomeration used by blockwise
 segmentation (see :func:`affcons_lib.blockwise.agglomerate_graph`).
 
+An edge is scored as waterz scores it: ``1 - sum / count`` (mean affinity), or
+``1 - `` a quantile of its 256-bin affinity histogram (waterz's
+``HistogramQuantileAffinity``: the pivot ``Q * total // 100 + 1``, the bin's
+centre). Merging pools sums, counts and histograms.
+
 Regions are a union-find forest; each region keeps a linked list of its edges
 (an edge sits in the lists of both its ends: entry ``2 e + side``), and a hash
 map from the pair of current roots to the edge between them. A priority queue
@@ -41,12 +46,46 @@ def _table(eu, ev, alive, n_nodes, n_keys):
     return keys, vals
 
 
+@njit(cache=True, inline="always")
+def _score(e, es, ec, hist, quantile):
+    if quantile < 0:
+        return 1.0 - es[e] / ec[e]
+    bins = hist.shape[1]
+    total = 0
+    for b in range(bins):
+        total += hist[e, b]
+    pivot = quantile * total // 100 + 1
+    cum, b = 0, 0
+    for b in range(bins):
+        cum += hist[e, b]
+        if cum >= pivot:
+            break
+    return 1.0 - (b + 0.5) / bins
+
+
 @njit(cache=True)
-def agglomerate(n_nodes, u, v, sums, counts, threshold):  # pragma: no cover - compiled
-    """Representative node of every node after merging by increasing score
-    ``1 - sum / count`` while it is below ``threshold``."""
-    n_edges = u.shape[0]
+def replay(n_nodes, merged_a, merged_b, n_merges):  # pragma: no cover - compiled
+    """Representative node of every node after the first ``n_merges`` merges."""
     parent = np.arange(n_nodes)
+    for k in range(n_merges):
+        parent[_find(parent, merged_b[k])] = _find(parent, merged_a[k])
+    out = np.empty(n_nodes, np.int64)
+    for x in range(n_nodes):
+        out[x] = _find(parent, x)
+    return out
+
+
+@njit(cache=True)
+def agglomerate(n_nodes, u, v, sums, counts, hist, quantile, threshold):  # pragma: no cover - compiled
+    """Merge by increasing score while it is below ``threshold``; returns the
+    merge history ``(a, b, score)`` arrays, in order (``b`` merged into ``a``).
+    ``quantile < 0`` scores by the mean, else by that percentile of ``hist``
+    (E, bins)."""
+    n_edges = u.shape[0]
+    merged_a = np.empty(max(0, n_nodes - 1), np.int64)
+    merged_b = np.empty(max(0, n_nodes - 1), np.int64)
+    merged_score = np.empty(max(0, n_nodes - 1), np.float64)
+    n_merged = 0
     eu, ev = u.copy(), v.copy()
     es, ec = sums.astype(np.float64), counts.astype(np.float64)
     alive = np.ones(n_edges, np.bool_)
@@ -66,20 +105,21 @@ def agglomerate(n_nodes, u, v, sums, counts, threshold):  # pragma: no cover - c
             length[node] += 1
     keys, vals = _table(eu, ev, alive, n_nodes, n_edges)
     n_keys = n_edges
-    heap = [(1.0 - es[e] / ec[e], e) for e in range(n_edges)]
+    heap = [(_score(e, es, ec, hist, quantile), e) for e in range(n_edges)]
     heapq.heapify(heap)
 
     while len(heap) > 0:
         score, e = heapq.heappop(heap)
-        if not alive[e] or score != 1.0 - es[e] / ec[e]:
+        if not alive[e] or score != _score(e, es, ec, hist, quantile):
             continue  # merged away, or superseded by a newer entry
         if score >= threshold:
             break
         a, b = eu[e], ev[e]
         if length[a] < length[b]:
             a, b = b, a
-        parent[b] = a
         alive[e] = False
+        merged_a[n_merged], merged_b[n_merged], merged_score[n_merged] = a, b, score
+        n_merged += 1
         if 3 * (n_keys + length[b]) > 2 * keys.shape[0]:  # stale keys of merged-away roots go
             n_keys = 0
             for f in range(n_edges):
@@ -102,8 +142,10 @@ def agglomerate(n_nodes, u, v, sums, counts, threshold):  # pragma: no cover - c
                         g = vals[i]  # a's edge to the same neighbour: pool
                         es[g] += es[f]
                         ec[g] += ec[f]
+                        if quantile >= 0:
+                            hist[g] += hist[f]
                         alive[f] = False
-                        heapq.heappush(heap, (1.0 - es[g] / ec[g], g))
+                        heapq.heappush(heap, (_score(g, es, ec, hist, quantile), g))
                     else:
                         if side == 0:
                             eu[f] = a
@@ -130,7 +172,4 @@ def agglomerate(n_nodes, u, v, sums, counts, threshold):  # pragma: no cover - c
             tail[a] = prev
             length[a] += kept
         head[b], tail[b], length[b] = -1, -1, 0
-    out = np.empty(n_nodes, np.int64)
-    for x in range(n_nodes):
-        out[x] = _find(parent, x)
-    return out
+    return merged_a[:n_merged], merged_b[:n_merged], merged_score[:n_merged]

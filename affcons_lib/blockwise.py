@@ -3,7 +3,8 @@ by daisy (the field's blockwise task scheduler).
 
     python -m affcons_lib.predict --blockwise CHECKPOINT --raw VOL.h5:volumes/raw --out AFFS.zarr
                                   --block 64 256 256 --workers 4
-    python -m affcons_lib.blockwise segment AFFS.zarr --out SEG.zarr --threshold 0.5 --workers 4
+    python -m affcons_lib.blockwise segment AFFS.zarr --out SEG --threshold 0.5 --workers 4
+    python -m affcons_lib.evaluate --segmentation SEG --labels VOL.h5:volumes/labels/neuron_ids
 
 Prediction. The volume is cut into blocks (the write regions, aligned with the
 output's zarr chunks). A worker predicts a block from the tiles of the *same*
@@ -13,24 +14,35 @@ that touch it: the blockwise result equals the in-memory one up to float roundin
 Raw is scaled to [0, 1] by one intensity range for the whole volume (estimated
 from a strided sample, or given), as pointwise scaling must be for blocks to agree.
 
-Segmentation (waterz's agglomeration, distributed). Three blockwise passes and one
+Segmentation: the in-memory instrument's recipe (:class:`~affcons_lib.recipe.Recipe`,
+default :data:`~affcons_lib.recipe.BLOCKWISE`), three blockwise passes and one
 step on the fragment graph:
 
-1. *fragments*: per block, the per-slice distance-transform watershed of
-   :func:`~affcons_lib.postprocess.distance_fragments` on the block plus an
-   in-plane context, cropped to the block; ids made unique by the block's index.
-2. *edges*: per block, the region adjacency graph between the fragments of the
-   block and of its lower neighbours: for every pair of touching fragments the sum
-   and count of the nearest-neighbour affinities on their boundary (one ``.npz``).
-3. *agglomerate* (one process, graph only): hierarchical merging by mean boundary
-   affinity (waterz's ``MeanAffinity`` scoring): the pair of highest mean affinity
-   merges first, merged boundaries pool their sums and counts, until ``1 - mean``
-   reaches the threshold. Gives a fragment -> segment table.
-4. *relabel*: per block, fragments through the table into the segmentation.
+1. *fragments*: per block, the crop-invariant fragments of
+   :mod:`affcons_lib.fragments` from the block plus its context
+   (:func:`~affcons_lib.fragments.context`, 21 voxels by default): every voxel's
+   pointer chain followed to its root, or to the first voxel of another block
+   (an *exit*); roots are ids of the volume.
+2. *edges*: per block, the region adjacency graph between the chain ends of the
+   block and of its lower neighbours: for every pair of touching ends the sum,
+   count and 256-bin histogram of the nearest-neighbour affinities on their
+   boundary (one ``.npz``).
+3. *graph* (one process): the exits followed to their roots (the fragments are
+   then exactly the in-memory ones), the edges pooled between fragments, and one
+   hierarchical agglomeration as waterz's, scored by the median (or a quantile,
+   or the mean) boundary affinity, kept as its merge history: a fragment ->
+   segment table for every threshold of the recipe, from one pass.
+4. *relabel*: per block, chain ends -> fragments -> segments at ``threshold``.
+
+:func:`affcons_lib.evaluate.evaluate_blockwise` (``python -m affcons_lib.evaluate
+--segmentation OUT --labels ...``) scores every threshold from one pass over the
+fragments, block by block, as :func:`~affcons_lib.evaluate.evaluate_3d` scores
+in memory.
 
 Memory: a worker holds one block (and its context), never the volume; the graph
-step holds the graph (about 40 bytes per edge and 16 per fragment). Resume: daisy
-marks finished blocks (``OUT/tracking``); edges and the table are written
+step holds the graph: the histograms make it about 1.1 kB per edge
+(``benchmarks/bench_blockwise.py`` measures it). Resume: daisy marks finished
+blocks (``OUT/tracking``); edges, exits, history and tables are written
 atomically; a killed run started again skips what is done.
 """
 
@@ -49,10 +61,12 @@ from typing import Sequence
 import numpy as np
 
 from ._atomic import atomic_path, write_text
+from .agglomeration import (BINS, _boundary_edges, _bins, _quantile, agglomerate_graph, merge_history,  # noqa: F401
+                            region_graph, segments_at)  # region_graph, agglomerate_graph: part of this API
 from .data import open_volume  # volume I/O lives in data; re-exported here, part of this API
 
-__all__ = ["open_volume", "intensity_range", "predict_blockwise", "segment_blockwise", "agglomerate_graph",
-           "region_graph", "peak_memory_mb", "main"]
+__all__ = ["open_volume", "intensity_range", "predict_blockwise", "segment_blockwise", "merge_history",
+           "segments_at", "agglomerate_graph", "region_graph", "peak_memory_mb", "main"]
 
 
 # ------------------------------------------------------------------ volumes
@@ -285,14 +299,21 @@ def _check_shape(name, shape, n=3):
 @dataclass
 class _SegmentSpec:
     affs_path: str
-    frag_path: str
-    seg_path: str
-    edges_dir: str
-    lut_path: str
+    out: str
     block: tuple
     grid: tuple  # blocks per axis
     fragment_options: dict
+    scoring: str
+    threshold: float
     memory_dir: str
+
+    @property
+    def frag_path(self) -> str:
+        return str(Path(self.out) / "fragments")
+
+    @property
+    def seg_path(self) -> str:
+        return str(Path(self.out) / "segmentation")
 
 
 def _block_index(spec, roi) -> int:
@@ -301,213 +322,260 @@ def _block_index(spec, roi) -> int:
 
 
 def _fragments_block(spec: _SegmentSpec, block) -> None:
-    """Worker, pass 1: fragments of the block plus its in-plane context, cropped
-    to the block. Ids are seed positions in the volume, so a fragment that a
-    neighbouring block sees too (within the context) gets the same id there: most
-    fragments crossing a block border are not cut."""
-    from .postprocess import distance_fragments
+    """Worker, pass 1: the crop-invariant fragments of the block, from the block
+    plus its context (:func:`affcons_lib.fragments.block_endpoints`): each voxel's
+    chain end (a root, or the first voxel of another block: an exit, listed in
+    ``exits/``)."""
+    from .fragments import block_endpoints
 
     affs = open_volume(spec.affs_path)
     shape = affs.shape[1:]
     read = [slice(max(0, int(b)), min(n, int(e))) for b, e, n in zip(block.read_roi.begin, block.read_roi.end, shape)]
-    frag = distance_fragments(np.asarray(affs[(slice(0, 3),) + tuple(read)]), ids="seed",
-                                     origin=[r.start for r in read], volume_shape=shape, **spec.fragment_options)
-    crop = tuple(slice(int(w) - r.start, int(we) - r.start)
-                 for w, we, r in zip(block.write_roi.begin, block.write_roi.end, read))
-    open_volume(spec.frag_path, mode="r+")[_roi_slices(block.write_roi)] = frag[crop]
+    inner = tuple(slice(int(w) - r.start, int(we) - r.start)
+                  for w, we, r in zip(block.write_roi.begin, block.write_roi.end, read))
+    ends, exits = block_endpoints(np.asarray(affs[(slice(0, 3),) + tuple(read)]), inner, [r.start for r in read],
+                                  shape, **spec.fragment_options)
+    out = Path(spec.out) / "exits" / f"{_block_index(spec, block.write_roi):08d}.npz"
+    with atomic_path(out, ".part.npz") as tmp:
+        np.savez(tmp, exits=exits)
+    open_volume(spec.frag_path, mode="r+")[_roi_slices(block.write_roi)] = ends
     _note_worker_memory(spec.memory_dir)
 
 
-def region_graph(fragments: np.ndarray, affs: np.ndarray, interior: Sequence[int] = (0, 0, 0)):
-    """Boundary statistics between touching fragments.
-
-    For each voxel ``p`` of ``fragments[interior:]`` and each nearest-neighbour
-    channel ``c`` (offsets -z, -y, -x), the edge between the fragments of ``p`` and
-    ``p - e_c`` collects ``affs[c, p]``. Fragment 0 (background) has no edges.
-
-    Parameters
-    ----------
-    fragments : ndarray of uint64 (Z, Y, X)
-        May extend ``interior`` voxels below the region whose edges are wanted
-        (the lower neighbours' fragments).
-    affs : ndarray of float (>= 3, Z', Y', X'): the region's affinities, Z' = Z -
-        interior[0] etc.
-    interior : the low-side margin of ``fragments``.
-
-    Returns
-    -------
-    u, v : ndarray of uint64, u < v, unique pairs
-    sums : ndarray of float64, summed affinities on the boundary
-    counts : ndarray of int64, number of boundary edges
-    """
-    interior = tuple(int(i) for i in interior)
-    inner = fragments[tuple(slice(i, None) for i in interior)]
-    if affs.shape[1:] != inner.shape:
-        raise ValueError(f"affs: spatial shape {affs.shape[1:]} does not match the fragments' region {inner.shape}")
-    ids, local = np.unique(fragments, return_inverse=True)
-    local = local.reshape(fragments.shape).astype(np.int64)
-    zero = np.searchsorted(ids, 0) if ids.size and ids[0] == 0 else -1
-    keys, vals = [], []
-    for c in range(3):
-        shift = [0, 0, 0]
-        shift[c] = 1
-        # p ranges over the region (minus the first plane when there is no margin)
-        start = [max(i, s) for i, s in zip(interior, shift)]
-        a = local[tuple(slice(s, None) for s in start)]
-        b = local[tuple(slice(s - d, fragments.shape[k] - d) for k, (s, d) in enumerate(zip(start, shift)))]
-        w = affs[c][tuple(slice(s - i, None) for s, i in zip(start, interior))]
-        m = (a != b) & (a != zero) & (b != zero)
-        lo, hi = np.minimum(a[m], b[m]), np.maximum(a[m], b[m])
-        keys.append(lo * len(ids) + hi)
-        vals.append(w[m].astype(np.float64))
-    keys, vals = np.concatenate(keys), np.concatenate(vals)
-    pairs, inverse = np.unique(keys, return_inverse=True)
-    sums = np.bincount(inverse, weights=vals, minlength=len(pairs))
-    counts = np.bincount(inverse, minlength=len(pairs)).astype(np.int64)
-    return ids[pairs // len(ids)], ids[pairs % len(ids)], sums, counts
-
-
 def _edges_block(spec: _SegmentSpec, block) -> None:
-    """Worker, pass 2: the block's edges (with its lower neighbours), one npz."""
+    """Worker, pass 2: the block's edges (with its lower neighbours): pairs of
+    chain ends, affinity sums, counts and histograms (sparse), one npz."""
     affs = open_volume(spec.affs_path)
     frag = open_volume(spec.frag_path)
     begin, end = [int(b) for b in block.write_roi.begin], [int(e) for e in block.write_roi.end]
     margin = [1 if b > 0 else 0 for b in begin]
     fr = np.asarray(frag[tuple(slice(b - m, e) for b, e, m in zip(begin, end, margin))])
     af = np.asarray(affs[(slice(0, 3),) + tuple(slice(b, e) for b, e in zip(begin, end))])
-    u, v, sums, counts = region_graph(fr, af, margin)
-    out = Path(spec.edges_dir) / f"{_block_index(spec, block.write_roi):08d}.npz"
+    u, v, inverse, vals = _boundary_edges(fr, af, margin)
+    cells, counts = np.unique(inverse * BINS + _bins(vals), return_counts=True)
+    out = Path(spec.out) / "edges" / f"{_block_index(spec, block.write_roi):08d}.npz"
     with atomic_path(out, ".part.npz") as tmp:
-        np.savez(tmp, u=u, v=v, sums=sums, counts=counts)
+        np.savez(tmp, u=u, v=v, sums=np.bincount(inverse, weights=vals, minlength=len(u)),
+                 hist_edge=(cells // BINS).astype(np.int64), hist_bin=(cells % BINS).astype(np.uint16),
+                 hist_count=counts.astype(np.int32))
     _note_worker_memory(spec.memory_dir)
 
 
+def _map_ends(values: np.ndarray, ids: np.ndarray, roots: np.ndarray) -> np.ndarray:
+    """Chain ends -> fragment ids (roots): exits through the table, roots as they are."""
+    if not len(ids):
+        return values
+    pos = np.minimum(np.searchsorted(ids, values), len(ids) - 1)
+    return np.where(ids[pos] == values, roots[pos], values)
+
+
 def _relabel_block(spec: _SegmentSpec, block) -> None:
-    """Worker, pass 4: fragments -> segments through the table."""
-    lut = np.load(spec.lut_path)
-    frag = np.asarray(open_volume(spec.frag_path)[_roi_slices(block.write_roi)])
-    ids, seg_of = lut["fragments"], lut["segments"]
-    pos = np.clip(np.searchsorted(ids, frag), 0, max(0, len(ids) - 1))
-    found = (ids[pos] == frag) if len(ids) else np.zeros(frag.shape, bool)
+    """Worker, pass 4: chain ends -> fragments -> segments through the tables."""
+    ex = np.load(Path(spec.out) / "exits.npz")
+    lut = np.load(_lut_path(spec.out, spec.scoring, spec.threshold))
+    frag = _map_ends(np.asarray(open_volume(spec.frag_path)[_roi_slices(block.write_roi)]), ex["ids"], ex["roots"])
     # a fragment without any edge (not in the table) is a segment of its own
-    seg = np.where(found, seg_of[pos] if len(ids) else 0, frag).astype(np.uint64)
+    seg = _map_ends(frag, lut["fragments"], lut["segments"])
     open_volume(spec.seg_path, mode="r+")[_roi_slices(block.write_roi)] = seg
     _note_worker_memory(spec.memory_dir)
 
 
-def agglomerate_graph(n_nodes: int, u: np.ndarray, v: np.ndarray, sums: np.ndarray, counts: np.ndarray,
-                      threshold: float) -> np.ndarray:
-    """Hierarchical agglomeration by mean boundary affinity (waterz's
-    ``OneMinus<MeanAffinity>``): repeatedly merge the two adjacent regions of
-    lowest score ``1 - sum/count`` while it is below ``threshold``; the edges of a
-    merged region to a common neighbour pool their sums and counts. Compiled
-    (:mod:`affcons_lib._graph`), about 100 bytes per edge.
-
-    Parameters
-    ----------
-    n_nodes : number of nodes (ids 0 … n_nodes-1)
-    u, v : int arrays, the edges (each pair once, u != v)
-    sums, counts : boundary affinity sums and edge counts (counts > 0)
-
-    Returns
-    -------
-    ndarray of int64 (n_nodes,): the representative node of each node's region.
-    """
-    from ._graph import agglomerate
-
-    u, v = np.asarray(u, np.int64), np.asarray(v, np.int64)
-    sums, counts = np.asarray(sums, np.float64), np.asarray(counts, np.float64)
-    if not (len(u) == len(v) == len(sums) == len(counts)):
-        raise ValueError("u, v, sums, counts: expected arrays of one length")
-    if len(u) and (min(u.min(), v.min()) < 0 or max(u.max(), v.max()) >= n_nodes or (u == v).any()):
-        raise ValueError(f"u, v: expected distinct node ids in [0, {n_nodes})")
-    if len(u) and counts.min() <= 0:
-        raise ValueError("counts: expected positive edge counts")
-    return agglomerate(int(n_nodes), u, v, sums, counts, float(threshold))
+def _values_at(array, flat_ids: np.ndarray, block) -> np.ndarray:
+    """``array`` (a zarr volume) at the voxels ``flat_ids - 1``, read one chunk
+    (``block``) at a time."""
+    shape = array.shape
+    coords = np.stack(np.unravel_index(flat_ids.astype(np.int64) - 1, shape))
+    chunk = coords // np.asarray(block)[:, None]
+    key = np.ravel_multi_index(tuple(chunk), tuple(-(-n // b) for n, b in zip(shape, block)))
+    out = np.empty(len(flat_ids), np.uint64)
+    for k in np.unique(key):
+        sel = np.flatnonzero(key == k)
+        c = chunk[:, sel[0]]
+        begin = c * np.asarray(block)
+        data = np.asarray(array[tuple(slice(b, min(n, b + s)) for b, s, n in zip(begin, block, shape))])
+        out[sel] = data[tuple(coords[:, sel] - begin[:, None])]
+    return out
 
 
-def segment_blockwise(affs_path, out_path, *, threshold: float = 0.5, block=(64, 256, 256),
-                      context=(0, 64, 64), workers: int = 2, fragment_options: dict | None = None,
+def _lut_path(out, scoring: str, threshold: float) -> Path:
+    return Path(out) / f"lut_{scoring}_{float(threshold):.4f}.npz"
+
+
+def _graph_step(spec: _SegmentSpec, thresholds) -> dict:
+    """One process: follow the exits to their roots, pool the blocks' edges
+    between fragments, agglomerate once, one fragment -> segment table per
+    threshold. Returns the graph's size and the memory it took."""
+    out = Path(spec.out)
+    _reset_peak()  # so that the peak below is this step's own
+    rss_before = _own_rss_mb()
+    exits_file = out / "exits.npz"
+    if exits_file.is_file():
+        ex = np.load(exits_file)
+        ids, roots = ex["ids"], ex["roots"]
+    else:
+        from .fragments import resolve_exits
+
+        parts = [np.load(f)["exits"] for f in sorted((out / "exits").glob("*[0-9].npz"))]
+        frag = open_volume(spec.frag_path)
+        ids, roots = resolve_exits(np.concatenate(parts) if parts else np.zeros(0, np.uint64),
+                                   lambda x: _values_at(frag, x, spec.block))
+        with atomic_path(exits_file, ".part.npz") as tmp:
+            np.savez(tmp, ids=ids, roots=roots)
+    history_file = out / f"history_{spec.scoring}.npz"
+    if history_file.is_file():
+        h = np.load(history_file)
+        nodes, history, n_edges = h["nodes"], (h["a"], h["b"], h["score"]), int(h["edges"])
+    else:
+        files = sorted((out / "edges").glob("*[0-9].npz"))
+        parts = [np.load(f) for f in files]
+        cat = lambda key, dtype: np.concatenate([p[key] for p in parts]) if parts else np.zeros(0, dtype)  # noqa: E731
+        u = _map_ends(cat("u", np.uint64), ids, roots)
+        v = _map_ends(cat("v", np.uint64), ids, roots)
+        sums = cat("sums", np.float64)
+        first = np.cumsum([0] + [len(p["u"]) for p in parts])[:-1]
+        hist_edge = np.concatenate([p["hist_edge"] + f for p, f in zip(parts, first)]) if parts else np.zeros(0, int)
+        nodes, inverse = np.unique(np.concatenate([u, v]), return_inverse=True)
+        iu, iv = inverse[: len(u)], inverse[len(u):]
+        lo, hi = np.minimum(iu, iv), np.maximum(iu, iv)
+        # two chain ends of one fragment: no edge; a pair seen by two blocks, or
+        # by two ends of the same fragments: pooled
+        keep = lo != hi
+        pairs, pair_of = np.unique((lo * len(nodes) + hi)[keep], return_inverse=True)
+        edge_pair = np.full(len(u), -1, np.int64)
+        edge_pair[keep] = pair_of
+        hist = np.zeros((len(pairs), BINS), np.int32)
+        cells = edge_pair[hist_edge]
+        ok = cells >= 0
+        np.add.at(hist, (cells[ok], cat("hist_bin", np.uint16)[ok].astype(np.int64)),
+                  cat("hist_count", np.int32)[ok])
+        history = merge_history(len(nodes), pairs // len(nodes), pairs % len(nodes),
+                                np.bincount(pair_of, weights=sums[keep], minlength=len(pairs)),
+                                hist.sum(1).astype(np.float64), histograms=hist, scoring=spec.scoring)
+        n_edges = len(pairs)
+        with atomic_path(history_file, ".part.npz") as tmp:
+            np.savez(tmp, nodes=nodes, a=history[0], b=history[1], score=history[2], edges=n_edges)
+    for t in thresholds:
+        path = _lut_path(out, spec.scoring, t)
+        if not path.is_file():
+            rep = segments_at(len(nodes), history, float(t))
+            with atomic_path(path, ".part.npz") as tmp:
+                np.savez(tmp, fragments=nodes, segments=nodes[rep])
+    graph_mb = max(0.0, _own_peak_mb() - rss_before)
+    return {"fragments_in_graph": int(len(nodes)), "graph_edges": n_edges, "exits": int(len(ids)),
+            "graph_peak_mb": round(graph_mb, 1),
+            "graph_bytes_per_edge": round(graph_mb * 2 ** 20 / n_edges, 1) if n_edges else None}
+
+
+def segment_blockwise(affs_path, out_path, *, threshold: float = 0.5, block=(64, 256, 256), context=None,
+                      workers: int = 2, recipe=None, fragment_options: dict | None = None,
                       overwrite: bool = False) -> dict:
-    """Segment a zarr affinity volume block by block (module docstring).
+    """Segment a zarr affinity volume block by block with the recipe of the
+    in-memory instrument (module docstring).
 
     Parameters
     ----------
     affs_path : zarr array (C >= 3, Z, Y, X) of float affinities (e.g. from
         :func:`predict_blockwise`); channels 0-2 the z, y, x nearest neighbours.
     out_path : directory to create; holds ``segmentation`` (uint64 zarr, chunks =
-        ``block``), ``fragments``, the per-block edges and the fragment table.
-    threshold : merge while 1 - mean boundary affinity is below it.
-    block : write block shape. context : in-plane context of the fragment pass.
+        ``block``, at ``threshold``), ``fragments`` (chain ends), the exits, the
+        per-block edges, the merge history and one fragment table per threshold.
+    threshold : the agglomeration threshold of ``segmentation``; a table is also
+        kept for each of the recipe's thresholds (:func:`affcons_lib.evaluate.evaluate_blockwise`
+        scores them all).
+    block : write block shape.
+    context : voxels read around a block for its fragments, at least what the
+        recipe's fragments need (:func:`affcons_lib.fragments.context`; a smaller
+        value is raised to it).
     workers : daisy worker processes (0: in this process).
-    fragment_options : passed to :func:`affcons_lib.postprocess.distance_fragments`.
+    recipe : :class:`~affcons_lib.recipe.Recipe` with ``fragments='ascent'``
+        (default :data:`~affcons_lib.recipe.BLOCKWISE`): fragments and scoring
+        (``median``, ``mean`` or ``quantile_Q``).
+    fragment_options : replace the recipe's ``mode``, ``threshold``, ``radius``,
+        ``max_distance``.
     overwrite : remove an existing ``out_path`` and start afresh. Without it, a
         rerun resumes an output made from the same affinities with the same
-        context and fragment options (another threshold reuses its fragments and
-        region graph), and refuses one made otherwise, naming the difference.
+        context and fragment options (another threshold or scoring reuses its
+        fragments and edges), and refuses one made otherwise, naming the difference.
 
     Returns
     -------
-    dict with paths, counts, timings and peak memory.
+    dict with paths, counts, timings, peak memory and the graph step's bytes per edge.
     """
     import time
 
+    from .fragments import context as fragment_context
+    from .recipe import BLOCKWISE
+
     t0 = time.time()
+    recipe = (recipe or BLOCKWISE)
+    if fragment_options:
+        unknown = set(fragment_options) - {"mode", "threshold", "radius", "max_distance"}
+        if unknown:
+            raise ValueError(f"fragment_options: unknown {sorted(unknown)}; expected mode, threshold, radius, "
+                             "max_distance")
+        recipe = recipe.replace(**fragment_options)
+    if recipe.fragments != "ascent" or recipe.agglomeration != "graph":
+        raise ValueError(f"recipe: blockwise segmentation runs crop-invariant fragments (fragments='ascent') and "
+                         f"the graph agglomeration (agglomeration='graph'), got {recipe.fragments!r}, "
+                         f"{recipe.agglomeration!r}")
+    _quantile(recipe.scoring)
     affs = open_volume(affs_path)
     if affs.ndim != 4 or affs.shape[0] < 3:
         raise ValueError(f"{affs_path}: expected affinities (C >= 3, Z, Y, X), got shape {affs.shape}")
     if not 0.0 <= float(threshold) <= 1.0:
         raise ValueError(f"threshold: expected a value in [0, 1], got {threshold}")
     shape, block = tuple(affs.shape[1:]), _check_shape("block", block)
-    context = tuple(int(c) for c in context)
+    needed = fragment_context(**recipe.fragment_options)
+    context = tuple(max(int(c), n) for c, n in zip(context or needed, needed))
     out = Path(out_path)
     if overwrite:
         _remove(out)
-    (out / "edges").mkdir(parents=True, exist_ok=True)
+    for sub in ("edges", "exits"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
     grid = tuple(int(np.ceil(n / b)) for n, b in zip(shape, block))
     tracking = out / "tracking"
-    spec = _SegmentSpec(str(affs_path), str(out / "fragments"), str(out / "segmentation"), str(out / "edges"),
-                        str(out / f"lut_{threshold:.4f}.npz"), block, grid, dict(fragment_options or {}),
-                        _fresh_memory_dir(tracking))
+    spec = _SegmentSpec(str(affs_path), str(out), block, grid, recipe.fragment_options, recipe.scoring,
+                        float(threshold), _fresh_memory_dir(tracking))
     _create_zarr(out / "fragments", shape, block, np.uint64,
-                 {"affinities": str(affs_path), "context": list(context),
-                  "fragment_options": dict(fragment_options or {})})
+                 {"affinities": str(affs_path), "context": list(context), "fragment_options": recipe.fragment_options,
+                  "recipe": "ascent chain ends (affcons_lib.fragments)"})
     frags = _task("fragments", shape, block, context, functools.partial(_fragments_block, spec), tracking, workers)
     # edges read one voxel below the block: daisy runs them after those fragments
     edges = _task("edges", shape, block, (1, 1, 1), functools.partial(_edges_block, spec), tracking, workers)
     blocks = _run_daisy([frags, edges], workers, tracking, "segment_blockwise")
     t1 = time.time()
-
-    lut_path = Path(spec.lut_path)
-    if not lut_path.is_file():
-        files = sorted((out / "edges").glob("*[0-9].npz"))
-        parts = [np.load(f) for f in files]
-        u = np.concatenate([p["u"] for p in parts]) if parts else np.zeros(0, np.uint64)
-        v = np.concatenate([p["v"] for p in parts]) if parts else np.zeros(0, np.uint64)
-        sums = np.concatenate([p["sums"] for p in parts]) if parts else np.zeros(0)
-        counts = np.concatenate([p["counts"] for p in parts]) if parts else np.zeros(0, np.int64)
-        nodes, inverse = np.unique(np.concatenate([u, v]), return_inverse=True)
-        iu, iv = inverse[: len(u)], inverse[len(u):]
-        # a pair seen by two blocks (not expected, but harmless): pool it
-        key = iu * len(nodes) + iv
-        pairs, inv = np.unique(key, return_inverse=True)
-        rep = agglomerate_graph(len(nodes), pairs // len(nodes), pairs % len(nodes),
-                                np.bincount(inv, weights=sums), np.bincount(inv, weights=counts), float(threshold))
-        with atomic_path(lut_path, ".part.npz") as tmp:
-            np.savez(tmp, fragments=nodes, segments=nodes[rep])
-        n_edges = len(pairs)
-    else:
-        nodes, n_edges = np.load(lut_path)["fragments"], -1
+    graph = _graph_step(spec, sorted(set(recipe.thresholds) | {float(threshold)}))
     t2 = time.time()
     # the segmentation of the latest threshold (each threshold relabels every block)
-    _create_zarr(out / "segmentation", shape, block, np.uint64, {}).attrs["threshold"] = float(threshold)
-    relabel = _task(f"relabel_{threshold:.4f}", shape, block, (0, 0, 0), functools.partial(_relabel_block, spec),
-                    tracking, workers)
+    seg = _create_zarr(out / "segmentation", shape, block, np.uint64, {})
+    seg.attrs.update(threshold=float(threshold), scoring=recipe.scoring)
+    relabel = _task(f"relabel_{recipe.scoring}_{float(threshold):.4f}", shape, block, (0, 0, 0),
+                    functools.partial(_relabel_block, spec), tracking, workers)
     blocks.update(_run_daisy([relabel], workers, tracking, "segment_blockwise"))
     return {"out": str(out), "segmentation": str(out / "segmentation"), "shape": list(shape),
-            "block": list(block), "blocks": blocks, "fragments_in_graph": int(len(nodes)), "graph_edges": int(n_edges),
-            "threshold": float(threshold), "workers": workers, "seconds_blocks": t1 - t0,
+            "block": list(block), "context": list(context), "blocks": blocks, **graph,
+            "threshold": float(threshold), "thresholds": sorted(set(recipe.thresholds) | {float(threshold)}),
+            "recipe": recipe.as_dict(), "workers": workers, "seconds_blocks": t1 - t0,
             "seconds_graph": t2 - t1, "seconds": time.time() - t0, **peak_memory_mb(spec.memory_dir)}
+
+
+def _reset_peak() -> None:
+    """Reset this process's peak resident memory (Linux: ``clear_refs`` 5);
+    elsewhere the peak stays the process's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _own_rss_mb() -> float:
+    """Resident memory (MiB) of this process now (Linux ``VmRSS``; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+    except (OSError, StopIteration):
+        return 0.0
 
 
 def _own_peak_mb() -> float:
@@ -591,9 +659,15 @@ def main(argv=None) -> int:
     s = sub.add_parser("segment", help="fragments, region graph, agglomeration, relabelling, block by block")
     s.add_argument("affinities", help="zarr affinity array (C, Z, Y, X)")
     s.add_argument("--out", required=True, help="directory to create")
-    s.add_argument("--threshold", type=float, default=0.5)
+    s.add_argument("--threshold", type=float, default=0.5,
+                   help="agglomeration threshold of the segmentation written (a table is kept for every threshold "
+                        "of the recipe)")
+    s.add_argument("--scoring", default="median", help="edge score: median (the field's), mean or quantile_Q")
+    s.add_argument("--fragment-mode", choices=("volume", "slice"), default="volume",
+                   help="3D fragments (isotropic data) or per section (anisotropic)")
     s.add_argument("--block", type=int, nargs=3, default=(64, 256, 256))
-    s.add_argument("--context", type=int, nargs=3, default=(0, 64, 64))
+    s.add_argument("--context", type=int, nargs=3,
+                   help="voxels read around a block (default and minimum: what the fragments need)")
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--overwrite", action="store_true", help="remove an existing --out and start afresh")
     args = ap.parse_args(argv)
@@ -601,8 +675,12 @@ def main(argv=None) -> int:
         if not args.raw:
             ap.error("predict needs --raw PATH:KEY")
         return run_predict(args)
+    from .recipe import BLOCKWISE
+
+    recipe = BLOCKWISE.replace(scoring=args.scoring, mode=args.fragment_mode)
     return _report(lambda: segment_blockwise(args.affinities, args.out, threshold=args.threshold, block=args.block,
-                                             context=args.context, workers=args.workers, overwrite=args.overwrite))
+                                             context=args.context, workers=args.workers, recipe=recipe,
+                                             overwrite=args.overwrite))
 
 
 if __name__ == "__main__":

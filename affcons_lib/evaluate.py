@@ -3,14 +3,15 @@
 3D (:func:`evaluate_3d`): affinities -> segmentation by one of two pipelines,
 then VOI split / merge and ARAND against the ground truth.
 
-- ``waterz`` (default, the paper's): the segmentation recipe
-  (:class:`~affcons_lib.recipe.Recipe`): fragments that do not cross a boundary
-  (by default :func:`~affcons_lib.postprocess.fragments_from_affinities`; the
-  crop-invariant ones of :mod:`affcons_lib.fragments` with
-  ``recipe=BLOCKWISE``, as blockwise segmentation makes them), 3D for isotropic
-  data, per slice for anisotropic, waterz agglomeration scored by the median
-  boundary affinity, over a sweep of thresholds; the best threshold is chosen on
-  the ground truth, as in the paper (an oracle choice: say so).
+- ``waterz`` (default, the paper's pipeline): the segmentation recipe
+  (:class:`~affcons_lib.recipe.Recipe`, run the same by blockwise segmentation):
+  crop-invariant fragments that do not cross a boundary (:mod:`affcons_lib.fragments`,
+  3D for isotropic data, per slice for anisotropic), then waterz's hierarchical
+  agglomeration scored by the median boundary affinity (the library's own code,
+  :mod:`affcons_lib.agglomeration`, or waterz itself with
+  ``Recipe(agglomeration="waterz")``), over a sweep of thresholds; the best
+  threshold is chosen on the ground truth, as in the paper (an oracle choice:
+  say so).
 - ``mutex_watershed``: all 12 channels, then segments below ``min_segment_size``
   voxels (boundary voxels left as specks) dissolved into their neighbours.
 
@@ -24,6 +25,7 @@ through the same pipeline).
 2D: mutex watershed, then AJI, Dice, F1, PQ (BBBC039) and SBD, |DiC| (CVPPP).
 
     python -m affcons_lib.evaluate PRED.h5 [--method waterz|mutex_watershed] [--json OUT]
+    python -m affcons_lib.evaluate --segmentation SEG --labels VOL.h5:KEY   (blockwise, block by block)
 
 PRED.h5 is what ``python -m affcons_lib.predict`` writes (affinities, offsets and
 the ground-truth labels of the predicted part).
@@ -41,9 +43,9 @@ import numpy as np
 from . import affinity, metrics, postprocess
 from ._atomic import write_text
 from .data import check_finite
-from .recipe import THRESHOLDS, Recipe, recipe_fragments
+from .recipe import THRESHOLDS, Recipe, recipe_fragments, recipe_segmentations, recipe_sweep
 
-__all__ = ["THRESHOLDS", "Recipe", "evaluate_3d", "segment_3d", "reference_scores", "evaluate_2d", "score_prediction", "evaluate_2d_many", "segment_2d", "affinity_scores", "read_prediction", "main"]
+__all__ = ["THRESHOLDS", "Recipe", "evaluate_3d", "segment_3d", "reference_scores", "evaluate_blockwise", "evaluate_2d", "score_prediction", "evaluate_2d_many", "segment_2d", "affinity_scores", "read_prediction", "main"]
 
 METHODS_3D = ("waterz", "mutex_watershed")
 
@@ -71,8 +73,7 @@ def segment_3d(affs: np.ndarray, *, method: str = "waterz", threshold: float = 0
     _check_method(method)
     if method == "waterz":
         recipe = (recipe or Recipe()).replace(scoring=scoring, mode=fragment_mode)
-        return postprocess.agglomerate(affs, [threshold], scoring=recipe.scoring,
-                                       fragments=recipe_fragments(affs, recipe))[0]
+        return recipe_segmentations(affs, recipe_fragments(affs, recipe), recipe, [threshold])[0]
     seg = postprocess.mutex_watershed(affs, offsets, affinity.N_NEAREST_3D, use_affogato=False)
     return postprocess.merge_small_objects(seg, min_segment_size)
 
@@ -90,7 +91,7 @@ def evaluate_3d(affs: np.ndarray, gt: np.ndarray, *, method: str = "waterz", rec
     gt : ndarray of int, shape (Z, Y, X); 0 is ignored.
     method : 'waterz' or 'mutex_watershed'
     recipe : :class:`~affcons_lib.recipe.Recipe`, the segmentation recipe
-        (default ``Recipe()``: grown fragments, median scoring, thresholds 0.1
+        (default ``Recipe()``: ascent fragments, median scoring, thresholds 0.1
         ... 0.9, border tolerance 1); the options below replace its fields.
     thresholds : waterz thresholds swept; the best by VOI is reported.
     scoring : a name of :data:`affcons_lib.postprocess.SCORING`: ``median``
@@ -121,8 +122,7 @@ def evaluate_3d(affs: np.ndarray, gt: np.ndarray, *, method: str = "waterz", rec
     scored = metrics.ignore_borders(gt, recipe.border_tolerance)
     if method == "waterz":
         frags = recipe_fragments(affs, recipe)
-        sweep = postprocess.sweep_thresholds(affs, scored, recipe.thresholds, scoring=recipe.scoring,
-                                             fragments=frags)
+        sweep = recipe_sweep(affs, scored, recipe, fragments=frags)
         best = sweep.as_rows()[sweep.best_index]
         seg = sweep.best_segmentation
         out = {**best, "rows": sweep.as_rows(), "fragments": _scores(frags, scored)}
@@ -132,6 +132,89 @@ def evaluate_3d(affs: np.ndarray, gt: np.ndarray, *, method: str = "waterz", rec
     out.update(n_segments=int(len(np.unique(seg))), method=method, border_tolerance=int(recipe.border_tolerance),
                recipe=recipe.as_dict(), segmentation=seg)
     return out
+
+
+def _block_pairs(seg_block: np.ndarray, gt_block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(seg, gt, count) of every pair in a block where gt is scored (not 0)."""
+    keep = gt_block != 0
+    pairs = np.stack([seg_block[keep].astype(np.uint64), gt_block[keep].astype(np.uint64)])
+    if not pairs.shape[1]:
+        return np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    cells, counts = np.unique(pairs, axis=1, return_counts=True)
+    return cells[0], cells[1], counts
+
+
+def _pool_pairs(s, g, c):
+    cells, inverse = np.unique(np.stack([s, g]), axis=1, return_inverse=True)
+    return cells[0], cells[1], np.bincount(inverse.ravel(), weights=c).astype(np.int64)
+
+
+def evaluate_blockwise(segmentation, labels, *, border_tolerance: int = 1, block=None) -> dict:
+    """Score a blockwise segmentation against ground truth block by block: the
+    contingency table is counted one block at a time (never the volumes).
+
+    Parameters
+    ----------
+    segmentation : the output directory of
+        :func:`affcons_lib.blockwise.segment_blockwise` (then every threshold it
+        kept a table for is scored, from one pass over its fragments: the sweep
+        of :func:`evaluate_3d`), or a zarr segmentation array (Z, Y, X).
+    labels : ground truth (Z, Y, X): an array, or ``PATH[:KEY]`` of an HDF5 or
+        zarr volume (read block by block).
+    border_tolerance : as :func:`evaluate_3d` (each block is read with the
+        margin the border needs, so the ignored voxels are the in-memory ones).
+    block : blocks read at a time (default: the segmentation's chunks).
+
+    Returns
+    -------
+    dict with ``voi_split``, ``voi_merge``, ``voi``, ``arand``, ``threshold`` (the
+    best by VOI for a directory: an oracle choice, as in :func:`evaluate_3d`) and
+    ``rows`` (one per threshold).
+    """
+    import itertools
+
+    from .data import open_volume
+
+    path = Path(segmentation)
+    sweep = (path / "fragments").exists()
+    seg = open_volume(path / "fragments" if sweep else path)
+    gt = open_volume(labels) if isinstance(labels, (str, Path)) else np.asarray(labels)
+    if tuple(gt.shape) != tuple(seg.shape):
+        raise ValueError(f"{labels if isinstance(labels, (str, Path)) else 'labels'}: shape {tuple(gt.shape)} does "
+                         f"not match the segmentation's {tuple(seg.shape)} ({path})")
+    if sweep:
+        from .blockwise import _map_ends
+
+        ex = np.load(path / "exits.npz")
+        luts = sorted(path.glob("lut_*.npz"))
+        if not luts:
+            raise ValueError(f"{path}: no fragment tables (lut_*.npz); run blockwise segment to the end first")
+    block = tuple(int(b) for b in (block or seg.chunks))
+    m = int(border_tolerance) + 1
+    shape = tuple(seg.shape)
+    s_all, g_all, c_all = [np.zeros(0, np.uint64)], [np.zeros(0, np.uint64)], [np.zeros(0, np.int64)]
+    for begin in itertools.product(*[range(0, n, b) for n, b in zip(shape, block)]):
+        end = [min(n, b0 + b) for b0, b, n in zip(begin, block, shape)]
+        lo = [begin[0]] + [max(0, b0 - m) for b0 in begin[1:]]
+        hi = [end[0]] + [min(n, e + m) for e, n in zip(end[1:], shape[1:])]
+        g = metrics.ignore_borders(np.asarray(gt[tuple(slice(a, b) for a, b in zip(lo, hi))]), border_tolerance)
+        g = g[tuple(slice(b0 - a, e - a) for b0, e, a in zip(begin, end, lo))]
+        sb = np.asarray(seg[tuple(slice(a, b) for a, b in zip(begin, end))])
+        if sweep:
+            sb = _map_ends(sb, ex["ids"], ex["roots"])
+        s, gg, c = _block_pairs(sb, g)
+        s_all.append(s), g_all.append(gg), c_all.append(c)
+    s, g, c = _pool_pairs(np.concatenate(s_all), np.concatenate(g_all), np.concatenate(c_all))
+    if not sweep:
+        return {**metrics.voi_arand_from_counts(s, g, c), "threshold": seg.attrs.get("threshold"), "rows": []}
+    rows = []
+    for lut_file in luts:
+        lut = np.load(lut_file)
+        scoring, t = lut_file.stem[4:].rsplit("_", 1)
+        segs = _map_ends(s, lut["fragments"], lut["segments"])
+        rows.append(dict(threshold=float(t), scoring=scoring, **metrics.voi_arand_from_counts(*_pool_pairs(segs, g, c))))
+    best = min(rows, key=lambda r: r["voi"])
+    return {**best, "rows": rows, "fragments": metrics.voi_arand_from_counts(s, g, c)}
 
 
 def reference_scores(gt: np.ndarray, *, widen: bool = True, **evaluate_options) -> list[dict]:
@@ -301,8 +384,12 @@ def read_prediction(prediction, labels=None):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m affcons_lib.evaluate", description=__doc__.splitlines()[0])
-    ap.add_argument("prediction", help="HDF5 written by affcons_lib.predict, or the zarr affinities of "
-                                       "predict --blockwise (then give --labels)")
+    ap.add_argument("prediction", nargs="?", help="HDF5 written by affcons_lib.predict, or the zarr affinities of "
+                                                  "predict --blockwise (then give --labels)")
+    ap.add_argument("--segmentation", metavar="SEG",
+                    help="score a blockwise segmentation instead, block by block: the output directory of "
+                         "python -m affcons_lib.blockwise segment (every threshold it kept) or a zarr segmentation; "
+                         "needs --labels")
     ap.add_argument("--labels", metavar="PATH[:KEY]",
                     help="ground truth to score against (HDF5, zarr or TIFF), for a prediction that holds none or "
                          "to replace the one it holds")
@@ -321,6 +408,21 @@ def main(argv=None) -> int:
                     help="3D: skip the floors (one object, every voxel alone) and the ceiling (ground-truth targets)")
     ap.add_argument("--json", help="write the scores to this JSON file too")
     args = ap.parse_args(argv)
+    if (args.prediction is None) == (args.segmentation is None):
+        ap.error("give a prediction file or --segmentation SEG (one of the two)")
+    if args.segmentation:
+        if not args.labels:
+            ap.error("--segmentation needs --labels PATH[:KEY]")
+        try:
+            scores = evaluate_blockwise(args.segmentation, args.labels, border_tolerance=args.border_tolerance)
+        except (FileNotFoundError, ValueError, KeyError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        text = json.dumps(scores, indent=2)
+        print(text)
+        if args.json:
+            write_text(args.json, text)
+        return 0
     try:
         affs, gt, offsets = read_prediction(args.prediction, args.labels)
     except (FileNotFoundError, ValueError, KeyError) as err:

@@ -213,8 +213,8 @@ def draw_annotation(labels, offsets, mode, share, seed=0, min_size=1, z=None, ch
 # ------------------------------------------------------------ agglomeration threshold
 def agglomeration_at_thresholds(affs: np.ndarray, gt: np.ndarray, thresholds=None, *, recipe=None,
                                 fragment_mode: str | None = None, border_tolerance: int | None = None) -> dict:
-    """waterz's agglomeration of 3D affinities at every threshold (one pass:
-    waterz merges on from one threshold to the next), each segmentation scored
+    """The recipe's agglomeration of 3D affinities at every threshold (one pass:
+    one merge history gives every threshold), each segmentation scored
     against ``gt`` as :func:`affcons_lib.evaluate.evaluate_3d` scores it.
 
     Computed once, so that a threshold slider only looks results up.
@@ -234,8 +234,8 @@ def agglomeration_at_thresholds(affs: np.ndarray, gt: np.ndarray, thresholds=Non
     arrays, (Z, Y, X)), ``voi_split``, ``voi_merge``, ``n_segments`` (lists, one
     per threshold) and ``best`` (the threshold of lowest VOI: an oracle choice).
     """
-    from . import metrics, postprocess
-    from .recipe import Recipe, recipe_fragments
+    from . import metrics
+    from .recipe import Recipe, recipe_sweep
 
     affs, gt = np.asarray(affs), np.asarray(gt)
     if affs.ndim != 4 or affs.shape[1:] != gt.shape:
@@ -245,9 +245,7 @@ def agglomeration_at_thresholds(affs: np.ndarray, gt: np.ndarray, thresholds=Non
                                           border_tolerance=border_tolerance)
     thresholds = list(recipe.thresholds)
     # the evaluation's own sweep (same fragments, scoring and border tolerance), keeping every segmentation
-    sweep = postprocess.sweep_thresholds(affs, metrics.ignore_borders(gt, recipe.border_tolerance), thresholds,
-                                         scoring=recipe.scoring, fragments=recipe_fragments(affs, recipe),
-                                         keep_all=True)
+    sweep = recipe_sweep(affs, metrics.ignore_borders(gt, recipe.border_tolerance), recipe, keep_all=True)
     return dict(thresholds=thresholds, segmentations=sweep.segmentations, voi_split=sweep.voi_split,
                 voi_merge=sweep.voi_merge, n_segments=[int(len(np.unique(s))) for s in sweep.segmentations],
                 best=sweep.best_threshold)

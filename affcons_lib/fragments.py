@@ -40,7 +40,7 @@ __all__ = ["MODES", "context", "pointers", "fragments", "block_endpoints", "reso
 MODES = ("volume", "slice")
 
 
-def context(*, mode: str = "volume", radius: int = 2, max_distance: int = 16, **_) -> tuple[int, int, int]:
+def context(*, mode: str = "volume", radius: int = 3, max_distance: int = 16, **_) -> tuple[int, int, int]:
     """Voxels of context a block needs on each side (Z, Y, X) for its pointers to
     equal the whole volume's: the ascent's ``radius``, the distance cap, one voxel
     for *inside* (it looks at the upper neighbours' edges) and one for the
@@ -58,7 +58,7 @@ def _check(mode, threshold, radius, max_distance):
         raise ValueError(f"radius and max_distance: expected >= 1, got {radius}, {max_distance}")
 
 
-def pointers(affs: np.ndarray, *, mode: str = "volume", threshold: float = 0.5, radius: int = 2,
+def pointers(affs: np.ndarray, *, mode: str = "volume", threshold: float = 0.5, radius: int = 3,
              max_distance: int = 16) -> np.ndarray:
     """Every voxel's pointer (module docstring, steps 1-4).
 

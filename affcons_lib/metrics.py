@@ -25,7 +25,7 @@ from scipy import sparse
 from ._radix import sort_by_key
 from .affinity import wrong_side
 
-__all__ = ["Contingency", "contingency", "voi", "arand", "voi_arand", "affinity_error", "precision_recall", "boundary_ap", "ignore_borders", "sbd", "dic", "aji", "dice", "f1", "pq"]
+__all__ = ["Contingency", "contingency", "voi", "arand", "voi_arand", "voi_arand_from_counts", "affinity_error", "precision_recall", "boundary_ap", "ignore_borders", "sbd", "dic", "aji", "dice", "f1", "pq"]
 
 
 def _check_pair(seg, gt) -> tuple[np.ndarray, np.ndarray]:
@@ -344,6 +344,23 @@ def voi_arand(seg, gt, *, ignore_gt=(0,), base: float = 2.0) -> dict:
     each equal to :func:`voi` / :func:`arand`.
     """
     cells, seg_sizes, gt_sizes, n = _counted(seg, gt, ignore_gt, "VOI")
+    split, merge = _voi_from(cells, seg_sizes, gt_sizes, n, base)
+    return dict(voi_split=split, voi_merge=merge, voi=split + merge, arand=_arand_from(cells, seg_sizes, gt_sizes, n))
+
+
+def voi_arand_from_counts(seg_ids, gt_ids, counts, *, base: float = 2.0) -> dict:
+    """:func:`voi_arand` from a contingency table given as cells: voxel ``counts``
+    of each (``seg_ids``, ``gt_ids``) pair, ignored voxels left out, each pair once
+    (a table counted block by block, never holding the volumes)."""
+    seg_ids, gt_ids = np.asarray(seg_ids), np.asarray(gt_ids)
+    cells = np.asarray(counts, np.float64)
+    if not (seg_ids.shape == gt_ids.shape == cells.shape) or cells.ndim != 1:
+        raise ValueError("seg_ids, gt_ids, counts: expected 1-D arrays of one length")
+    n = float(cells.sum())
+    if n == 0:
+        raise ValueError("counts: every voxel is ignored, VOI is undefined")
+    seg_sizes = np.bincount(np.unique(seg_ids, return_inverse=True)[1], weights=cells)
+    gt_sizes = np.bincount(np.unique(gt_ids, return_inverse=True)[1], weights=cells)
     split, merge = _voi_from(cells, seg_sizes, gt_sizes, n, base)
     return dict(voi_split=split, voi_merge=merge, voi=split + merge, arand=_arand_from(cells, seg_sizes, gt_sizes, n))
 

@@ -1,8 +1,10 @@
 """From affinities to instances.
 
-3D (METHOD §6): fragments by a per-slice distance-transform watershed on the
-in-plane affinities, then waterz agglomeration scored by the median affinity
-between fragments, over a sweep of thresholds.
+3D (METHOD §6): fragments that do not cross a boundary
+(:func:`fragments_from_affinities`, or the crop-invariant ones of
+:mod:`affcons_lib.fragments`), then waterz agglomeration scored by the median
+affinity between fragments, over a sweep of thresholds; which of these steps a
+score uses is one :class:`affcons_lib.recipe.Recipe`.
 
 2D: the mutex watershed (attractive = nearest-neighbour affinity, repulsive = 1 -
 long-range affinity), an optional foreground mask, then small-object merging.
@@ -30,7 +32,6 @@ __all__ = [
     "SCORING",
     "scoring_function",
     "fragments_from_affinities",
-    "distance_fragments",
     "agglomerate",
     "SweepResult",
     "sweep_thresholds",
@@ -119,20 +120,6 @@ def _quiet_stdout(quiet: bool = True):
     finally:
         os.dup2(saved, fd)
         os.close(saved)
-
-
-def _position_hash(z: int, shape, origin) -> np.ndarray:
-    """A value in [0, 1) per pixel of a slice, a hash of its (z, y, x) position in
-    the volume (the same wherever the slice is cropped)."""
-    y = np.arange(origin[0], origin[0] + shape[0], dtype=np.uint64)[:, None]
-    x = np.arange(origin[1], origin[1] + shape[1], dtype=np.uint64)[None, :]
-    zz = np.full((1, 1), z, dtype=np.uint64)  # arrays: uint64 arithmetic wraps without warnings
-    h = (zz * np.uint64(0x9E3779B97F4A7C15)) ^ (y * np.uint64(0xBF58476D1CE4E5B9)) ^ \
-        (x * np.uint64(0x94D049BB133111EB))
-    h ^= h >> np.uint64(31)
-    h *= np.uint64(0xD6E8FEB86659FD93)
-    h ^= h >> np.uint64(32)
-    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
 def _strong_everywhere(affs: np.ndarray, axes: Sequence[int], threshold: float) -> np.ndarray:
@@ -259,100 +246,6 @@ def fragments_from_affinities(affs: np.ndarray, *, mode: str = "volume", thresho
             labels[z] = labels.max() + 1
     _, consecutive = np.unique(labels, return_inverse=True)
     return (consecutive.reshape(shape) + 1).astype(np.uint64)
-
-
-def distance_fragments(affs: np.ndarray, *, threshold: float = 0.5, sigma: float = 0.0,
-                              min_seed_distance: int = 3, min_size: int = 0, ids: str = "sequential",
-                              origin: Sequence[int] = (0, 0, 0), volume_shape: Sequence[int] | None = None
-                              ) -> np.ndarray:
-    """Over-segment a volume into fragments, slice by slice, independently of the crop.
-
-    The blockwise variant (:mod:`affcons_lib.blockwise`): a block with context
-    gives the same fragments in its interior as the whole volume. It sees only the
-    edges to the lower neighbours, so a one-voxel boundary between two touching
-    instances can leak (use :func:`fragments_from_affinities` in memory).
-
-    Per z-slice: the in-plane boundary map is 1 - mean(y, x affinities); pixels
-    whose mean affinity exceeds ``threshold`` are inside objects; their Euclidean
-    distance to the nearest boundary is computed, its local maxima (at least
-    ``min_seed_distance`` apart) seed a watershed on the negated distance, restricted
-    to the inside pixels. Fragments never cross slices, so z-merging is left to the
-    agglomeration, as in the superhuman / PEA pipelines.
-
-    Parameters
-    ----------
-    affs : ndarray of float, shape (C >= 3, Z, Y, X)
-        Channels 1 and 2 are the y and x nearest-neighbour affinities.
-    threshold : float
-        Mean in-plane affinity above which a pixel is inside an object.
-    sigma : float
-        Optional in-plane Gaussian smoothing of the distance map.
-    min_seed_distance : int
-        Footprint of the maximum filter that finds seeds.
-    min_size : int
-        Fragments smaller than this (pixels, per slice) are merged into a neighbour.
-    ids : 'sequential' or 'seed'
-        ``sequential``: 1, 2, ... slice by slice. ``seed``: 1 + the raster index,
-        in a volume of ``volume_shape`` where ``affs`` starts at ``origin``, of the
-        first voxel of the fragment's seed. Such ids do not depend on the crop: two
-        overlapping blocks label a fragment they both see alike (blockwise use).
-    origin, volume_shape : where ``affs`` lies in the whole volume (``ids='seed'``).
-
-    Returns
-    -------
-    ndarray of uint64, shape (Z, Y, X); ids unique across the volume. Every pixel
-    belongs to a fragment (boundary pixels go to the nearest one), except in slices
-    without any inside pixel, which stay 0.
-    """
-    from skimage.segmentation import watershed
-
-    affs = _check_affs(affs, 3, spatial_ndim=3)
-    if ids not in ("sequential", "seed"):
-        raise ValueError(f"ids: expected 'sequential' or 'seed', got {ids!r}")
-    origin = tuple(int(o) for o in origin)
-    volume_shape = tuple(int(n) for n in (volume_shape or affs.shape[1:]))
-    if len(origin) != 3 or len(volume_shape) != 3 or any(o < 0 or o + n > v for o, n, v in
-                                                          zip(origin, affs.shape[1:], volume_shape)):
-        raise ValueError(f"origin {origin} and volume_shape {volume_shape}: the affinities {affs.shape[1:]} "
-                         "must lie inside the volume")
-    inplane = 0.5 * (affs[1] + affs[2])
-    out = np.zeros(inplane.shape, dtype=np.uint64)
-    next_id = 1
-    footprint = np.ones((min_seed_distance, min_seed_distance), dtype=bool)
-    for z in range(inplane.shape[0]):
-        inside = inplane[z] > threshold
-        if not inside.any():
-            continue
-        dist = ndimage.distance_transform_edt(inside).astype(np.float32)
-        if sigma > 0:
-            dist = ndimage.gaussian_filter(dist, sigma)
-        maxima = (ndimage.maximum_filter(dist, footprint=footprint) == dist) & inside
-        seeds, n = ndimage.label(maxima)
-        # Flood the whole slice: boundary pixels (distance 0) are reached last and
-        # split between their neighbours, so no voxel is left as one shared label 0.
-        # Equal heights (distances are square roots of integers: many ties) would be
-        # flooded in queue order, which depends on the whole image; a tiny hash of
-        # the voxel's position in the volume breaks the ties instead, so a crop (a
-        # block with context) floods its interior as the whole image does.
-        frag = watershed(-dist.astype(np.float64) + 1e-4 * _position_hash(z + origin[0], inplane.shape[1:],
-                                                                           origin[1:]), seeds)
-        if min_size > 0:
-            frag = merge_small_objects(frag, min_size, heightmap=-dist)
-        if ids == "seed":
-            # seed k's first voxel in raster order, as a raster index of the volume
-            _, first = np.unique(seeds.ravel(), return_index=True)
-            first = first[1:] if seeds.ravel()[first[0]] == 0 else first
-            fy, fx = np.unravel_index(first, seeds.shape)
-            lut = np.zeros(n + 1, np.uint64)
-            lut[1:] = 1 + np.ravel_multi_index((np.full(n, z + origin[0]), fy + origin[1], fx + origin[2]),
-                                               volume_shape).astype(np.uint64)
-            out[z] = lut[frag]
-            continue
-        frag = frag.astype(np.uint64)
-        frag[frag > 0] += next_id - 1
-        next_id = int(frag.max()) + 1 if frag.any() else next_id
-        out[z] = frag
-    return out
 
 
 def agglomerate(affs: np.ndarray, thresholds: Sequence[float], *, scoring: str = "median",

@@ -14,7 +14,8 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["THRESHOLDS", "FRAGMENT_METHODS", "Recipe", "BLOCKWISE", "recipe_fragments"]
+__all__ = ["THRESHOLDS", "FRAGMENT_METHODS", "AGGLOMERATIONS", "Recipe", "BLOCKWISE", "recipe_fragments",
+           "recipe_segmentations", "recipe_sweep"]
 
 #: the agglomeration thresholds swept by default (the best is chosen on the
 #: ground truth, as in the paper: an oracle choice)
@@ -25,6 +26,10 @@ THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.1))
 #: :func:`affcons_lib.postprocess.fragments_from_affinities`, in memory only.
 FRAGMENT_METHODS = ("ascent", "grown")
 
+#: ``graph``: the library's agglomeration (:mod:`affcons_lib.agglomeration`), in
+#: memory and blockwise alike; ``waterz``: waterz itself, in memory only.
+AGGLOMERATIONS = ("graph", "waterz")
+
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
@@ -32,10 +37,11 @@ class Recipe:
 
     Attributes
     ----------
-    fragments : one of :data:`FRAGMENT_METHODS`. Default ``grown``, the fragments
-        every score in the README was made with; blockwise segmentation needs
-        ``ascent`` (:data:`BLOCKWISE`), which scores a little worse on noisy
-        targets of thin neurites (``tests/test_fragments.py``).
+    fragments : one of :data:`FRAGMENT_METHODS` (default ``ascent``, the
+        crop-invariant fragments blockwise segmentation computes too).
+    agglomeration : one of :data:`AGGLOMERATIONS` (default ``graph``, the code
+        blockwise segmentation runs too; ``waterz`` merges equal scores in
+        another order).
     mode : ``volume`` (3D fragments, isotropic data) or ``slice`` (per section,
         anisotropic data).
     threshold : affinity above which an edge is strong (fragments).
@@ -50,10 +56,11 @@ class Recipe:
         their section are not scored (CREMI's convention; 0 scores all).
     """
 
-    fragments: str = "grown"
+    fragments: str = "ascent"
+    agglomeration: str = "graph"
     mode: str = "volume"
     threshold: float = 0.5
-    radius: int = 2
+    radius: int = 3
     max_distance: int = 16
     scoring: str = "median"
     thresholds: tuple = THRESHOLDS
@@ -62,6 +69,12 @@ class Recipe:
     def __post_init__(self):
         if self.fragments not in FRAGMENT_METHODS:
             raise ValueError(f"fragments: expected one of {FRAGMENT_METHODS}, got {self.fragments!r}")
+        if self.agglomeration not in AGGLOMERATIONS:
+            raise ValueError(f"agglomeration: expected one of {AGGLOMERATIONS}, got {self.agglomeration!r}")
+        if self.agglomeration == "graph" and self.scoring not in ("median", "mean") and not (
+                self.scoring.startswith("quantile_") and self.scoring[9:].isdigit()):
+            raise ValueError(f"scoring: the graph agglomeration scores by 'median', 'mean' or 'quantile_Q', got "
+                             f"{self.scoring!r} (agglomeration='waterz' takes waterz's other scorings)")
         if self.mode not in ("volume", "slice"):
             raise ValueError(f"mode (fragment_mode): expected 'volume' (isotropic data) or 'slice' (anisotropic), "
                              f"got {self.mode!r}")
@@ -88,9 +101,8 @@ class Recipe:
         return out
 
 
-#: the recipe blockwise segmentation runs by default (crop-invariant fragments);
-#: score in memory with it to compare like with like
-BLOCKWISE = Recipe(fragments="ascent")
+#: the recipe blockwise segmentation runs by default: the in-memory default
+BLOCKWISE = Recipe()
 
 
 def recipe_fragments(affs: np.ndarray, recipe: Recipe | None = None) -> np.ndarray:
@@ -104,3 +116,36 @@ def recipe_fragments(affs: np.ndarray, recipe: Recipe | None = None) -> np.ndarr
     from .postprocess import fragments_from_affinities
 
     return fragments_from_affinities(affs, mode=recipe.mode, threshold=recipe.threshold)
+
+
+def recipe_segmentations(affs: np.ndarray, fragments: np.ndarray, recipe: Recipe | None = None,
+                         thresholds=None) -> list[np.ndarray]:
+    """The recipe's agglomeration of ``fragments`` at each threshold (default
+    the recipe's): uint64 arrays (Z, Y, X), in the order of the thresholds."""
+    recipe = recipe or Recipe()
+    thresholds = recipe.thresholds if thresholds is None else [float(t) for t in thresholds]
+    if recipe.agglomeration == "graph":
+        from .agglomeration import agglomerate_fragments
+
+        return agglomerate_fragments(affs, fragments, thresholds, scoring=recipe.scoring)
+    from .postprocess import agglomerate
+
+    return agglomerate(affs, thresholds, scoring=recipe.scoring, fragments=fragments)
+
+
+def recipe_sweep(affs: np.ndarray, scored_gt: np.ndarray, recipe: Recipe | None = None, *, fragments=None,
+                 keep_all: bool = False):
+    """Every threshold of the recipe scored against ``scored_gt`` (borders
+    already ignored): a :class:`affcons_lib.postprocess.SweepResult`, the best by
+    VOI (an oracle choice, as in the paper)."""
+    from . import metrics
+    from .postprocess import SweepResult
+
+    recipe = recipe or Recipe()
+    frags = recipe_fragments(affs, recipe) if fragments is None else fragments
+    segs = recipe_segmentations(affs, frags, recipe)
+    scores = [metrics.voi_arand(seg, scored_gt) for seg in segs]
+    splits, merges = [s["voi_split"] for s in scores], [s["voi_merge"] for s in scores]
+    best = int(np.argmin(np.add(splits, merges)))
+    return SweepResult(list(recipe.thresholds), splits, merges, [s["arand"] for s in scores], best, segs[best],
+                       segs if keep_all else None)

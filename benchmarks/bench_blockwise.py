@@ -11,11 +11,14 @@ theirs alone:
 1. ``python -m affcons_lib.predict --blockwise``: affinities into zarr, compared
    with the in-memory tiled prediction of the same network (largest |difference|);
 2. ``python -m affcons_lib.blockwise segment`` on ground-truth affinities blurred
-   by noise (a realistic, dense boundary map): VOI against the in-memory
-   fragments + waterz agglomeration (mean scoring, same threshold).
+   by noise (a realistic, dense boundary map): VOI against the same recipe in
+   memory (:func:`affcons_lib.evaluate.segment_3d`, same threshold): 0 when the
+   fragments and the agglomeration are the in-memory ones.
 
 Prints, per volume, the peak resident memory of the scheduler and of the largest
-worker: it depends on the block, not on the volume. The network is a small one
+worker: it depends on the block, not on the volume; and the graph step's memory
+per edge of the fragment graph (its peak above what the scheduler held before,
+over the number of edges): the size of graph one machine can agglomerate. The network is a small one
 trained for a few iterations here (or ``--checkpoint``): equality of the two
 predictions does not depend on its quality.
 """
@@ -35,7 +38,7 @@ import h5py
 import numpy as np
 import zarr
 
-from affcons_lib import affinity, data, inference, metrics, postprocess, train
+from affcons_lib import affinity, data, evaluate, inference, metrics, train
 
 BLOCK = (64, 256, 256)
 
@@ -134,8 +137,7 @@ def main():
                             "--workers", str(args.workers)])
         t_block = time.time() - t
         t = time.time()
-        ref_seg = postprocess.agglomerate(gt_affs, [args.threshold], scoring="mean",
-                                          fragments=postprocess.distance_fragments(gt_affs))[0]
+        ref_seg = evaluate.segment_3d(gt_affs, threshold=args.threshold)
         t_mem = time.time() - t
         seg = zarr.open_array(str(d / "seg" / "segmentation"))[:]
         split, merge = metrics.voi(seg, ref_seg)
@@ -144,16 +146,21 @@ def main():
               f"{split + merge:.4f} (split {split:.4f}, merge {merge:.4f}; must be < 0.05); "
               f"{len(np.unique(seg))} vs {len(np.unique(ref_seg))} segments")
         print(f"  peak memory: scheduler {seg_info['peak_mb_main']:.0f} MiB, largest worker "
-              f"{seg_info['peak_mb_worker']:.0f} MiB")
+              f"{seg_info['peak_mb_worker']:.0f} MiB; graph step {seg_info['graph_peak_mb']:.0f} MiB for "
+              f"{seg_info['graph_edges']:,} edges and {seg_info['fragments_in_graph']:,} fragments = "
+              f"{seg_info['graph_bytes_per_edge']:.0f} bytes per edge")
         rows.append((raw.shape, pred["peak_mb_main"], pred["peak_mb_worker"], seg_info["peak_mb_main"],
-                     seg_info["peak_mb_worker"], diff, split + merge))
+                     seg_info["peak_mb_worker"], diff, split + merge, seg_info["graph_bytes_per_edge"]))
         del gt_affs, seg, ref_seg
 
     print("\nvolume               predict: scheduler / worker MiB   segment: scheduler / worker MiB   "
-          "max|Δaffs|   VOI")
-    for shape, pm, pw, sm, sw, diff, voi in rows:
+          "max|Δaffs|   VOI      graph bytes/edge")
+    for shape, pm, pw, sm, sw, diff, voi, bpe in rows:
         print(f"{str(shape):20s} {pm:10.0f} / {pw:6.0f}                {sm:10.0f} / {sw:6.0f}"
-              f"              {diff:.1e}     {voi:.4f}")
+              f"              {diff:.1e}     {voi:.4f}   {bpe:.0f}")
+    if len(rows) > 1:
+        print(f"largest worker, segment: {rows[-1][4] / rows[0][4]:.2f}x for {np.prod(rows[-1][0]) / np.prod(rows[0][0]):.0f}x "
+              "the voxels")
     print(f"(work directory: {work})")
 
 

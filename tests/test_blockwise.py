@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import zarr
 
-from affcons_lib import affinity, blockwise, data, inference, metrics, postprocess, train
+from affcons_lib import (affinity, agglomeration, blockwise, data, evaluate, fragments, inference, metrics,
+                         postprocess, train)
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -109,32 +110,54 @@ def em_affs(tmp_path_factory):
     return path, affs
 
 
-def test_whole_volume_block_equals_waterz(em_affs, tmp_path):
-    """One block: the fragment graph's agglomeration reproduces waterz's mean
-    scoring exactly."""
+def test_graph_agglomeration_equals_waterz_without_ties():
+    """The library's agglomeration is waterz's: on affinities without ties (no
+    clipping) and mean scoring, the same segmentation at every threshold. (With
+    ties -- clipped values, or the 256 levels of a median -- the two merge equal
+    scores in other orders.)"""
+    _, labels = data.make_em_volume((16, 96, 96), n_neurites=12, seed=2)
+    target, _ = affinity.affinities_from_labels(affinity.widen_borders(labels), affinity.OFFSETS_3D[:3])
+    noisy = 0.1 + 0.8 * target + np.random.default_rng(0).normal(0, 0.15, target.shape)
+    affs = (1 / (1 + np.exp(-6 * (noisy - 0.5)))).astype(np.float32)
+    frags = fragments.fragments(affs)
+    ours = agglomeration.agglomerate_fragments(affs, frags, [0.3, 0.5, 0.7], scoring="mean")
+    theirs = postprocess.agglomerate(affs, [0.3, 0.5, 0.7], scoring="mean", fragments=frags)
+    for a, b in zip(ours, theirs):
+        assert metrics.voi(a, b) == pytest.approx((0.0, 0.0), abs=1e-9)
+    assert len(np.unique(ours[0])) > len(np.unique(ours[2])) > 1  # the thresholds do differ
+
+
+def test_whole_volume_block_equals_in_memory_recipe(em_affs, tmp_path):
+    """One block: the blockwise path is the in-memory recipe, exactly."""
     path, affs = em_affs
     blockwise.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=affs.shape[1:], workers=0)
     seg = zarr.open_array(str(tmp_path / "seg" / "segmentation"))[:]
-    ref = postprocess.agglomerate(affs, [0.5], scoring="mean", fragments=postprocess.distance_fragments(affs))[0]
+    ref = evaluate.segment_3d(affs, threshold=0.5)
     assert metrics.voi(seg, ref) == pytest.approx((0.0, 0.0), abs=1e-9)
 
 
-def test_blockwise_segmentation_close_to_in_memory(em_affs, tmp_path):
+def test_blockwise_segmentation_equals_in_memory(em_affs, tmp_path):
+    """Eight blocks (chains cross their faces): the fragments are the whole
+    volume's exactly, and so is the segmentation (median scoring)."""
     path, affs = em_affs
     result = blockwise.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=(16, 128, 128),
                                          context=(0, 64, 64), workers=2)
     assert result["blocks"]["fragments"]["blocks"] == 8 and result["blocks"]["edges"]["done"] == 8
+    assert result["context"][0] == fragments.context()[0]  # raised to what the fragments need
+    assert result["exits"] > 0
+    ends = zarr.open_array(str(tmp_path / "seg" / "fragments"))[:]
+    ex = np.load(tmp_path / "seg" / "exits.npz")
+    np.testing.assert_array_equal(blockwise._map_ends(ends, ex["ids"], ex["roots"]),
+                                  fragments.fragments(affs, sequential=False))
     seg = zarr.open_array(str(tmp_path / "seg" / "segmentation"))[:]
-    ref = postprocess.agglomerate(affs, [0.5], scoring="mean", fragments=postprocess.distance_fragments(affs))[0]
-    split, merge = metrics.voi(seg, ref)
-    assert split + merge < 0.05, (split, merge)
+    assert metrics.voi(seg, evaluate.segment_3d(affs, threshold=0.5)) == pytest.approx((0.0, 0.0), abs=1e-9)
     assert (seg > 0).all()
     # a second run finds everything done
     again = blockwise.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=(16, 128, 128),
                                         context=(0, 64, 64), workers=2)
     assert all(c["done"] == 0 and c["skipped"] == c["blocks"] for c in again["blocks"].values())
     # another context would mix two fragment layouts in one output: refused, naming it; overwrite starts afresh
-    with pytest.raises(ValueError, match=r"seg/fragments: exists, made with other settings \(context: \[0, 64, 64\]"):
+    with pytest.raises(ValueError, match=r"seg/fragments: exists, made with other settings \(context: \[21, 64, 64\]"):
         blockwise.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=(16, 128, 128), context=(0, 32, 32),
                                     workers=0)
     fresh = blockwise.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=(16, 128, 128),
@@ -252,18 +275,3 @@ def test_graph_agglomeration_bad_input():
         blockwise.agglomerate_graph(3, [0], [3], [0.5], [1], 0.5)
     with pytest.raises(ValueError, match="positive edge counts"):
         blockwise.agglomerate_graph(3, [0], [1], [0.5], [0], 0.5)
-
-
-def test_seed_id_fragments_of_a_crop_equal_the_whole_inside(em_affs):
-    """With ties broken by position and ids from seed positions, a block with
-    context computes the same fragments as the whole volume inside it."""
-    _, affs = em_affs
-    whole = postprocess.distance_fragments(affs, ids="seed")
-    region = (slice(0, 32), slice(40, 200), slice(60, 220))
-    crop = postprocess.distance_fragments(affs[(slice(None),) + region], ids="seed",
-                                                 origin=(0, 40, 60), volume_shape=affs.shape[1:])
-    inner = (slice(None), slice(48, 112), slice(48, 112))  # 48 px of context on every side
-    np.testing.assert_array_equal(crop[inner], whole[region][inner])
-    # the same partition as the default (sequential) ids
-    seq = postprocess.distance_fragments(affs)
-    assert metrics.voi(whole, seq) == pytest.approx((0.0, 0.0), abs=1e-12)

@@ -226,9 +226,9 @@ def test_fragments_cover_everything_and_slice_mode_stays_in_slices(em_case):
 def test_fragments_do_not_leak_across_one_voxel_boundaries():
     """Touching instances with no boundary voxel between them (label 0 only where
     the data say so): the affinity targets cut every edge between two instances,
-    so no fragment may hold voxels of two instances. The old per-slice map of the
-    edges to the lower neighbours only leaked here: it never sees the edge to the
-    upper neighbour, so a voxel right above a border counted as inside."""
+    so no fragment may hold voxels of two instances. (A per-slice map of the edges
+    to the lower neighbours alone leaks here: it never sees the edge to the upper
+    neighbour, so a voxel right above a border counts as inside.)"""
     _, gt = make_em_volume((8, 64, 64), n_neurites=12, membrane_width=0, seed=3)
     assert (gt > 0).all()
     affs, _ = affinity.affinities_from_labels(gt, affinity.OFFSETS_3D[:3])
@@ -238,8 +238,6 @@ def test_fragments_do_not_leak_across_one_voxel_boundaries():
         frags = pp.fragments_from_affinities(affs, mode=mode, min_new_size=2)
         assert metrics.voi(frags, gt)[1] == pytest.approx(0.0, abs=1e-9), mode  # no fragment straddles
         assert metrics.voi(pp.fragments_from_affinities(affs, mode=mode), gt)[1] < 0.01
-    legacy = pp.distance_fragments(affs)
-    assert metrics.voi(legacy, gt)[1] > 0.01  # the leak this replaces
 
 
 def test_thin_instance_gets_its_own_fragment():
