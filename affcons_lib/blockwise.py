@@ -159,11 +159,20 @@ def _run_daisy(tasks: list, workers: int, tracking: Path, name: str) -> dict:
                       "skipped": state.skipped_count} for task_id, state in states.items()}
 
 
-def _task(name, total_shape, block, context, process, tracking: Path, workers: int, read_write_conflict=False):
+def _task(name, total_shape, block, context, kind: str, spec, tracking: Path, workers: int, launcher=None,
+          read_write_conflict=False):
     """A daisy task whose write regions tile ``total_shape`` with ``block`` and
-    whose read regions add ``context`` on each side (clipped by the caller)."""
+    whose read regions add ``context`` on each side (clipped by the caller); its
+    blocks go to ``_BLOCK_FUNCTIONS[kind]`` with ``spec``, in daisy's worker
+    processes, or in processes started by ``launcher`` (:func:`_launch_worker`)."""
     import daisy.v2 as daisy
 
+    if launcher:
+        if workers < 1:
+            raise ValueError(f"launcher={launcher!r}: launched workers need workers >= 1, got {workers}")
+        process = functools.partial(_launch_worker, str(launcher), kind, spec)
+    else:
+        process = functools.partial(_BLOCK_FUNCTIONS[kind], spec)
     context = tuple(int(c) for c in context)
     total = daisy.Roi(tuple(-c for c in context), tuple(n + 2 * c for n, c in zip(total_shape, context)))
     write = daisy.Roi((0,) * len(block), tuple(block))
@@ -206,17 +215,34 @@ def _predict_block(spec: _PredictSpec, block) -> None:
         nets, cfg, _ = load_checkpoint(spec.checkpoint, spec.device)
         raw = open_volume(spec.raw_path, spec.raw_key)
         offsets = _offsets(cfg)
+        # the grid of predict_affinities: over the volume padded up to one tile where it is smaller
+        padded = tuple(max(int(t), int(n)) for t, n in zip(spec.tile, raw.shape[-3:]))
         _WORKER_CACHE.update(spec=spec, net=nets[spec.branch], raw=raw, offsets=offsets,
-                             plan=plan_tiles(nets[spec.branch], raw.shape[-3:], offsets, tile=spec.tile,
-                                             stride=spec.stride),
+                             plan=plan_tiles(nets[spec.branch], padded, offsets, tile=spec.tile, stride=spec.stride),
                              out=open_volume(spec.out_path, mode="r+"))
     c = _WORKER_CACHE
     raw = c["raw"]
     start, stop = [int(b) for b in block.write_roi.begin], [int(e) for e in block.write_roi.end]
-    affs = predict_region(c["net"], lambda region: normalize_raw(raw[(Ellipsis,) + region], (spec.lo, spec.hi)),
+    affs = predict_region(c["net"], lambda region: normalize_raw(_read_reflected(raw, region), (spec.lo, spec.hi)),
                           c["plan"], c["offsets"], start, stop)
     c["out"][(slice(None),) + _roi_slices(block.write_roi)] = affs
     _note_worker_memory(spec.memory_dir)
+
+
+def _read_reflected(raw, region) -> np.ndarray:
+    """``raw[region]`` where the region may reach past the volume's end, the
+    outside mirrored as ``np.pad(..., mode="reflect")`` mirrors it (in-memory
+    prediction pads a part smaller than a tile so)."""
+    shape = raw.shape[-3:]
+    if all(r.stop <= n for r, n in zip(region, shape)):
+        return np.asarray(raw[(Ellipsis,) + tuple(region)])
+    index = []
+    for r, n in zip(region, shape):
+        i = np.arange(r.start, r.stop)
+        index.append(np.where(i >= n, 2 * (n - 1) - i, i))
+    inside = tuple(slice(int(i.min()), int(i.max()) + 1) for i in index)
+    block = np.asarray(raw[(Ellipsis,) + inside])
+    return block[(Ellipsis,) + np.ix_(*[i - s.start for i, s in zip(index, inside)])]
 
 
 def _offsets(cfg):
@@ -228,7 +254,7 @@ def _offsets(cfg):
 def predict_blockwise(checkpoint, raw_path, out_path, *, raw_key: str | None = None, block=(64, 256, 256),
                       tile=None, stride=None, workers: int = 2, branch: str = "embedding", device: str = "cpu",
                       raw_range: tuple[float, float] | None = None, threads: int | None = None,
-                      overwrite: bool = False) -> dict:
+                      overwrite: bool = False, launcher: str | None = None) -> dict:
     """Predict the affinities of a 3D volume on disk block by block into a zarr array.
 
     Parameters
@@ -240,12 +266,15 @@ def predict_blockwise(checkpoint, raw_path, out_path, *, raw_key: str | None = N
         raw range, tile, stride). An existing one made the same way is resumed;
         one made otherwise is refused, naming the difference.
     block : block (and chunk) shape; each block reads the tiles that touch it.
-    tile, stride : the tile grid (default: :func:`affcons_lib.inference.default_tile`
-        and :func:`affcons_lib.inference.default_stride`, as ``predict_part``).
+    tile, stride : the tile grid (default: :func:`affcons_lib.inference.part_tiling`,
+        as ``predict_part``: an in-plane extent up to 256 not a multiple of the
+        network's divisor is covered by one tile, the volume mirrored past its end).
     workers : daisy worker processes (0: in this process, no subprocesses).
     raw_range : (lo, hi) intensity range; default :func:`intensity_range`.
     threads : torch threads per worker (default: cores / workers).
     overwrite : remove an existing output (and its block tracking) and start afresh.
+    launcher : command prefix that starts each worker elsewhere (``"srun --ntasks 1
+        --cpus-per-task 8"``, ``"bsub -I -n 8"``): see :func:`_launch_worker`.
 
     Returns
     -------
@@ -253,7 +282,7 @@ def predict_blockwise(checkpoint, raw_path, out_path, *, raw_key: str | None = N
     """
     import time
 
-    from .inference import default_stride, default_tile
+    from .inference import default_stride, part_tiling
     from .checkpoint import load_checkpoint
 
     t0 = time.time()
@@ -266,7 +295,8 @@ def predict_blockwise(checkpoint, raw_path, out_path, *, raw_key: str | None = N
     if raw.ndim != 3:
         raise ValueError(f"{raw_path}: expected a (Z, Y, X) raw volume, got shape {raw.shape}")
     block = _check_shape("block", block)
-    tile = tuple(tile) if tile else default_tile(raw.shape, cfg.patch, nets[branch].divisor)
+    # the tiles of predict_part: one per plane up to 256 (padded by reflection), overlapping by a quarter
+    tile = tuple(tile) if tile else part_tiling(raw.shape, cfg.patch, nets[branch].divisor)[0]
     stride = tuple(stride) if stride else default_stride(tile)
     lo, hi = raw_range if raw_range is not None else intensity_range(raw)
     offsets = _offsets(cfg)
@@ -281,7 +311,7 @@ def predict_blockwise(checkpoint, raw_path, out_path, *, raw_key: str | None = N
     threads = threads or max(1, (os.cpu_count() or 1) // max(1, workers))
     spec = _PredictSpec(str(checkpoint), branch, str(raw_path), raw_key, str(out_path), lo, hi, tile, stride,
                         device, threads, _fresh_memory_dir(tracking))
-    task = _task("predict", raw.shape, block, (0, 0, 0), functools.partial(_predict_block, spec), tracking, workers)
+    task = _task("predict", raw.shape, block, (0, 0, 0), "predict", spec, tracking, workers, launcher)
     blocks = _run_daisy([task], workers, tracking, "predict_blockwise")
     return {"out": str(out_path), "shape": list(raw.shape), "block": list(block), "blocks": blocks, "tile": list(tile),
             "stride": list(stride), "raw_range": [lo, hi], "workers": workers, "seconds": time.time() - t0,
@@ -468,7 +498,7 @@ def _graph_step(spec: _SegmentSpec, thresholds) -> dict:
 
 def segment_blockwise(affs_path, out_path, *, threshold: float = 0.5, block=(64, 256, 256), context=None,
                       workers: int = 2, recipe=None, fragment_options: dict | None = None,
-                      overwrite: bool = False) -> dict:
+                      overwrite: bool = False, launcher: str | None = None) -> dict:
     """Segment a zarr affinity volume block by block with the recipe of the
     in-memory instrument (module docstring).
 
@@ -496,6 +526,8 @@ def segment_blockwise(affs_path, out_path, *, threshold: float = 0.5, block=(64,
         rerun resumes an output made from the same affinities with the same
         context and fragment options (another threshold or scoring reuses its
         fragments and edges), and refuses one made otherwise, naming the difference.
+    launcher : command prefix that starts each worker elsewhere (a cluster job):
+        see :func:`_launch_worker`.
 
     Returns
     -------
@@ -539,9 +571,9 @@ def segment_blockwise(affs_path, out_path, *, threshold: float = 0.5, block=(64,
     _create_zarr(out / "fragments", shape, block, np.uint64,
                  {"affinities": str(affs_path), "context": list(context), "fragment_options": recipe.fragment_options,
                   "recipe": "ascent chain ends (affcons_lib.fragments)"})
-    frags = _task("fragments", shape, block, context, functools.partial(_fragments_block, spec), tracking, workers)
+    frags = _task("fragments", shape, block, context, "fragments", spec, tracking, workers, launcher)
     # edges read one voxel below the block: daisy runs them after those fragments
-    edges = _task("edges", shape, block, (1, 1, 1), functools.partial(_edges_block, spec), tracking, workers)
+    edges = _task("edges", shape, block, (1, 1, 1), "edges", spec, tracking, workers, launcher)
     blocks = _run_daisy([frags, edges], workers, tracking, "segment_blockwise")
     t1 = time.time()
     graph = _graph_step(spec, sorted(set(recipe.thresholds) | {float(threshold)}))
@@ -549,14 +581,51 @@ def segment_blockwise(affs_path, out_path, *, threshold: float = 0.5, block=(64,
     # the segmentation of the latest threshold (each threshold relabels every block)
     seg = _create_zarr(out / "segmentation", shape, block, np.uint64, {})
     seg.attrs.update(threshold=float(threshold), scoring=recipe.scoring)
-    relabel = _task(f"relabel_{recipe.scoring}_{float(threshold):.4f}", shape, block, (0, 0, 0),
-                    functools.partial(_relabel_block, spec), tracking, workers)
+    relabel = _task(f"relabel_{recipe.scoring}_{float(threshold):.4f}", shape, block, (0, 0, 0), "relabel", spec,
+                    tracking, workers, launcher)
     blocks.update(_run_daisy([relabel], workers, tracking, "segment_blockwise"))
     return {"out": str(out), "segmentation": str(out / "segmentation"), "shape": list(shape),
             "block": list(block), "context": list(context), "blocks": blocks, **graph,
             "threshold": float(threshold), "thresholds": sorted(set(recipe.thresholds) | {float(threshold)}),
             "recipe": recipe.as_dict(), "workers": workers, "seconds_blocks": t1 - t0,
             "seconds_graph": t2 - t1, "seconds": time.time() - t0, **peak_memory_mb(spec.memory_dir)}
+
+
+# ------------------------------------------------------------------ workers
+_BLOCK_FUNCTIONS = {"predict": _predict_block, "fragments": _fragments_block, "edges": _edges_block,
+                    "relabel": _relabel_block}
+_SPECS = {"predict": _PredictSpec, "fragments": _SegmentSpec, "edges": _SegmentSpec, "relabel": _SegmentSpec}
+
+
+def _launch_worker(launcher: str, kind: str, spec) -> None:
+    """A daisy worker function (it takes no block): start one worker with
+    ``launcher`` (``srun ...``, ``bsub ...``, or any command prefix) running
+    ``python -m affcons_lib.blockwise worker KIND SPEC``, which connects back to
+    this scheduler (``DAISY_CONTEXT`` in its environment: ``srun`` passes the
+    environment on; other launchers may need to be told) and processes blocks
+    until none is left. The workers must see the same paths as the scheduler."""
+    import shlex
+    import subprocess
+
+    cmd = shlex.split(launcher) + [sys.executable, "-m", "affcons_lib.blockwise", "worker", kind,
+                                   json.dumps(asdict(spec))]
+    subprocess.run(cmd, check=True)
+
+
+def run_worker(kind: str, spec_json: str) -> int:
+    """The loop of a launched worker: blocks from the scheduler until none is left."""
+    from daisy.v2 import Client
+
+    if kind not in _BLOCK_FUNCTIONS:
+        raise ValueError(f"worker: expected one of {sorted(_BLOCK_FUNCTIONS)}, got {kind!r}")
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(spec_json).items()}
+    spec, process = _SPECS[kind](**fields), _BLOCK_FUNCTIONS[kind]
+    client = Client()
+    while True:
+        with client.acquire_block() as block:
+            if block is None:
+                return 0
+            process(spec, block)
 
 
 def _reset_peak() -> None:
@@ -624,6 +693,8 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="blockwise: remove an existing --out and start afresh (without it, an output made with "
                              "other settings is refused, one made the same way resumed)")
+    parser.add_argument("--launcher", help="blockwise: command prefix that starts each worker elsewhere, e.g. "
+                                           "'srun --ntasks 1 --cpus-per-task 8' (a cluster job per worker)")
 
 
 def _report(run) -> int:
@@ -642,7 +713,7 @@ def run_predict(args) -> int:
     return _report(lambda: predict_blockwise(args.checkpoint, args.raw, args.out, block=args.block, tile=args.tile,
                                              stride=args.stride, workers=args.workers, branch=args.branch,
                                              device=args.device, raw_range=args.raw_range,
-                                             overwrite=args.overwrite))
+                                             overwrite=args.overwrite, launcher=args.launcher))
 
 
 def main(argv=None) -> int:
@@ -670,7 +741,14 @@ def main(argv=None) -> int:
                    help="voxels read around a block (default and minimum: what the fragments need)")
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--overwrite", action="store_true", help="remove an existing --out and start afresh")
+    s.add_argument("--launcher", help="command prefix that starts each worker elsewhere, e.g. "
+                                      "'srun --ntasks 1 --cpus-per-task 4' (a cluster job per worker)")
+    w = sub.add_parser("worker", help="(started by --launcher) process blocks for a running scheduler")
+    w.add_argument("kind", choices=sorted(_BLOCK_FUNCTIONS))
+    w.add_argument("spec", help="the task's settings, JSON")
     args = ap.parse_args(argv)
+    if args.command == "worker":
+        return run_worker(args.kind, args.spec)
     if args.command == "predict":
         if not args.raw:
             ap.error("predict needs --raw PATH:KEY")
@@ -680,7 +758,7 @@ def main(argv=None) -> int:
     recipe = BLOCKWISE.replace(scoring=args.scoring, mode=args.fragment_mode)
     return _report(lambda: segment_blockwise(args.affinities, args.out, threshold=args.threshold, block=args.block,
                                              context=args.context, workers=args.workers, recipe=recipe,
-                                             overwrite=args.overwrite))
+                                             overwrite=args.overwrite, launcher=args.launcher))
 
 
 if __name__ == "__main__":

@@ -234,11 +234,11 @@ def default_tile(shape, patch, divisor: int, max_inplane: int = 256, cover: bool
 
     With ``cover``, an in-plane size up to ``max_inplane`` that is not a multiple
     of the divisor is rounded up instead, so that one tile covers it and
-    :func:`predict_affinities` pads the input by reflection. Rounding down costs a
+    :func:`predict_affinities` pads the input by reflection (blockwise prediction
+    reads past the volume's end mirrored, the same). Rounding down costs a
     second tile that overlaps the first almost entirely: a 250-wide plane with
     tiles of 248 is predicted from two, four per z-slab in 3D, five times the
-    voxels of the part. Whole-volume readers that cannot pad (blockwise) keep
-    ``cover=False``.
+    voxels of the part.
     """
     tile = []
     for i, (n, p) in enumerate(zip(shape, patch)):

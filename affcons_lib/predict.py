@@ -100,7 +100,7 @@ class ScoredRun:
     ----------
     scores : dict
         One row of a score table. 3D: ``voi``, ``voi_split``, ``voi_merge``,
-        ``arand``, ``threshold`` (waterz, best threshold), ``fragments_voi``; 2D:
+        ``arand``, ``threshold`` (the instrument, best threshold), ``fragments_voi``; 2D:
         ``aji``, ``dice``, ``f1``, ``pq``, ``sbd``, ``dic``. For one volume or image
         also the affinity-level scores (no segmentation, no threshold):
         ``test_error``, ``test_ap`` on the test part, ``unlabeled_error``,

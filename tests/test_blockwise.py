@@ -275,3 +275,95 @@ def test_graph_agglomeration_bad_input():
         blockwise.agglomerate_graph(3, [0], [3], [0.5], [1], 0.5)
     with pytest.raises(ValueError, match="positive edge counts"):
         blockwise.agglomerate_graph(3, [0], [1], [0.5], [0], 0.5)
+
+
+def test_launched_workers_give_the_same_segmentation(em_affs, tmp_path):
+    """Workers started by a launcher command (here ``env``; on a cluster ``srun
+    ...``) connect back to the scheduler and process the blocks as daisy's own."""
+    path, affs = em_affs
+    small = tmp_path / "small.zarr"
+    zarr.create_array(store=str(small), data=affs[:, :16, :96, :96], chunks=(3, 8, 48, 48))
+    own = blockwise.segment_blockwise(small, tmp_path / "own", block=(8, 48, 48), workers=2)
+    launched = blockwise.segment_blockwise(small, tmp_path / "launched", block=(8, 48, 48), workers=2, launcher="env")
+    assert launched["blocks"]["fragments"]["done"] == own["blocks"]["fragments"]["blocks"] == 8
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "launched" / "segmentation"))[:],
+                                  zarr.open_array(str(tmp_path / "own" / "segmentation"))[:])
+    with pytest.raises(ValueError, match="launcher='env': launched workers need workers >= 1"):
+        blockwise.segment_blockwise(small, tmp_path / "serial", block=(8, 48, 48), workers=0, launcher="env")
+
+
+def _noisy_targets(gt, widen):
+    t = affinity.training_targets(gt, affinity.OFFSETS_3D, widen=widen)[0][:3]
+    return np.clip(0.9 * t + 0.05 + np.random.default_rng(0).normal(0, 0.1, t.shape), 0, 1).astype(np.float32)
+
+
+def _blockwise_matches_the_instrument(gt, block, tmp_path):
+    """Noisy ground-truth targets, widened and not, through the blockwise path
+    with its defaults and scored block by block, against evaluate_3d in memory."""
+    labels = tmp_path / "labels.zarr"
+    zarr.create_array(store=str(labels), data=gt, chunks=block)
+    for widen in (False, True):
+        affs = _noisy_targets(gt, widen)
+        store = tmp_path / f"affs_{widen}.zarr"
+        zarr.create_array(store=str(store), data=affs, chunks=(3,) + tuple(block))
+        blockwise.segment_blockwise(store, tmp_path / f"seg_{widen}", block=block, workers=0)
+        got = evaluate.evaluate_blockwise(tmp_path / f"seg_{widen}", str(labels))
+        ref = evaluate.evaluate_3d(affs, gt)
+        assert got["voi"] <= 0.5, (widen, got["voi_split"], got["voi_merge"])
+        assert abs(got["voi"] - ref["voi"]) <= 0.05, (widen, got["voi"], ref["voi"])
+        assert [r["threshold"] for r in got["rows"]] == list(ref["recipe"]["thresholds"])
+        # the same recipe, so the same numbers, threshold by threshold
+        np.testing.assert_allclose([r["voi"] for r in got["rows"]], [r["voi"] for r in ref["rows"]], atol=1e-9)
+
+
+def test_blockwise_scores_as_the_instrument_on_a_generated_volume(tmp_path):
+    _, gt = data.make_em_volume((50, 100, 200), n_neurites=20, anisotropy=1.0, seed=5)
+    _blockwise_matches_the_instrument(gt, (25, 50, 100), tmp_path)
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_blockwise_scores_as_the_instrument_on_the_fibsem_test_part(fibsem_path, tmp_path):
+    gt = data.read_cremi(fibsem_path)[1][200:]
+    _blockwise_matches_the_instrument(gt, (25, 125, 125), tmp_path)
+
+
+def test_evaluate_command_scores_a_blockwise_segmentation(tmp_path):
+    _, gt = data.make_em_volume((16, 64, 64), n_neurites=8, anisotropy=1.0, seed=1)
+    with h5py.File(tmp_path / "gt.h5", "w") as f:
+        f.create_dataset("labels", data=gt)
+    zarr.create_array(store=str(tmp_path / "affs.zarr"), data=_noisy_targets(gt, False), chunks=(3, 8, 32, 32))
+    blockwise.segment_blockwise(tmp_path / "affs.zarr", tmp_path / "seg", block=(8, 32, 32), workers=0)
+    cmd = [sys.executable, "-m", "affcons_lib.evaluate", "--segmentation", str(tmp_path / "seg"), "--labels",
+           f"{tmp_path / 'gt.h5'}:labels", "--json", str(tmp_path / "scores.json")]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["voi"] < 0.5 and len(scores["rows"]) == 9
+    # the written segmentation (one threshold) scores as its row of the sweep
+    one = evaluate.evaluate_blockwise(tmp_path / "seg" / "segmentation", gt)
+    row = next(r for r in scores["rows"] if r["threshold"] == 0.5)
+    assert one["voi"] == pytest.approx(row["voi"], abs=1e-9)
+    bad = subprocess.run(cmd[:5] + ["--labels", f"{tmp_path / 'gt.h5'}:nothing"], capture_output=True, text=True,
+                         env=ENV, timeout=300)
+    assert bad.returncode == 2 and "nothing" in bad.stderr
+    no_labels = subprocess.run(cmd[:5], capture_output=True, text=True, env=ENV, timeout=300)
+    assert no_labels.returncode == 2 and "--labels" in no_labels.stderr
+
+
+def test_blockwise_prediction_tiles_as_predict_part(checkpoint, tmp_path):
+    """Default tiles: predict_part's (one tile per plane, the plane padded by
+    reflection to a multiple of the network's divisor), so the same network gives
+    the same affinities in memory and blockwise."""
+    raw, _ = data.make_em_volume((12, 69, 91), n_neurites=6, seed=4)  # odd: no divisor divides them
+    raw = (raw * 200 + 20).astype(np.uint8)
+    zarr.create_array(store=str(tmp_path / "raw.zarr"), data=raw, chunks=(6, 35, 45))
+    result = blockwise.predict_blockwise(checkpoint, tmp_path / "raw.zarr", tmp_path / "affs.zarr",
+                                         block=(6, 35, 45), workers=0, raw_range=(20, 220))
+    nets, cfg, _ = train.load_checkpoint(checkpoint)
+    tile, stride = inference.part_tiling(raw.shape, cfg.patch, nets["embedding"].divisor)
+    assert tuple(result["tile"]) == tile and tile[1] > 69 and tile[2] > 91  # covered: padded, not cut
+    np.testing.assert_allclose(zarr.open_array(str(tmp_path / "affs.zarr"))[:], _in_memory(checkpoint, raw, result),
+                               atol=1e-6)
+    np.testing.assert_array_equal(blockwise._read_reflected(raw, (slice(0, 12), slice(60, 80), slice(80, 96))),
+                                  np.pad(raw, ((0, 0), (0, 11), (0, 5)), mode="reflect")[:, 60:80, 80:96])
