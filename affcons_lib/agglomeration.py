@@ -28,17 +28,29 @@ __all__ = ["BINS", "region_graph", "graph_statistics", "merge_history", "segment
 BINS = 256  # per-edge affinity histogram, as waterz's HistogramQuantileAffinity
 
 
+def _dense_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted distinct ids, each voxel's index among them): by counting when the
+    ids are small (in-memory fragments, 1 ... n), else by sorting (a block's
+    volume-wide ids)."""
+    top = int(labels.max()) if labels.size else 0
+    if top < 4 * labels.size + 1024:
+        present = np.bincount(labels.ravel().astype(np.int64), minlength=top + 1) > 0
+        index = np.cumsum(present) - 1
+        return np.flatnonzero(present).astype(labels.dtype), index[labels.astype(np.int64)]
+    ids, local = np.unique(labels, return_inverse=True)
+    return ids, local.reshape(labels.shape).astype(np.int64)
+
 
 def _boundary_edges(fragments: np.ndarray, affs: np.ndarray, interior: Sequence[int]):
     """Every nearest-neighbour edge between two fragments (not 0) of the region
-    ``fragments[interior:]``: (pair index, affinity), the pairs as ``ids[lo]``,
-    ``ids[hi]``."""
+    ``fragments[interior:]``. Returns ``(u, v, inverse, values)``: the distinct
+    pairs of fragment ids (u < v), and for each voxel edge the index of its pair
+    and its affinity."""
     interior = tuple(int(i) for i in interior)
     inner = fragments[tuple(slice(i, None) for i in interior)]
     if affs.shape[1:] != inner.shape:
         raise ValueError(f"affs: spatial shape {affs.shape[1:]} does not match the fragments' region {inner.shape}")
-    ids, local = np.unique(fragments, return_inverse=True)
-    local = local.reshape(fragments.shape).astype(np.int64)
+    ids, local = _dense_ids(fragments)
     zero = np.searchsorted(ids, 0) if ids.size and ids[0] == 0 else -1
     keys, vals = [], []
     for c in range(3):
@@ -182,7 +194,8 @@ def graph_statistics(fragments: np.ndarray, affs: np.ndarray):
     ids_u, ids_v, inverse, vals = _boundary_edges(np.asarray(fragments), np.asarray(affs), (0, 0, 0))
     nodes, index = np.unique(np.concatenate([ids_u, ids_v]), return_inverse=True)
     hist = np.zeros((len(ids_u), BINS), np.int32)
-    np.add.at(hist, (inverse, _bins(vals)), 1)
+    cells, counts = np.unique(inverse * BINS + _bins(vals), return_counts=True)
+    hist[cells // BINS, cells % BINS] = counts
     return (nodes, index[: len(ids_u)], index[len(ids_u):], np.bincount(inverse, weights=vals, minlength=len(ids_u)),
             hist)
 
@@ -195,10 +208,20 @@ def agglomerate_fragments(affs: np.ndarray, fragments: np.ndarray, thresholds: S
     fragments = np.asarray(fragments, np.uint64)
     nodes, u, v, sums, hist = graph_statistics(fragments, affs)
     history = merge_history(len(nodes), u, v, sums, hist.sum(1), histograms=hist, scoring=scoring)
-    out = []
-    for t in thresholds:
-        rep = segments_at(len(nodes), history, float(t))
-        pos = np.minimum(np.searchsorted(nodes, fragments), max(0, len(nodes) - 1))
-        found = nodes[pos] == fragments if len(nodes) else np.zeros(fragments.shape, bool)
-        out.append(np.where(found, nodes[rep][pos] if len(nodes) else 0, fragments).astype(np.uint64))
-    return out
+    if not len(nodes):  # no two fragments touch: each is a segment
+        return [fragments.copy() for _ in thresholds]
+    top = int(fragments.max())
+    if top < 4 * fragments.size + 1024:  # small ids (1 ... n): a table indexed by fragment id
+        index = fragments.astype(np.int64)
+
+        def relabel(rep):
+            table = np.arange(top + 1, dtype=np.uint64)  # a fragment with no edge stays itself
+            table[nodes.astype(np.int64)] = nodes[rep]
+            return table[index]
+    else:  # volume-wide ids: each voxel's node, found once for every threshold
+        pos = np.minimum(np.searchsorted(nodes, fragments), len(nodes) - 1)
+        found = nodes[pos] == fragments
+
+        def relabel(rep):
+            return np.where(found, nodes[rep][pos], fragments).astype(np.uint64)
+    return [relabel(segments_at(len(nodes), history, float(t))) for t in thresholds]

@@ -40,7 +40,7 @@ fragments, block by block, as :func:`~affcons_lib.evaluate.evaluate_3d` scores
 in memory.
 
 Memory: a worker holds one block (and its context), never the volume; the graph
-step holds the graph: the histograms make it about 1.1 kB per edge
+step holds the graph: about 2 kB per edge with its 1 kB histogram
 (``benchmarks/bench_blockwise.py`` measures it). Resume: daisy marks finished
 blocks (``OUT/tracking``); edges, exits, history and tables are written
 atomically; a killed run started again skips what is done.
