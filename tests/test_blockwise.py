@@ -367,3 +367,30 @@ def test_blockwise_prediction_tiles_as_predict_part(checkpoint, tmp_path):
                                atol=1e-6)
     np.testing.assert_array_equal(blockwise._read_reflected(raw, (slice(0, 12), slice(60, 80), slice(80, 96))),
                                   np.pad(raw, ((0, 0), (0, 11), (0, 5)), mode="reflect")[:, 60:80, 80:96])
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_trained_network_blockwise_equals_its_in_memory_evaluation(tmp_path):
+    """The reference crac network on the shared test part: blockwise prediction,
+    segmentation and block-by-block scores against predict_part + evaluate_3d."""
+    from affcons_lib import predict, reference
+
+    weights = reference.reference_weights("crac")
+    _, cfg, _ = train.load_checkpoint(weights)
+    prepared = train.prepare_data(cfg)
+    if "FIB-SEM" not in prepared.source:
+        pytest.skip(f"the shared FIB-SEM volume is not here (the run's data: {prepared.source})")
+    pred = predict.predict_part(weights, prepared=prepared, with_entropy=False)
+    raw, labels = prepared.raw_test[0], prepared.labels_test[0]
+    zarr.create_array(store=str(tmp_path / "raw.zarr"), data=raw, chunks=(25, 125, 125))
+    zarr.create_array(store=str(tmp_path / "labels.zarr"), data=labels, chunks=(25, 125, 125))
+    blockwise.predict_blockwise(weights, tmp_path / "raw.zarr", tmp_path / "affs.zarr", block=(25, 125, 125),
+                                workers=0, raw_range=(0.0, 1.0))  # raw as prepare_data scaled it
+    np.testing.assert_allclose(zarr.open_array(str(tmp_path / "affs.zarr"))[:], pred.affinities[0], atol=1e-4)
+    blockwise.segment_blockwise(tmp_path / "affs.zarr", tmp_path / "seg", block=(25, 125, 125), workers=0)
+    got = evaluate.evaluate_blockwise(tmp_path / "seg", str(tmp_path / "labels.zarr"))
+    ref = evaluate.evaluate_3d(pred.affinities[0], labels)
+    assert abs(got["voi"] - ref["voi"]) <= 0.05, (got["voi"], ref["voi"])
+    one_object = sum(metrics.voi(np.ones_like(labels), metrics.ignore_borders(labels, 1)))
+    assert got["voi"] < 0.75 * one_object, (got["voi"], one_object)  # a network the instrument can see
