@@ -157,8 +157,9 @@ def evaluate_blockwise(segmentation, labels, *, border_tolerance: int = 1, block
     ----------
     segmentation : the output directory of
         :func:`affcons_lib.blockwise.segment_blockwise` (then every threshold it
-        kept a table for is scored, from one pass over its fragments: the sweep
-        of :func:`evaluate_3d`), or a zarr segmentation array (Z, Y, X).
+        kept a table for, with the scoring of its written segmentation, is scored
+        from one pass over its fragments: the sweep of :func:`evaluate_3d`), or a
+        zarr segmentation array (Z, Y, X).
     labels : ground truth (Z, Y, X): an array, or ``PATH[:KEY]`` of an HDF5 or
         zarr volume (read block by block).
     border_tolerance : as :func:`evaluate_3d` (each block is read with the
@@ -186,9 +187,13 @@ def evaluate_blockwise(segmentation, labels, *, border_tolerance: int = 1, block
         from .blockwise import _map_ends
 
         ex = np.load(path / "exits.npz")
-        luts = sorted(path.glob("lut_*.npz"))
+        # the tables of the scoring the written segmentation was made with (a rerun with
+        # another scoring keeps its own tables beside them)
+        written = open_volume(path / "segmentation").attrs.get("scoring", "median") \
+            if (path / "segmentation").exists() else "median"
+        luts = sorted(path.glob(f"lut_{written}_*.npz"))
         if not luts:
-            raise ValueError(f"{path}: no fragment tables (lut_*.npz); run blockwise segment to the end first")
+            raise ValueError(f"{path}: no fragment tables (lut_{written}_*.npz); run blockwise segment to the end first")
     block = tuple(int(b) for b in (block or seg.chunks))
     m = int(border_tolerance) + 1
     shape = tuple(seg.shape)

@@ -394,3 +394,18 @@ def test_trained_network_blockwise_equals_its_in_memory_evaluation(tmp_path):
     assert abs(got["voi"] - ref["voi"]) <= 0.05, (got["voi"], ref["voi"])
     one_object = sum(metrics.voi(np.ones_like(labels), metrics.ignore_borders(labels, 1)))
     assert got["voi"] < 0.75 * one_object, (got["voi"], one_object)  # a network the instrument can see
+
+
+def test_a_sweep_scores_the_scoring_of_the_written_segmentation(tmp_path):
+    _, gt = data.make_em_volume((16, 64, 64), n_neurites=8, anisotropy=1.0, seed=2)
+    zarr.create_array(store=str(tmp_path / "affs.zarr"), data=_noisy_targets(gt, True), chunks=(3, 8, 32, 32))
+    median = blockwise.segment_blockwise(tmp_path / "affs.zarr", tmp_path / "seg", block=(8, 32, 32), workers=0)
+    first = evaluate.evaluate_blockwise(tmp_path / "seg", gt)
+    # a rerun with the mean reuses fragments and edges, keeps its own tables, and is what is scored next
+    blockwise.segment_blockwise(tmp_path / "affs.zarr", tmp_path / "seg", block=(8, 32, 32), workers=0,
+                                recipe=evaluate.Recipe(scoring="mean"))
+    second = evaluate.evaluate_blockwise(tmp_path / "seg", gt)
+    assert {r["scoring"] for r in first["rows"]} == {"median"} and {r["scoring"] for r in second["rows"]} == {"mean"}
+    assert len(second["rows"]) == len(first["rows"]) == len(median["thresholds"])
+    ref = evaluate.evaluate_3d(_noisy_targets(gt, True), gt, scoring="mean")
+    np.testing.assert_allclose([r["voi"] for r in second["rows"]], [r["voi"] for r in ref["rows"]], atol=0.05)
