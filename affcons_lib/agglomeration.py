@@ -22,8 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["BINS", "region_graph", "graph_statistics", "merge_history", "segments_at", "agglomerate_graph",
-           "agglomerate_fragments"]
+__all__ = ["BINS", "scoring_quantile", "boundary_histograms", "region_graph", "graph_statistics", "merge_history",
+           "segments_at", "agglomerate_graph", "agglomerate_fragments"]
 
 BINS = 256  # per-edge affinity histogram, as waterz's HistogramQuantileAffinity
 
@@ -75,6 +75,18 @@ def _bins(values: np.ndarray) -> np.ndarray:
     return np.clip((np.clip(values, 0, 1) * BINS).astype(np.int64), 0, BINS - 1)
 
 
+def boundary_histograms(pair_of: np.ndarray, bins: np.ndarray, n_pairs: int, counts=None) -> np.ndarray:
+    """int32 (n_pairs, :data:`BINS`): voxel edges (or ``counts`` of them) added
+    into their pair's row at their bin; one sort, not one scatter per edge."""
+    cells, inverse = np.unique(np.asarray(pair_of, np.int64) * BINS + np.asarray(bins, np.int64),
+                               return_inverse=True)
+    total = np.bincount(inverse.ravel(), weights=counts, minlength=len(cells)) if counts is not None \
+        else np.bincount(inverse.ravel(), minlength=len(cells))
+    hist = np.zeros((int(n_pairs), BINS), np.int32)
+    hist[cells // BINS, cells % BINS] = total
+    return hist
+
+
 def region_graph(fragments: np.ndarray, affs: np.ndarray, interior: Sequence[int] = (0, 0, 0)):
     """Boundary statistics between touching fragments.
 
@@ -101,16 +113,16 @@ def region_graph(fragments: np.ndarray, affs: np.ndarray, interior: Sequence[int
 
 
 
-def _quantile(scoring: str) -> int:
-    """The percentile a blockwise scoring takes (-1: the mean)."""
+def scoring_quantile(scoring: str) -> int:
+    """The percentile a scoring of the graph agglomeration takes (-1: the mean)."""
     if scoring == "mean":
         return -1
     if scoring == "median":
         return 50
     if scoring.startswith("quantile_") and scoring[9:].isdigit() and 0 < int(scoring[9:]) < 100:
         return int(scoring[9:])
-    raise ValueError(f"scoring: blockwise agglomeration scores by 'median', 'mean' or 'quantile_Q', got {scoring!r}")
-
+    raise ValueError(f"scoring: the graph agglomeration (in memory and blockwise) scores by 'median', 'mean' or "
+                     f"'quantile_Q', got {scoring!r} (Recipe(agglomeration='waterz') takes waterz's other scorings)")
 
 
 def merge_history(n_nodes: int, u: np.ndarray, v: np.ndarray, sums: np.ndarray, counts: np.ndarray, *,
@@ -139,7 +151,7 @@ def merge_history(n_nodes: int, u: np.ndarray, v: np.ndarray, sums: np.ndarray, 
     """
     from ._graph import agglomerate
 
-    q = _quantile(scoring)
+    q = scoring_quantile(scoring)
     u, v = np.asarray(u, np.int64), np.asarray(v, np.int64)
     sums, counts = np.asarray(sums, np.float64), np.asarray(counts, np.float64)
     if not (len(u) == len(v) == len(sums) == len(counts)):
@@ -193,9 +205,7 @@ def graph_statistics(fragments: np.ndarray, affs: np.ndarray):
     """
     ids_u, ids_v, inverse, vals = _boundary_edges(np.asarray(fragments), np.asarray(affs), (0, 0, 0))
     nodes, index = np.unique(np.concatenate([ids_u, ids_v]), return_inverse=True)
-    hist = np.zeros((len(ids_u), BINS), np.int32)
-    cells, counts = np.unique(inverse * BINS + _bins(vals), return_counts=True)
-    hist[cells // BINS, cells % BINS] = counts
+    hist = boundary_histograms(inverse, _bins(vals), len(ids_u))
     return (nodes, index[: len(ids_u)], index[len(ids_u):], np.bincount(inverse, weights=vals, minlength=len(ids_u)),
             hist)
 

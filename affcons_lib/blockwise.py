@@ -61,8 +61,9 @@ from typing import Sequence
 import numpy as np
 
 from ._atomic import atomic_path, write_text
-from .agglomeration import (BINS, _boundary_edges, _bins, _quantile, agglomerate_graph, merge_history,  # noqa: F401
-                            region_graph, segments_at)  # region_graph, agglomerate_graph: part of this API
+from .agglomeration import (BINS, _boundary_edges, _bins, boundary_histograms, merge_history, segments_at,
+                            agglomerate_graph, region_graph)  # the last two: re-exported, part of this API
+from .fragments import look_up
 from .data import open_volume  # volume I/O lives in data; re-exported here, part of this API
 
 __all__ = ["open_volume", "intensity_range", "predict_blockwise", "segment_blockwise", "merge_history",
@@ -391,21 +392,13 @@ def _edges_block(spec: _SegmentSpec, block) -> None:
     _note_worker_memory(spec.memory_dir)
 
 
-def _map_ends(values: np.ndarray, ids: np.ndarray, roots: np.ndarray) -> np.ndarray:
-    """Chain ends -> fragment ids (roots): exits through the table, roots as they are."""
-    if not len(ids):
-        return values
-    pos = np.minimum(np.searchsorted(ids, values), len(ids) - 1)
-    return np.where(ids[pos] == values, roots[pos], values)
-
-
 def _relabel_block(spec: _SegmentSpec, block) -> None:
     """Worker, pass 4: chain ends -> fragments -> segments through the tables."""
     ex = np.load(Path(spec.out) / "exits.npz")
     lut = np.load(_lut_path(spec.out, spec.scoring, spec.threshold))
-    frag = _map_ends(np.asarray(open_volume(spec.frag_path)[_roi_slices(block.write_roi)]), ex["ids"], ex["roots"])
+    frag = look_up(np.asarray(open_volume(spec.frag_path)[_roi_slices(block.write_roi)]), ex["ids"], ex["roots"])
     # a fragment without any edge (not in the table) is a segment of its own
-    seg = _map_ends(frag, lut["fragments"], lut["segments"])
+    seg = look_up(frag, lut["fragments"], lut["segments"])
     open_volume(spec.seg_path, mode="r+")[_roi_slices(block.write_roi)] = seg
     _note_worker_memory(spec.memory_dir)
 
@@ -459,8 +452,8 @@ def _graph_step(spec: _SegmentSpec, thresholds) -> dict:
         files = sorted((out / "edges").glob("*[0-9].npz"))
         parts = [np.load(f) for f in files]
         cat = lambda key, dtype: np.concatenate([p[key] for p in parts]) if parts else np.zeros(0, dtype)  # noqa: E731
-        u = _map_ends(cat("u", np.uint64), ids, roots)
-        v = _map_ends(cat("v", np.uint64), ids, roots)
+        u = look_up(cat("u", np.uint64), ids, roots)
+        v = look_up(cat("v", np.uint64), ids, roots)
         sums = cat("sums", np.float64)
         first = np.cumsum([0] + [len(p["u"]) for p in parts])[:-1]
         hist_edge = np.concatenate([p["hist_edge"] + f for p, f in zip(parts, first)]) if parts else np.zeros(0, int)
@@ -473,11 +466,10 @@ def _graph_step(spec: _SegmentSpec, thresholds) -> dict:
         pairs, pair_of = np.unique((lo * len(nodes) + hi)[keep], return_inverse=True)
         edge_pair = np.full(len(u), -1, np.int64)
         edge_pair[keep] = pair_of
-        hist = np.zeros((len(pairs), BINS), np.int32)
         cells = edge_pair[hist_edge]
         ok = cells >= 0
-        np.add.at(hist, (cells[ok], cat("hist_bin", np.uint16)[ok].astype(np.int64)),
-                  cat("hist_count", np.int32)[ok])
+        hist = boundary_histograms(cells[ok], cat("hist_bin", np.uint16)[ok], len(pairs),
+                                   cat("hist_count", np.int32)[ok])
         history = merge_history(len(nodes), pairs // len(nodes), pairs % len(nodes),
                                 np.bincount(pair_of, weights=sums[keep], minlength=len(pairs)),
                                 hist.sum(1).astype(np.float64), histograms=hist, scoring=spec.scoring)
@@ -550,7 +542,6 @@ def segment_blockwise(affs_path, out_path, *, threshold: float = 0.5, block=(64,
         raise ValueError(f"recipe: blockwise segmentation runs crop-invariant fragments (fragments='ascent') and "
                          f"the graph agglomeration (agglomeration='graph'), got {recipe.fragments!r}, "
                          f"{recipe.agglomeration!r}")
-    _quantile(recipe.scoring)
     affs = open_volume(affs_path)
     if affs.ndim != 4 or affs.shape[0] < 3:
         raise ValueError(f"{affs_path}: expected affinities (C >= 3, Z, Y, X), got shape {affs.shape}")

@@ -45,7 +45,8 @@ from ._atomic import write_text
 from .data import check_finite
 from .recipe import THRESHOLDS, Recipe, recipe_fragments, recipe_segmentations, recipe_sweep
 
-__all__ = ["THRESHOLDS", "Recipe", "evaluate_3d", "segment_3d", "reference_scores", "evaluate_blockwise", "evaluate_2d", "score_prediction", "evaluate_2d_many", "segment_2d", "affinity_scores", "read_prediction", "main"]
+__all__ = ["THRESHOLDS", "Recipe", "evaluate_3d", "segment_3d", "reference_scores", "evaluate_blockwise", "evaluate_2d",
+           "score_prediction", "evaluate_2d_many", "segment_2d", "affinity_scores", "read_prediction", "main"]
 
 METHODS_3D = ("waterz", "mutex_watershed")
 
@@ -184,7 +185,7 @@ def evaluate_blockwise(segmentation, labels, *, border_tolerance: int = 1, block
         raise ValueError(f"{labels if isinstance(labels, (str, Path)) else 'labels'}: shape {tuple(gt.shape)} does "
                          f"not match the segmentation's {tuple(seg.shape)} ({path})")
     if sweep:
-        from .blockwise import _map_ends
+        from .fragments import look_up
 
         ex = np.load(path / "exits.npz")
         # the tables of the scoring the written segmentation was made with (a rerun with
@@ -193,7 +194,8 @@ def evaluate_blockwise(segmentation, labels, *, border_tolerance: int = 1, block
             if (path / "segmentation").exists() else "median"
         luts = sorted(path.glob(f"lut_{written}_*.npz"))
         if not luts:
-            raise ValueError(f"{path}: no fragment tables (lut_{written}_*.npz); run blockwise segment to the end first")
+            raise ValueError(f"{path}: no fragment tables (lut_{written}_*.npz); run blockwise segment to the end "
+                             "first")
     block = tuple(int(b) for b in (block or seg.chunks))
     m = int(border_tolerance) + 1
     shape = tuple(seg.shape)
@@ -206,7 +208,7 @@ def evaluate_blockwise(segmentation, labels, *, border_tolerance: int = 1, block
         g = g[tuple(slice(b0 - a, e - a) for b0, e, a in zip(begin, end, lo))]
         sb = np.asarray(seg[tuple(slice(a, b) for a, b in zip(begin, end))])
         if sweep:
-            sb = _map_ends(sb, ex["ids"], ex["roots"])
+            sb = look_up(sb, ex["ids"], ex["roots"])
         s, gg, c = _block_pairs(sb, g)
         s_all.append(s), g_all.append(gg), c_all.append(c)
     s, g, c = _pool_pairs(np.concatenate(s_all), np.concatenate(g_all), np.concatenate(c_all))
@@ -216,8 +218,9 @@ def evaluate_blockwise(segmentation, labels, *, border_tolerance: int = 1, block
     for lut_file in luts:
         lut = np.load(lut_file)
         scoring, t = lut_file.stem[4:].rsplit("_", 1)
-        segs = _map_ends(s, lut["fragments"], lut["segments"])
-        rows.append(dict(threshold=float(t), scoring=scoring, **metrics.voi_arand_from_counts(*_pool_pairs(segs, g, c))))
+        segs = look_up(s, lut["fragments"], lut["segments"])
+        scores = metrics.voi_arand_from_counts(*_pool_pairs(segs, g, c))
+        rows.append(dict(threshold=float(t), scoring=scoring, **scores))
     best = min(rows, key=lambda r: r["voi"])
     return {**best, "rows": rows, "fragments": metrics.voi_arand_from_counts(s, g, c)}
 

@@ -35,7 +35,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["MODES", "context", "pointers", "fragments", "block_endpoints", "resolve_exits"]
+__all__ = ["MODES", "context", "pointers", "fragments", "block_endpoints", "resolve_exits", "look_up"]
 
 MODES = ("volume", "slice")
 
@@ -216,3 +216,13 @@ def resolve_exits(exits: np.ndarray, ends_at) -> tuple[np.ndarray, np.ndarray]:
         current = further
     raise RuntimeError("resolve_exits: pointer chains run in a cycle: the blocks were computed with less context "
                        "than the fragments need (fragments.context) or with other options")
+
+
+def look_up(values: np.ndarray, keys: np.ndarray, mapped: np.ndarray) -> np.ndarray:
+    """``values`` through a table: those found among the sorted ``keys`` become
+    their ``mapped`` value, the rest stay (chain ends -> roots with the exit
+    table, fragments -> segments with a threshold's table)."""
+    if not len(keys):
+        return values
+    pos = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
+    return np.where(keys[pos] == values, mapped[pos], values)

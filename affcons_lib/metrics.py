@@ -25,7 +25,8 @@ from scipy import sparse
 from ._radix import sort_by_key
 from .affinity import wrong_side
 
-__all__ = ["Contingency", "contingency", "voi", "arand", "voi_arand", "voi_arand_from_counts", "affinity_error", "precision_recall", "boundary_ap", "ignore_borders", "sbd", "dic", "aji", "dice", "f1", "pq"]
+__all__ = ["Contingency", "contingency", "voi", "arand", "voi_arand", "voi_arand_from_counts", "affinity_error",
+           "precision_recall", "boundary_ap", "ignore_borders", "sbd", "dic", "aji", "dice", "f1", "pq"]
 
 
 def _check_pair(seg, gt) -> tuple[np.ndarray, np.ndarray]:

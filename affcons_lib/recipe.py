@@ -71,10 +71,10 @@ class Recipe:
             raise ValueError(f"fragments: expected one of {FRAGMENT_METHODS}, got {self.fragments!r}")
         if self.agglomeration not in AGGLOMERATIONS:
             raise ValueError(f"agglomeration: expected one of {AGGLOMERATIONS}, got {self.agglomeration!r}")
-        if self.agglomeration == "graph" and self.scoring not in ("median", "mean") and not (
-                self.scoring.startswith("quantile_") and self.scoring[9:].isdigit()):
-            raise ValueError(f"scoring: the graph agglomeration scores by 'median', 'mean' or 'quantile_Q', got "
-                             f"{self.scoring!r} (agglomeration='waterz' takes waterz's other scorings)")
+        if self.agglomeration == "graph":
+            from .agglomeration import scoring_quantile
+
+            scoring_quantile(self.scoring)  # names what the graph agglomeration takes
         if self.mode not in ("volume", "slice"):
             raise ValueError(f"mode (fragment_mode): expected 'volume' (isotropic data) or 'slice' (anisotropic), "
                              f"got {self.mode!r}")

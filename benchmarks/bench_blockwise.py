@@ -159,8 +159,8 @@ def main():
         print(f"{str(shape):20s} {pm:10.0f} / {pw:6.0f}                {sm:10.0f} / {sw:6.0f}"
               f"              {diff:.1e}     {voi:.4f}   {bpe:.0f}")
     if len(rows) > 1:
-        print(f"largest worker, segment: {rows[-1][4] / rows[0][4]:.2f}x for {np.prod(rows[-1][0]) / np.prod(rows[0][0]):.0f}x "
-              "the voxels")
+        voxels = np.prod(rows[-1][0]) / np.prod(rows[0][0])
+        print(f"largest worker, segment: {rows[-1][4] / rows[0][4]:.2f}x for {voxels:.0f}x the voxels")
     print(f"(work directory: {work})")
 
 

@@ -147,7 +147,7 @@ def test_blockwise_segmentation_equals_in_memory(em_affs, tmp_path):
     assert result["exits"] > 0
     ends = zarr.open_array(str(tmp_path / "seg" / "fragments"))[:]
     ex = np.load(tmp_path / "seg" / "exits.npz")
-    np.testing.assert_array_equal(blockwise._map_ends(ends, ex["ids"], ex["roots"]),
+    np.testing.assert_array_equal(fragments.look_up(ends, ex["ids"], ex["roots"]),
                                   fragments.fragments(affs, sequential=False))
     seg = zarr.open_array(str(tmp_path / "seg" / "segmentation"))[:]
     assert metrics.voi(seg, evaluate.segment_3d(affs, threshold=0.5)) == pytest.approx((0.0, 0.0), abs=1e-9)
