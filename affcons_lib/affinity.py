@@ -28,6 +28,7 @@ __all__ = [
     "affinities_from_labels",
     "labeled_region_mask",
     "training_targets",
+    "noisy_targets",
     "wrong_side",
     "affinities_from_embeddings",
     "affinity_entropy",
@@ -231,6 +232,17 @@ def training_targets(labels: np.ndarray, offsets: Sequence[Sequence[int]], *, wi
                                            background_is_instance=background_is_instance)
     labeled = labeled_region_mask(annotated, offsets) & valid if annotated is not None else valid
     return target, valid, labeled
+
+
+def noisy_targets(labels: np.ndarray, offsets: Sequence[Sequence[int]], *, widen: bool,
+                  background_is_instance: bool = False, sigma: float = 0.1, seed: int = 0) -> np.ndarray:
+    """The targets of ``labels`` as an imperfect network would predict them:
+    ``clip(0.9 t + 0.05 + N(0, sigma), 0, 1)``. Through a segmentation pipeline they
+    give the ceiling a score table shows beside the exact targets: a pipeline that
+    needs exact 0s and 1s would not see a good network."""
+    t = training_targets(labels, offsets, widen=widen, background_is_instance=background_is_instance)[0]
+    rng = np.random.default_rng(seed)
+    return np.clip(0.9 * t + 0.05 + rng.normal(0.0, sigma, t.shape), 0, 1).astype(np.float32)
 
 
 def wrong_side(pred, target):

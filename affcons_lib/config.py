@@ -27,9 +27,10 @@ import numpy as np
 
 from . import data
 
-__all__ = ["METHODS", "PRECISIONS", "LR_SCHEDULES", "SCALES", "TrainConfig", "load_config", "run_config_cli", "as_sizes"]
+__all__ = ["METHODS", "CROSS_TERMS", "PRECISIONS", "LR_SCHEDULES", "SCALES", "TrainConfig", "load_config", "run_config_cli", "as_sizes"]
 
 METHODS = ("sparse_only", "crac", "full_supervision")
+CROSS_TERMS = ("both", "to_embedding", "to_affinity")
 PRECISIONS = ("auto", "fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -92,6 +93,9 @@ class TrainConfig:
     workers: int = 0  # processes that draw patches ahead of the step (0: in this process; worth it on a GPU)
     # cross-representation consistency
     lambda_cross: float = 1.0
+    # which cross terms act: both (the paper), or one direction alone for the ablation:
+    # "to_embedding" (f(θ1) teaches f(θ2)) or "to_affinity" (f(θ2) teaches f(θ1))
+    cross_terms: str = "both"
     alpha0: float = 0.005
     nearest_weight: float = 10.0
     detach_targets: bool = True  # paper text; the release does not detach
@@ -193,6 +197,8 @@ class TrainConfig:
             bad("lr_schedule", f"expected one of {LR_SCHEDULES}")
         if self.warmup < 0 or self.warmup_iterations() >= self.iterations:
             bad("warmup", "expected a share of the run in [0, 1) or a count below the iterations")
+        if self.cross_terms not in CROSS_TERMS:
+            bad("cross_terms", f"expected one of {CROSS_TERMS}")
         if self.cosine not in ("clipped", "raw"):
             bad("cosine", "expected 'clipped' (the text) or 'raw' (the release)")
         if self.annotation not in data.ANNOTATION_MODES:

@@ -22,7 +22,13 @@ into boundary in the training targets). :func:`reference_scores` gives a table's
 floors (one object, every voxel alone) and its ceiling (the ground-truth targets
 through the same pipeline).
 
-2D: mutex watershed, then AJI, Dice, F1, PQ (BBBC039) and SBD, |DiC| (CVPPP).
+2D (:func:`evaluate_2d`): mutex watershed, then AJI, Dice, F1, PQ (BBBC039), SBD,
+|DiC| (CVPPP) and, per image, VOI and ARAND (the ISBI 2012 challenge's measures).
+What label 0 is decides the convention (``background``): ``"instance"`` for the
+dark background of nuclei images (a region of its own; the largest segment is taken
+as background), ``"boundary"`` for the membrane of EM sections (every edge touching
+it is a cut; membrane pixels are left out of both sides of every score).
+:func:`reference_scores_2d` gives a 2D table's floors and ceiling.
 
     python -m affcons_lib.evaluate PRED.h5 [--method waterz|mutex_watershed] [--json OUT]
     python -m affcons_lib.evaluate --segmentation SEG --labels VOL.h5:KEY   (blockwise, block by block)
@@ -46,7 +52,13 @@ from .data import check_finite
 from .recipe import THRESHOLDS, Recipe, recipe_fragments, recipe_segmentations, recipe_sweep
 
 __all__ = ["THRESHOLDS", "Recipe", "evaluate_3d", "segment_3d", "reference_scores", "evaluate_blockwise", "evaluate_2d",
-           "score_prediction", "evaluate_2d_many", "segment_2d", "affinity_scores", "read_prediction", "main"]
+           "score_prediction", "evaluate_2d_many", "segment_2d", "fragments_2d", "reference_scores_2d",
+           "BACKGROUNDS", "SCORES_2D", "affinity_scores", "read_prediction", "main"]
+
+#: What label 0 of 2D labels is (:func:`evaluate_2d`).
+BACKGROUNDS = ("instance", "boundary")
+#: The scores :func:`evaluate_2d` returns per image and :func:`evaluate_2d_many` averages.
+SCORES_2D = ("aji", "dice", "f1", "pq", "sbd", "dic", "voi", "voi_split", "voi_merge", "arand", "n_true")
 
 METHODS_3D = ("waterz", "mutex_watershed")
 
@@ -270,42 +282,158 @@ def segment_2d(affs: np.ndarray, offsets, n_attractive: int = 2, *, min_size: in
     return seg
 
 
-def evaluate_2d(affs: np.ndarray, gt: np.ndarray, offsets, **segment_options) -> dict:
-    """Mutex watershed segmentation scored with the 2D metrics of the paper."""
-    seg = segment_2d(check_finite(affs, "affs"), offsets, **segment_options)
-    return {"aji": metrics.aji(seg, gt), "dice": metrics.dice(seg, gt), "f1": metrics.f1(seg, gt),
-            "pq": metrics.pq(seg, gt), "sbd": metrics.sbd(seg, gt), "dic": metrics.dic(seg, gt),
-            "segmentation": seg}
+def _check_background(background: str) -> None:
+    if background not in BACKGROUNDS:
+        raise ValueError(f"background: expected one of {BACKGROUNDS} (what label 0 is), got {background!r}")
 
 
-def evaluate_2d_many(affs_list, labels_list, offsets, **segment_options) -> dict:
-    """:func:`evaluate_2d` over a list of images (BBBC039, CVPPP): the mean of each
-    score, the per-image scores under ``per_image`` and the segmentations."""
-    results = [evaluate_2d(a, lab, offsets, **segment_options) for a, lab in zip(affs_list, labels_list)]
-    keys = ("aji", "dice", "f1", "pq", "sbd", "dic")
-    out = {k: float(np.mean([r[k] for r in results])) for k in keys}
-    out["per_image"] = [{k: r[k] for k in keys} for r in results]
+def fragments_2d(affs: np.ndarray, n_attractive: int = 2, threshold: float = 0.5) -> np.ndarray:
+    """The fragments of 2D affinities: connected components of the pixels linked by
+    a nearest-neighbour affinity above ``threshold`` (the segmentation before the
+    mutex watershed's repulsive edges have a say: a floor of a 2D table).
+
+    Returns
+    -------
+    ndarray of int64, shape (Y, X), ids from 1.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    affs = np.asarray(affs)
+    shape = affs.shape[1:]
+    index = np.arange(int(np.prod(shape))).reshape(shape)
+    rows, cols = [], []
+    for c in range(n_attractive):
+        axis = c % 2  # OFFSETS_2D: (-1, 0), (0, -1)
+        here = [slice(None)] * 2
+        there = [slice(None)] * 2
+        here[axis], there[axis] = slice(1, None), slice(None, -1)
+        linked = affs[c][tuple(here)] > threshold
+        rows.append(index[tuple(here)][linked])
+        cols.append(index[tuple(there)][linked])
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(r.size, np.int8), (r, c)), shape=(index.size, index.size))
+    return connected_components(graph, directed=False)[1].reshape(shape).astype(np.int64) + 1
+
+
+def _scores_2d(seg: np.ndarray, gt: np.ndarray, background: str) -> dict:
+    """Every 2D score of one segmentation; with ``background="boundary"`` the
+    membrane (gt 0) is left out of both sides."""
+    gt = np.asarray(gt)
+    if background == "boundary":
+        seg = np.where(gt > 0, seg, 0)
+    out = {"aji": metrics.aji(seg, gt), "dice": metrics.dice(seg, gt), "f1": metrics.f1(seg, gt),
+           "pq": metrics.pq(seg, gt), "sbd": metrics.sbd(seg, gt), "dic": metrics.dic(seg, gt)}
+    out.update(metrics.voi_arand(seg, gt))  # gt 0 ignored: membrane or background alike
+    out["n_true"] = int(np.unique(gt[gt > 0]).size)
+    return out
+
+
+def evaluate_2d(affs: np.ndarray, gt: np.ndarray, offsets, *, background: str = "instance",
+                **segment_options) -> dict:
+    """Mutex watershed segmentation scored with the 2D measures of the paper and
+    the ISBI 2012 challenge's.
+
+    Parameters
+    ----------
+    affs : ndarray of float, shape (C, Y, X), the channels of ``offsets``
+    gt : ndarray of int, shape (Y, X)
+    offsets : the 2D offsets (nearest neighbours first)
+    background : "instance" or "boundary"
+        What label 0 of ``gt`` is. ``"instance"`` (nuclei on a dark background):
+        the largest segment is taken as background and label 0 is a region the
+        instance measures score. ``"boundary"`` (EM membrane between cells): no
+        segment is background, small membrane specks are dissolved into their
+        neighbours, and membrane pixels are left out of both sides of every
+        score (the segmentation is scored where ``gt > 0``).
+    segment_options : go to :func:`segment_2d`.
+
+    Returns
+    -------
+    dict with the :data:`SCORES_2D` (``n_true``: the cells of ``gt``), ``fragments``
+    (the scores of :func:`fragments_2d` alone) and ``segmentation``.
+    """
+    _check_background(background)
+    affs = check_finite(affs, "affs")
+    if background == "boundary":
+        segment_options = {"largest_is_background": False, **segment_options}
+    seg = segment_2d(affs, offsets, **segment_options)
+    out = _scores_2d(seg, gt, background)
+    out["fragments"] = _scores_2d(fragments_2d(affs), gt, background)
+    out["segmentation"] = seg
+    return out
+
+
+def evaluate_2d_many(affs_list, labels_list, offsets, **options) -> dict:
+    """:func:`evaluate_2d` over a list of images (BBBC039, CVPPP, ISBI 2012
+    sections): the mean of each score, the per-image scores under ``per_image``,
+    the fragments' mean scores and the segmentations."""
+    results = [evaluate_2d(a, lab, offsets, **options) for a, lab in zip(affs_list, labels_list)]
+    out = {k: float(np.mean([r[k] for r in results])) for k in SCORES_2D}
+    out["per_image"] = [{k: r[k] for k in SCORES_2D} for r in results]
+    out["fragments"] = {k: float(np.mean([r["fragments"][k] for r in results])) for k in SCORES_2D}
     out["segmentation"] = [r["segmentation"] for r in results]
     return out
 
 
-def affinity_scores(affs: np.ndarray, labels: np.ndarray, offsets, *, sparse_labels: np.ndarray | None = None,
-                    widen: bool | None = None) -> dict:
+def reference_scores_2d(labels_list, offsets, *, background: str = "instance", sigma: float = 0.1, seed: int = 0,
+                        **segment_options) -> list[dict]:
+    """The floors and the ceiling of a 2D score table, mean over the images.
+
+    Rows (each with the :data:`SCORES_2D`):
+
+    - ``one object``: each image one segment;
+    - ``every pixel alone``;
+    - ``ground-truth targets``: the exact targets of the labels through
+      :func:`evaluate_2d` with the same options;
+    - ``ground-truth targets + noise (ceiling)``: ``clip(0.9 t + 0.05 + N(0,
+      sigma))`` through the same pipeline, what a near-perfect network gives.
+
+    (The fragments-alone floor depends on the prediction: :func:`evaluate_2d`
+    returns it under ``fragments``.)
+    """
+    _check_background(background)
+    labels_list = [np.asarray(lab) for lab in (labels_list if isinstance(labels_list, (list, tuple))
+                                               else [labels_list])]
+
+    def mean(rows):
+        return {k: float(np.mean([r[k] for r in rows])) for k in SCORES_2D}
+
+    table = [dict(name="one object", **mean([_scores_2d(np.ones(g.shape, np.int64), g, background)
+                                              for g in labels_list])),
+             dict(name="every pixel alone", **mean([_scores_2d(np.arange(1, g.size + 1).reshape(g.shape), g,
+                                                               background) for g in labels_list]))]
+    instance = background == "instance"
+    exact = [affinity.training_targets(g, offsets, widen=False, background_is_instance=instance)[0]
+             for g in labels_list]
+    noisy = [affinity.noisy_targets(g, offsets, widen=False, background_is_instance=instance, sigma=sigma,
+                                    seed=seed + i) for i, g in enumerate(labels_list)]
+    for name, affs in (("ground-truth targets", exact), ("ground-truth targets + noise (ceiling)", noisy)):
+        scored = evaluate_2d_many(affs, labels_list, offsets, background=background, **segment_options)
+        table.append(dict(name=name, **{k: scored[k] for k in SCORES_2D}))
+    return table
+
+
+def affinity_scores(affs, labels, offsets, *, sparse_labels=None, widen: bool | None = None,
+                    background: str = "instance") -> dict:
     """Affinity-level scores against the targets of ``labels``: no segmentation,
     no threshold chosen on the ground truth.
 
     Parameters
     ----------
-    affs : ndarray of float, (C, *spatial)
-    labels : ndarray of int, spatial shape; dense ground truth
+    affs : ndarray of float, (C, *spatial), or a list of them (the edges of all
+        images pooled)
+    labels : ndarray of int, spatial shape (or a list); dense ground truth
     offsets : the affinities' offsets
-    sparse_labels : ndarray of int, optional
+    sparse_labels : ndarray of int (or a list), optional
         The annotation a run was trained with: then only its unlabeled region
         counts (valid edges outside :func:`~affcons_lib.affinity.labeled_region_mask`),
         where the cross-consistency loss acts.
     widen : bool, optional
         Targets from labels with widened borders, as 3D training uses (default:
         True for 3D, False for 2D).
+    background : "instance" or "boundary"
+        2D: what label 0 is (:func:`evaluate_2d`); 3D labels are always boundary.
 
     Returns
     -------
@@ -313,18 +441,27 @@ def affinity_scores(affs: np.ndarray, labels: np.ndarray, offsets, *, sparse_lab
     is better), ``boundary_ap`` (average precision of finding the cuts, higher is
     better), ``boundary_share`` (the AP of a random ranking) and ``edges``.
     """
-    labels = np.asarray(labels)
-    three_d = labels.ndim == 3
-    widen = three_d if widen is None else widen
-    target, valid, _ = affinity.training_targets(labels, offsets, widen=widen, background_is_instance=not three_d)
-    if sparse_labels is not None:
-        valid = valid & ~affinity.labeled_region_mask(np.asarray(sparse_labels), offsets)
-    affs = np.asarray(affs)
-    if affs.shape != target.shape:
-        raise ValueError(f"affs: expected shape {target.shape} (the {len(offsets)} offsets' channels, then the "
-                         f"labels' shape), got {affs.shape}")
-    # the edges once, for both scores (a test part holds tens of millions)
-    pred, target = affs[valid], target[valid]
+    _check_background(background)
+    many = isinstance(affs, (list, tuple))
+    affs_list, labels_list = (list(affs), list(labels)) if many else ([affs], [labels])
+    sparse_list = (list(sparse_labels) if many else [sparse_labels]) if sparse_labels is not None \
+        else [None] * len(affs_list)
+    preds, targets = [], []
+    for a, lab, sparse in zip(affs_list, labels_list, sparse_list):
+        lab = np.asarray(lab)
+        three_d = lab.ndim == 3
+        target, valid, _ = affinity.training_targets(lab, offsets, widen=three_d if widen is None else widen,
+                                                     background_is_instance=not three_d and background == "instance")
+        if sparse is not None:
+            valid = valid & ~affinity.labeled_region_mask(np.asarray(sparse), offsets)
+        a = np.asarray(a)
+        if a.shape != target.shape:
+            raise ValueError(f"affs: expected shape {target.shape} (the {len(offsets)} offsets' channels, then the "
+                             f"labels' shape), got {a.shape}")
+        # the edges once, for both scores (a test part holds tens of millions)
+        preds.append(a[valid])
+        targets.append(target[valid])
+    pred, target = (np.concatenate(preds), np.concatenate(targets)) if many else (preds[0], targets[0])
     return dict(affinity_error=metrics.affinity_error(pred, target),
                 boundary_ap=metrics.boundary_ap(pred, target),
                 boundary_share=float(np.mean(target < 0.5)), edges=int(target.size))
@@ -337,6 +474,7 @@ def score_prediction(affs, labels, offsets, **options) -> dict:
     if isinstance(affs, (list, tuple)):
         return evaluate_2d_many(affs, labels, offsets, **options)
     if np.ndim(labels) == 3:
+        options.pop("background", None)  # 3D label 0 is always boundary
         return evaluate_3d(affs, labels, offsets=offsets, **options)
     return evaluate_2d(affs, labels, offsets, **options)
 

@@ -195,7 +195,7 @@ def cross_consistency_terms(aff1: torch.Tensor, aff2: torch.Tensor, unlabeled: t
                             detach_targets: bool = True, release_double_weight: bool = False,
                             extra_confidence1: torch.Tensor | None = None,
                             extra_confidence2: torch.Tensor | None = None,
-                            pred2: torch.Tensor | None = None) -> CrossTerms:
+                            pred2: torch.Tensor | None = None, directions: str = "both") -> CrossTerms:
     """Cross-representation affinity consistency on the unlabeled region, term by
     term (:class:`CrossTerms`); :func:`cross_consistency_loss` is their sum.
 
@@ -223,7 +223,11 @@ def cross_consistency_terms(aff1: torch.Tensor, aff2: torch.Tensor, unlabeled: t
         raw cosine in [-1, 1] (``TrainConfig.cosine="raw"``, as the release
         trains). ``aff2`` stays the clipped affinity whose entropy and values
         teach f(θ1).
+    directions : "both", "to_embedding" or "to_affinity"
+        Which terms act (the ablation of each direction): the other is 0.
     """
+    if directions not in ("both", "to_embedding", "to_affinity"):
+        raise ValueError(f"directions: expected 'both', 'to_embedding' or 'to_affinity', got {directions!r}")
     h1, h2 = affinity_entropy(aff1.detach()), affinity_entropy(aff2.detach())
     conf1 = confident_mask(h1, unlabeled, alpha)
     conf2 = confident_mask(h2, unlabeled, alpha)
@@ -238,6 +242,10 @@ def cross_consistency_terms(aff1: torch.Tensor, aff2: torch.Tensor, unlabeled: t
     to_embedding = weighted_mse(aff2 if pred2 is None else pred2, t1, conf1, n_nearest=n_nearest,
                                 nearest_weight=w_emb, balance=False)
     to_affinity = weighted_mse(aff1, t2, conf2, n_nearest=n_nearest, nearest_weight=nearest_weight, balance=False)
+    if directions == "to_embedding":
+        to_affinity = torch.zeros_like(to_affinity)
+    elif directions == "to_affinity":
+        to_embedding = torch.zeros_like(to_embedding)
     return CrossTerms(to_embedding, to_affinity, h1, h2, conf1, conf2)
 
 

@@ -133,6 +133,6 @@ def step_objective(cfg: TrainConfig, nets: dict, x: torch.Tensor, target: torch.
     cross = losses.cross_consistency_terms(
         aff1, aff2, unlabeled, alpha=alpha, n_nearest=n_nearest, nearest_weight=cfg.nearest_weight,
         detach_targets=cfg.detach_targets, release_double_weight=cfg.release_double_weight,
-        extra_confidence1=c1, extra_confidence2=c2, pred2=cos2)
+        extra_confidence1=c1, extra_confidence2=c2, pred2=cos2, directions=cfg.cross_terms)
     total = sup2 + sup1 + cfg.lambda_cross * cross.loss
     return StepObjective(total, sup2, cos2, aff2, sup1, aff1, alpha, cross, c1, c2, unlabeled)

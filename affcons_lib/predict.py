@@ -126,26 +126,29 @@ def score_run(checkpoint, prepared: PreparedData, *, train_crop=None, with_entro
     also its affinities on the test part and on the unlabeled region of the
     training part (centre-cropped in-plane to ``train_crop``; None: all of it),
     the region where the cross-consistency acts."""
-    from .evaluate import affinity_scores, score_prediction
+    from .evaluate import SCORES_2D, affinity_scores, score_prediction
 
     pred = predict_part(checkpoint, "test", prepared=prepared, with_entropy=with_entropy)
     affs, labels, offsets = pred.affinities, pred.labels, pred.offsets
     if not prepared.collection:  # one volume or image
         affs, labels = affs[0], labels[0]
-    s = score_prediction(affs, labels, offsets)
+    background = {} if prepared.dim == 3 else {"background": prepared.background}
+    s = score_prediction(affs, labels, offsets, **background)
     if prepared.dim == 3:
         row = dict(voi=s["voi"], voi_split=s["voi_split"], voi_merge=s["voi_merge"], arand=s["arand"],
                    threshold=s["threshold"], fragments_voi=s["fragments"]["voi"])
     else:
-        row = {k: s[k] for k in ("aji", "dice", "f1", "pq", "sbd", "dic")}
-    if not prepared.collection:
-        a = affinity_scores(affs, labels, offsets)
-        view = prepared.crop_train(train_crop)
-        u = affinity_scores(predict_part(checkpoint, "train", prepared=view, with_entropy=False).affinities[0],
-                            view.labels_train[0], offsets, sparse_labels=view.sparse_train[0])
-        row.update(test_error=a["affinity_error"], test_ap=a["boundary_ap"], unlabeled_error=u["affinity_error"],
-                   unlabeled_ap=u["boundary_ap"], test_cut_share=a["boundary_share"],
-                   unlabeled_cut_share=u["boundary_share"])
+        row = {k: s[k] for k in SCORES_2D}
+        row["fragments_voi"] = s["fragments"]["voi"]
+    a = affinity_scores(affs, labels, offsets, **background)
+    view = prepared.crop_train(train_crop)
+    train_affs = predict_part(checkpoint, "train", prepared=view, with_entropy=False).affinities
+    u = affinity_scores(train_affs if prepared.collection else train_affs[0],
+                        view.labels_train if prepared.collection else view.labels_train[0], offsets,
+                        sparse_labels=view.sparse_train if prepared.collection else view.sparse_train[0], **background)
+    row.update(test_error=a["affinity_error"], test_ap=a["boundary_ap"], unlabeled_error=u["affinity_error"],
+               unlabeled_ap=u["boundary_ap"], test_cut_share=a["boundary_share"],
+               unlabeled_cut_share=u["boundary_share"])
     segs = s["segmentation"] if prepared.collection else [s["segmentation"]]
     return ScoredRun(row, pred, segs)
 

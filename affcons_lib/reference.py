@@ -34,6 +34,7 @@ import dataclasses
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import yaml
@@ -287,7 +288,21 @@ def main(argv=None) -> int:
     ap.add_argument("--parameters", default="{}", help="the notebook parameters of that run, as JSON (recorded)")
     ap.add_argument("--rescore-paired", action="store_true",
                     help="score the paired reference runs under OUT/paired again with the current instrument and stop")
+    ap.add_argument("--breadth", nargs="+", metavar="GRID",
+                    help="run (or resume) these grids of data/reference/breadth/config.yaml, export them and stop")
+    ap.add_argument("--workers", type=int, default=2, help="with --breadth: processes at one thread each")
+    ap.add_argument("--work", default="runs/breadth", help="with --breadth: where runs and rows go (not committed)")
     args = ap.parse_args(argv)
+    if args.breadth:
+        from . import breadth
+
+        spec = breadth.load_grids()
+        for name in args.breadth:
+            t0 = time.time()
+            rows = breadth.run_grid(spec, name, args.work, args.workers)
+            minutes = (time.time() - t0) / 60
+            print(f"grid {name} -> {breadth.export(spec, name, rows, minutes=minutes)} ({minutes:.1f} min)", flush=True)
+        return 0
     if args.rescore_paired:
         print(f"rescored -> {rescore_paired(args.out)}")
         return 0

@@ -39,6 +39,8 @@ class PreparedData:
     offsets: tuple
     source: str
     collection: bool = False  # the images of a folder (scored image by image), not one volume or image
+    # 2D: what label 0 is, "instance" (nuclei background) or "boundary" (EM membrane); 3D: always boundary
+    background: str = "instance"
 
     def __post_init__(self):
         for name in ("raw_train", "labels_train", "sparse_train", "raw_test", "labels_test"):
@@ -217,7 +219,8 @@ def training_sampler(cfg: TrainConfig, prepared: PreparedData, **overrides) -> P
     widened in 3D, patches with less than ``cfg.min_labeled`` labeled edges drawn
     again. ``overrides`` replace :class:`PatchSampler` options (``augment=False``)."""
     full = cfg.method == "full_supervision"
-    options = dict(patch=cfg.patch, sparse=not full, background_is_instance=cfg.dim == 2, widen=cfg.dim == 3,
+    options = dict(patch=cfg.patch, sparse=not full, background_is_instance=cfg.dim == 2 and prepared.background == "instance",
+                   widen=cfg.dim == 3,
                    n_nearest=prepared.n_nearest, min_labeled=0.0 if full else cfg.min_labeled,
                    augment=cfg.augment)
     return PatchSampler(prepared.raw_train, prepared.labels_train if full else prepared.sparse_train,
@@ -249,7 +252,7 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
         sparse = [_annotate(lab, cfg, cfg.annotation_seed + i) for i, lab in enumerate(coll.train_labels)]
         return PreparedData([first(i) for i in coll.train_images], coll.train_labels, sparse,
                             [first(i) for i in coll.test_images], coll.test_labels, affinity.OFFSETS_2D,
-                            coll.source, collection=True)
+                            coll.source, collection=True, background=coll.background)
     else:
         ds = data.load_image(cfg.dataset, synthetic_shape=(256, 512), seed=cfg.annotation_seed, **keys)
         offsets = affinity.OFFSETS_2D

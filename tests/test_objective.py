@@ -123,3 +123,22 @@ def test_the_training_loop_logs_the_objective_of_its_first_batch(batch, tmp_path
     logged = train.train(cfg, prepared)["last_losses"]
     for k, v in step.log_terms().items():
         assert logged[k] == pytest.approx(v, rel=1e-5), k
+
+
+def test_cross_terms_one_direction_alone():
+    """The ablation's directions: each keeps its own term exactly and zeroes the other."""
+    from affcons_lib import losses
+
+    g = torch.Generator().manual_seed(0)
+    a1, a2 = torch.rand(2, 3, 4, 8, 8, generator=g), torch.rand(2, 3, 4, 8, 8, generator=g)
+    unlabeled = torch.rand(2, 3, 4, 8, 8, generator=g) > 0.3
+    both = losses.cross_consistency_terms(a1, a2, unlabeled, alpha=0.1, n_nearest=1)
+    assert both.to_embedding > 0 and both.to_affinity > 0
+    emb = losses.cross_consistency_terms(a1, a2, unlabeled, alpha=0.1, n_nearest=1, directions="to_embedding")
+    aff = losses.cross_consistency_terms(a1, a2, unlabeled, alpha=0.1, n_nearest=1, directions="to_affinity")
+    assert emb.to_embedding == both.to_embedding and emb.to_affinity == 0
+    assert aff.to_affinity == both.to_affinity and aff.to_embedding == 0
+    with pytest.raises(ValueError, match="directions"):
+        losses.cross_consistency_terms(a1, a2, unlabeled, alpha=0.1, n_nearest=1, directions="none")
+    with pytest.raises(ValueError, match="cross_terms"):
+        train.load_config(None, {"cross_terms": "sideways"})

@@ -12,6 +12,10 @@ Dataset names
     ``synthetic``  :func:`~affcons_lib.data.make_em_volume`;
     a path        any CREMI-layout HDF5 file, or with ``raw_key`` / ``labels`` /
                   ``labels_key`` any HDF5, zarr or TIFF volume and its labels.
+2D image collections (:func:`load_image_collection`)
+    ``isbi2012``   the real ISBI 2012 EM sections (``isbi2012/`` under a data folder;
+                  sections 1-24 train, 25-30 test), or a folder holding
+                  ``train-volume.tif`` + ``train-labels.tif``; a BBBC039 or CVPPP folder.
 2D (:func:`load_image`)
     ``auto``       the real DSB2018 nuclei image if present, else generated data;
     ``nuclei``     the real DSB2018 image (error if absent);
@@ -33,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from .._paths import project_root
-from .readers import _HDF5, CREMI_LABELS, CREMI_RAW, read_cremi, read_image_pair, read_raw_and_labels, split_path_key
+from .readers import (_HDF5, CREMI_LABELS, CREMI_RAW, ISBI_LABELS, ISBI_VOLUME, read_bbbc039, read_cremi, read_cvppp,
+                      read_image_pair, read_isbi2012, read_raw_and_labels, split_path_key)
 from .synthetic import make_em_volume, make_nuclei_image
 
 __all__ = [
@@ -43,6 +48,8 @@ __all__ = [
     "NUCLEI_DIR",
     "real_volume_path",
     "real_image_dir",
+    "ISBI_DIR",
+    "real_isbi_dir",
     "Dataset",
     "load_volume",
     "load_image",
@@ -55,12 +62,18 @@ __all__ = [
 
 
 def is_image_collection(dataset: str) -> bool:
-    """Whether ``dataset`` names a BBBC039 or CVPPP folder (trained on many images)."""
+    """Whether ``dataset`` names ISBI 2012 or a BBBC039, CVPPP or ISBI 2012 folder
+    (trained on many images)."""
+    if str(dataset) == "isbi2012":
+        return True
     p = Path(str(dataset)).expanduser()
-    return p.is_dir() and (((p / "images").is_dir() and (p / "masks").is_dir()) or any(p.glob("*_rgb.png")))
+    return p.is_dir() and (((p / "images").is_dir() and (p / "masks").is_dir()) or any(p.glob("*_rgb.png"))
+                           or (p / ISBI_VOLUME).is_file())
+
 
 FIBSEM_FILE = "neuroproof_training_sample2.h5"
 NUCLEI_DIR = "dsb2018_nuclei_sample"
+ISBI_DIR = "isbi2012"
 
 
 def data_dir() -> Path:
@@ -103,6 +116,12 @@ def real_image_dir() -> Path | None:
                  if (d / NUCLEI_DIR / "img2d.tif").is_file() and (d / NUCLEI_DIR / "mask2d.tif").is_file()), None)
 
 
+def real_isbi_dir() -> Path | None:
+    """Folder of the real ISBI 2012 training data (first of :func:`data_dirs`), or None."""
+    return next((d / ISBI_DIR for d in data_dirs()
+                 if (d / ISBI_DIR / ISBI_VOLUME).is_file() and (d / ISBI_DIR / ISBI_LABELS).is_file()), None)
+
+
 def _warn_generated(what: str, name: str, fetch: str) -> None:
     warnings.warn(f"dataset='auto': no {what} ({name}) in {_looked_in()}; using generated data instead. "
                   f"Point AFFCONS_DATA_DIR at the folder that holds it, or fetch it with "
@@ -120,6 +139,9 @@ class ImageCollection:
     test_images: list
     test_labels: list
     source: str
+    # what label 0 is: "instance" (the dark background of nuclei images, a region of its
+    # own) or "boundary" (the membrane between EM cells: every edge touching it is a cut)
+    background: str = "instance"
 
 
 def load_image_collection(folder, train_fraction: float = 0.8) -> ImageCollection:
@@ -131,10 +153,20 @@ def load_image_collection(folder, train_fraction: float = 0.8) -> ImageCollectio
     official labelled test split exists, so the first ``train_fraction`` by name
     train and the rest test. RGB images keep 3 channels.
     """
-    from .readers import read_bbbc039, read_cvppp
-
+    if str(folder) == "isbi2012":
+        found = real_isbi_dir()
+        if found is None:
+            raise FileNotFoundError(f"dataset='isbi2012': {ISBI_DIR}/ with {ISBI_VOLUME} and {ISBI_LABELS} not found "
+                                    f"in {_looked_in()}; set AFFCONS_DATA_DIR (data/README.md says where to get it)")
+        folder = found
     folder = Path(folder).expanduser()
-    if (folder / "images").is_dir() and (folder / "masks").is_dir():
+    background = "instance"
+    if (folder / ISBI_VOLUME).is_file():
+        raw, labels = read_isbi2012(folder)
+        k = max(1, int(round(train_fraction * raw.shape[0])))  # by sections: no section in both parts
+        tr_i, tr_l, te_i, te_l = list(raw[:k]), list(labels[:k]), list(raw[k:]), list(labels[k:])
+        kind, background = "ISBI 2012 EM sections", "boundary"
+    elif (folder / "images").is_dir() and (folder / "masks").is_dir():
         if (folder / "metadata" / "training.txt").is_file() and (folder / "metadata" / "test.txt").is_file():
             tr_i, tr_l, _ = read_bbbc039(folder, "training")
             te_i, te_l, _ = read_bbbc039(folder, "test")
@@ -149,8 +181,8 @@ def load_image_collection(folder, train_fraction: float = 0.8) -> ImageCollectio
         tr_i, tr_l, te_i, te_l = images[:k], labels[:k], images[k:], labels[k:]
         kind = "CVPPP"
     else:
-        raise FileNotFoundError(f"{folder}: neither a BBBC039 folder (images/, masks/) nor a CVPPP A1 folder "
-                                "(*_rgb.png, *_label.png)")
+        raise FileNotFoundError(f"{folder}: neither a BBBC039 folder (images/, masks/), a CVPPP A1 folder "
+                                f"(*_rgb.png, *_label.png) nor an ISBI 2012 folder ({ISBI_VOLUME}, {ISBI_LABELS})")
     if not te_i:
         raise ValueError(f"{folder}: no test images (only {len(tr_i)} images in all)")
 
@@ -161,7 +193,7 @@ def load_image_collection(folder, train_fraction: float = 0.8) -> ImageCollectio
         return normalize_raw(im)
 
     return ImageCollection([norm(i) for i in tr_i], list(tr_l), [norm(i) for i in te_i], list(te_l),
-                           f"{kind} {folder.name}: {len(tr_i)} train / {len(te_i)} test images")
+                           f"{kind} {folder.name}: {len(tr_i)} train / {len(te_i)} test images", background)
 
 
 @dataclass

@@ -11,6 +11,7 @@ file, key and what was expected.
 | AC3/AC4, SNEMI3D | :func:`read_snemi`  | (Z, Y, X) uint8            | (Z, Y, X) integer   |
 | BBBC039 v1       | :func:`read_bbbc039`| list of (Y, X) uint16      | list of (Y, X) int32|
 | CVPPP A1         | :func:`read_cvppp`  | list of (Y, X, 3) uint8    | list of (Y, X) int32|
+| ISBI 2012        | :func:`read_isbi2012` | (Z, Y, X) uint8          | (Z, Y, X) int32, 0 = membrane |
 | 2D TIFF/PNG pair | :func:`read_image_pair` | (Y, X[, C])            | (Y, X) integer      |
 | any one array    | :func:`read_array`  | HDF5 / zarr ``PATH[:KEY]``, TIFF stack     |                     |
 """
@@ -33,6 +34,7 @@ __all__ = [
     "read_snemi",
     "read_bbbc039",
     "read_cvppp",
+    "read_isbi2012",
     "read_image_pair",
     "read_label_image",
 ]
@@ -434,6 +436,47 @@ def read_bbbc039(root, split: str | None = None):
         images.append(img)
         labels.append(lab)
     return images, labels, names
+
+
+ISBI_VOLUME, ISBI_LABELS = "train-volume.tif", "train-labels.tif"
+
+
+def read_isbi2012(folder):
+    """Read the ISBI 2012 EM segmentation challenge's training data.
+
+    Layout as the challenge ships it: ``folder/train-volume.tif`` (30 serial-section
+    TEM sections, uint8, multi-page TIFF) and ``folder/train-labels.tif`` (255 inside
+    a cell, 0 on the membrane). The sections are 50 nm apart and 4 nm pixels wide,
+    too anisotropic to link instances across them: an instance is a 4-connected
+    component of 255 within one section.
+
+    Returns
+    -------
+    raw : ndarray of uint8, shape (Z, Y, X)
+    labels : ndarray of int32, shape (Z, Y, X)
+        Instance ids, unique over the stack (section by section); 0 = membrane,
+        the boundary between cells (not a region of its own).
+    """
+    import tifffile
+    from scipy import ndimage
+
+    folder = _existing(folder, "ISBI 2012 folder")
+    raw = np.asarray(tifffile.imread(_existing(folder / ISBI_VOLUME, "ISBI 2012 raw volume")))
+    membrane = np.asarray(tifffile.imread(_existing(folder / ISBI_LABELS, "ISBI 2012 labels")))
+    if raw.ndim != 3:
+        raise DataFormatError(f"{folder / ISBI_VOLUME}: expected a stack of sections (Z, Y, X), got shape {raw.shape}")
+    _check_same_shape(raw.shape, membrane.shape, f"{folder / ISBI_VOLUME} vs {folder / ISBI_LABELS}")
+    values = np.unique(membrane)
+    if not set(values.tolist()) <= {0, 255}:
+        raise DataFormatError(f"{folder / ISBI_LABELS}: expected 0 (membrane) and 255 (cell) only, got values "
+                              f"{values[:8].tolist()}{' ...' if values.size > 8 else ''}")
+    labels = np.zeros(membrane.shape, np.int32)
+    top = 0
+    for z in range(membrane.shape[0]):
+        section, n = ndimage.label(membrane[z] == 255)  # 4-connectivity
+        labels[z] = np.where(section > 0, section + top, 0)
+        top += n
+    return raw, labels
 
 
 def read_cvppp(folder):

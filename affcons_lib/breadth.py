@@ -1,0 +1,251 @@
+"""The paper's claim at its breadth: paired runs over annotation budgets, in 3D and
+2D, and the method's parts one at a time, all under :data:`~affcons_lib.protocol.PROTOCOL`.
+
+    python -m affcons_lib.reference --breadth GRID [GRID ...] [--workers 2]
+    make reference-breadth
+
+The grids are declared in ``data/reference/breadth/config.yaml`` before any run:
+each names its data, its annotation budgets (``voxel_budget``: a share of the
+instance voxels) or its ablation ``variants`` (config keys that change), and the
+base setting (notebook 01's defaults). A run is one (method, budget, variant,
+draw); draw ``d`` is the training seed and the annotation draw, so runs of one draw
+are paired. ``full_supervision`` ignores the annotation, so one run per draw serves
+every budget of a data set; runs that two grids share (the ablation's ``crac`` and
+``sparse_only`` at its budget) are trained once.
+
+Each run is trained, scored as notebook 01 scores (:func:`~affcons_lib.predict.score_run`:
+the segmentation score and the four affinity-level measures) and written as one
+JSON row (atomically, so an interrupted grid resumes where it stopped); runs go to
+``workers`` processes at one thread each. :func:`export` gathers the rows of a grid
+into ``data/reference/breadth/<grid>/`` (``scores.csv``, ``claims.json`` with the
+protocol's verdicts and gap shares per setting, the run's provenance).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from ._atomic import write_json, write_text
+from .protocol import PROTOCOL, Protocol
+
+__all__ = ["BREADTH_DIR", "Run", "load_grids", "grid_runs", "run_grid", "export", "provenance", "load_breadth"]
+
+#: Where the declared grids and their exported records live.
+BREADTH_DIR = Path(__file__).resolve().parent.parent / "data" / "reference" / "breadth"
+CONFIG = BREADTH_DIR / "config.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One training run of a grid: its method, annotation budget (None for dense
+    labels), ablation variant ("crac" for the method as published), draw, and the
+    config keys that make it."""
+
+    data: str  # the data set's tag (its rows are shared between grids)
+    method: str
+    budget: float | None
+    variant: str
+    draw: int
+    overrides: tuple  # (key, value) pairs of TrainConfig
+
+    @property
+    def key(self) -> str:
+        budget = "dense" if self.budget is None else f"b{self.budget:g}"
+        return f"{self.method}_{budget}_{self.variant}_d{self.draw}"
+
+
+def load_grids(path=CONFIG) -> dict:
+    """The declared grids (``grids``), the base setting (``base``) and the protocol's draws."""
+    spec = yaml.safe_load(Path(path).read_text())
+    for name, grid in spec["grids"].items():
+        if ("budgets" in grid) == ("variants" in grid):
+            raise ValueError(f"{path}: grid {name!r}: expected either budgets or variants")
+    return spec
+
+
+def grid_runs(spec: dict, name: str, protocol: Protocol = PROTOCOL) -> list[Run]:
+    """Every run of grid ``name``, ordered draw by draw (a grid cut short still has
+    complete draws for every setting)."""
+    if name not in spec["grids"]:
+        raise ValueError(f"grid {name!r}: expected one of {sorted(spec['grids'])}")
+    grid = spec["grids"][name]
+    base = {**spec["base"], **grid["data"]}
+    runs = []
+    for draw in protocol.draws:
+        seeded = {**base, "seed": draw, "annotation_seed": draw}
+        if "budgets" in grid:
+            for budget in grid["budgets"]:
+                for method in ("sparse_only", "crac"):
+                    runs.append(Run(grid["tag"], method, budget, method, draw,
+                                    tuple({**seeded, "method": method, "voxel_budget": budget}.items())))
+            runs.append(Run(grid["tag"], "full_supervision", None, "full_supervision", draw,
+                            tuple({**seeded, "method": "full_supervision"}.items())))
+        else:
+            budget = grid["budget"]
+            for method in ("sparse_only", "crac"):
+                runs.append(Run(grid["tag"], method, budget, method, draw,
+                                tuple({**seeded, "method": method, "voxel_budget": budget}.items())))
+            for variant, keys in grid["variants"].items():
+                runs.append(Run(grid["tag"], "crac", budget, variant, draw,
+                                tuple({**seeded, "method": "crac", "voxel_budget": budget, **keys}.items())))
+    return runs
+
+
+_PREPARED: dict = {}
+
+
+def _run_one(run: Run, work: str) -> dict:
+    """Train and score one run in this (worker) process; its row, also written to
+    ``work/<data>/rows/<key>.json``."""
+    from . import train
+    from .checkpoint import set_threads
+    from .predict import score_run
+
+    set_threads(1)
+    out = Path(work) / run.data
+    cfg = train.load_config(None, {**dict(run.overrides), "out_dir": str(out / "runs" / run.key), "progress": False,
+                                   "threads": 1})
+    cfg = dataclasses.replace(cfg, checkpoint_every=cfg.iterations, log_every=max(1, cfg.iterations // 30))
+    # one annotation per (data, budget, draw): the same arrays for every method of the draw
+    key = (cfg.dataset, cfg.dim, cfg.voxel_budget if cfg.method != "full_supervision" else None, cfg.annotation_seed)
+    if key not in _PREPARED:
+        _PREPARED.clear()
+        _PREPARED[key] = train.prepare_data(cfg)
+    prepared = _PREPARED[key]
+    t0 = time.time()
+    summary = train.train(cfg, prepared)
+    t1 = time.time()
+    scored = score_run(summary["checkpoint"], prepared, train_crop=(96, 96) if cfg.dim == 3 else None)
+    row = dict(data=run.data, method=run.method, budget=run.budget, variant=run.variant, seed=run.draw,
+               **scored.scores, precision=summary["precision"], train_seconds=t1 - t0,
+               score_seconds=time.time() - t1)
+    (out / "rows").mkdir(parents=True, exist_ok=True)
+    write_json(out / "rows" / f"{run.key}.json", row)
+    return row
+
+
+def run_grid(spec: dict, name: str, work="runs/breadth", workers: int = 2, log=print) -> list[dict]:
+    """Run (or resume) grid ``name``: rows already written are kept, the rest are
+    trained in ``workers`` processes at one thread each."""
+    import multiprocessing
+
+    runs = grid_runs(spec, name)
+    rows_dir = Path(work) / spec["grids"][name]["tag"] / "rows"
+    todo, seen = [], set()
+    for r in runs:
+        if r.key not in seen and not (rows_dir / f"{r.key}.json").is_file():
+            todo.append(r)
+        seen.add(r.key)
+    log(f"grid {name}: {len(seen)} runs, {len(seen) - len(todo)} already done, {len(todo)} to train "
+        f"({workers} processes at 1 thread)")
+    t0 = time.time()
+    if todo:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_run_one, r, str(work)): r for r in todo}
+            try:
+                for i, f in enumerate(as_completed(futures), 1):
+                    row = f.result()
+                    log(f"[{i}/{len(todo)}] {futures[f].key}: train {row['train_seconds']:.0f} s, score "
+                        f"{row['score_seconds']:.0f} s ({(time.time() - t0) / 60:.1f} min)")
+            except BaseException:  # one failed run stops the grid: the queued runs are dropped, not trained
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    return [json.loads((rows_dir / f"{r.key}.json").read_text()) for r in runs]
+
+
+def provenance(threads: int = 1, minutes: float | None = None) -> dict:
+    """What made a record: commit, date, package versions, CPU and its bf16 support."""
+    import numpy
+    import torch
+
+    from .models import resolve_precision
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return dict(commit=commit, date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                python=platform.python_version(), torch=torch.__version__, numpy=numpy.__version__,
+                cpu=cpu, cores=os.cpu_count(), threads=threads,
+                native_bf16=resolve_precision("auto", torch.device("cpu")) == "bf16", minutes=minutes)
+
+
+def _settings(spec: dict, name: str) -> list[tuple[str, dict]]:
+    """(label, {method: (budget, variant)}) of each compared setting of a grid."""
+    grid = spec["grids"][name]
+    if "budgets" in grid:
+        return [(f"{b:g}", {"sparse_only": (b, "sparse_only"), "crac": (b, "crac"),
+                            "full_supervision": (None, "full_supervision")}) for b in grid["budgets"]]
+    b = grid["budget"]
+    base = {"sparse_only": (b, "sparse_only"), "full_supervision": None}  # the ablation trains no dense runs
+    return [(v, {**base, "crac": (b, v)}) for v in ("crac", *grid["variants"])]
+
+
+def export(spec: dict, name: str, rows: list[dict], dest=None, *, minutes: float | None = None,
+           protocol: Protocol = PROTOCOL) -> Path:
+    """Write ``scores.csv`` and ``claims.json`` of grid ``name`` under ``dest``
+    (default ``data/reference/breadth/<name>``): per setting (a budget or a
+    variant), the protocol's claims (``crac`` against ``sparse_only``; with a dense
+    run, ``full_supervision`` against both) as Claim records with ``data``, ``dim``,
+    ``voxel_budget`` and ``variant``, the gap shares, the floors and the provenance."""
+    import pandas as pd
+
+    from . import stats
+
+    grid = spec["grids"][name]
+    dest = Path(dest) if dest is not None else BREADTH_DIR / name
+    by = {(r["method"], r["budget"], r["variant"], int(r["seed"])): r for r in rows}
+    settings = []
+    for label, chosen in _settings(spec, name):
+        picked = [by[(method, *which, d)] for method, which in chosen.items() if which is not None
+                  for d in protocol.draws if (method, *which, d) in by]
+        comparisons = [c for c in protocol.comparisons if set(c) <= {r["method"] for r in picked}]
+        claims = protocol.claims(picked, "reference", comparisons)
+        floors = stats.affinity_floors(picked)
+        beyond = stats.beyond_floors(picked, floors) if floors else None
+        meta = dict(data=grid["tag"], dim=grid["data"]["dim"], voxel_budget=chosen["crac"][0],
+                    variant=chosen["crac"][1])
+        shares = protocol.gap_shares(picked) if "full_supervision" in {r["method"] for r in picked} else []
+        settings.append(dict(setting=label, **meta, claims=[{**c.as_record(), **meta} for c in claims],
+                             gap_shares=[g.as_record() for g in shares], floors=floors, beyond_floors=beyond,
+                             summary=stats.claim_summary(claims, "crac beats sparse_only", beyond=beyond),
+                             means={m: {k: float(pd.DataFrame([r for r in picked if r["method"] == m])[k].mean())
+                                        for k in protocol.measures if k in picked[0]}
+                                    for m in dict.fromkeys(r["method"] for r in picked)}))
+    dest.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame(rows).drop(columns=["data"], errors="ignore")
+    write_text(dest / "scores.csv", table.to_csv(index=False))
+    record = dict(grid=name, declared=grid, base=spec["base"], protocol=protocol.rule(),
+                  provenance=provenance(threads=1, minutes=minutes), settings=settings)
+    write_json(dest / "claims.json", record, default=str)
+    return dest
+
+
+def load_breadth(name: str, root=None) -> tuple:
+    """(scores DataFrame, claims record) of an exported grid, in seconds."""
+    import pandas as pd
+
+    folder = Path(root or BREADTH_DIR) / name
+    if not (folder / "claims.json").is_file():
+        raise FileNotFoundError(f"{folder}: no exported grid {name!r} (make reference-breadth writes it)")
+    return pd.read_csv(folder / "scores.csv"), json.loads((folder / "claims.json").read_text())
