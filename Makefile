@@ -5,6 +5,7 @@
 #   make lab         set up .venv, then JupyterLab on the notebooks (Ctrl-C stops it)
 #   make report      the executed notebooks as web pages: runs/report/index.html
 #   make reference   retrain the reference runs of data/reference/ (about 55 minutes)
+#   make reference-breadth   the budget and ablation grids of data/reference/breadth/ (see its README)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -23,7 +24,7 @@ LAB_PORT ?= 8888
 LAB_TOKEN ?=
 LAB_TOKEN_FLAG := $(if $(LAB_TOKEN),--IdentityProvider.token=$(LAB_TOKEN),)
 
-.PHONY: setup reproduce test lab report bench reference reference-paired clean
+.PHONY: setup reproduce test lab report bench reference reference-paired reference-breadth clean
 
 # setuptools warns on every editable install that a folder named like the package
 # could shadow it; here that folder is the package itself (UserWarnings of the build only).
@@ -69,6 +70,13 @@ reference-paired: setup
 		--cwd notebooks -y "$(PAIRED_PARAMETERS)"
 	$(PY) -m affcons_lib.reference --export-paired $(PAIRED_WORK) --parameters \
 		"$$($(PY) -c 'import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.argv[1])))' '$(PAIRED_PARAMETERS)')"
+
+# The breadth reference runs under data/reference/breadth/: the grids its config.yaml
+# declares (annotation budgets in 3D and 2D, the method's parts), ten paired draws each,
+# two processes at one thread; resumes where a previous call stopped (runs/breadth/).
+BREADTH_GRIDS ?= budgets_3d budgets_2d ablation_3d
+reference-breadth: setup
+	$(PY) -m affcons_lib.reference --breadth $(BREADTH_GRIDS) --workers 2 --work runs/breadth
 
 # The executed notebooks of runs/ (from make reproduce) as web pages with an index.
 report: setup

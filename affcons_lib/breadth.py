@@ -38,7 +38,8 @@ import yaml
 from ._atomic import write_json, write_text
 from .protocol import PROTOCOL, Protocol
 
-__all__ = ["BREADTH_DIR", "Run", "load_grids", "grid_runs", "run_grid", "export", "provenance", "load_breadth"]
+__all__ = ["BREADTH_DIR", "Run", "load_grids", "grid_runs", "run_grid", "train_and_score", "instrument", "export", "provenance",
+           "load_breadth"]
 
 #: Where the declared grids and their exported records live.
 BREADTH_DIR = Path(__file__).resolve().parent.parent / "data" / "reference" / "breadth"
@@ -104,12 +105,26 @@ def grid_runs(spec: dict, name: str, protocol: Protocol = PROTOCOL) -> list[Run]
 _PREPARED: dict = {}
 
 
+def train_and_score(cfg, prepared) -> dict:
+    """Train one run and score it as notebook 01 does (:func:`~affcons_lib.predict.score_run`;
+    the unlabeled region of a 96×96 training crop in 3D): its score row with ``seed``
+    (the draw), the precision it ran at and the seconds each part took."""
+    from . import train
+    from .predict import score_run
+
+    t0 = time.time()
+    summary = train.train(cfg, prepared)
+    t1 = time.time()
+    scored = score_run(summary["checkpoint"], prepared, train_crop=(96, 96) if cfg.dim == 3 else None)
+    return dict(seed=cfg.annotation_seed, **scored.scores, precision=summary["precision"], train_seconds=t1 - t0,
+                score_seconds=time.time() - t1)
+
+
 def _run_one(run: Run, work: str) -> dict:
     """Train and score one run in this (worker) process; its row, also written to
     ``work/<data>/rows/<key>.json``."""
     from . import train
     from .checkpoint import set_threads
-    from .predict import score_run
 
     set_threads(1)
     out = Path(work) / run.data
@@ -122,13 +137,8 @@ def _run_one(run: Run, work: str) -> dict:
         _PREPARED.clear()
         _PREPARED[key] = train.prepare_data(cfg)
     prepared = _PREPARED[key]
-    t0 = time.time()
-    summary = train.train(cfg, prepared)
-    t1 = time.time()
-    scored = score_run(summary["checkpoint"], prepared, train_crop=(96, 96) if cfg.dim == 3 else None)
-    row = dict(data=run.data, method=run.method, budget=run.budget, variant=run.variant, seed=run.draw,
-               **scored.scores, precision=summary["precision"], train_seconds=t1 - t0,
-               score_seconds=time.time() - t1)
+    row = dict(data=run.data, method=run.method, budget=run.budget, variant=run.variant,
+               **train_and_score(cfg, prepared))
     (out / "rows").mkdir(parents=True, exist_ok=True)
     write_json(out / "rows" / f"{run.key}.json", row)
     return row
@@ -201,6 +211,20 @@ def _settings(spec: dict, name: str) -> list[tuple[str, dict]]:
     return [(v, {**base, "crac": (b, v)}) for v in ("crac", *grid["variants"])]
 
 
+def instrument(spec: dict, name: str) -> list[dict]:
+    """The floors and the ceiling of grid ``name``'s score table, on its test part
+    with the same pipeline (:func:`~affcons_lib.evaluate.reference_scores` in 3D,
+    :func:`~affcons_lib.evaluate.reference_scores_2d` in 2D)."""
+    from . import train
+    from .evaluate import reference_scores, reference_scores_2d
+
+    cfg = train.load_config(None, {**spec["base"], **spec["grids"][name]["data"]})
+    prepared = train.prepare_data(cfg)
+    if prepared.dim == 3:
+        return reference_scores(prepared.labels_test[0])
+    return reference_scores_2d(prepared.labels_test, prepared.offsets, background=prepared.background)
+
+
 def export(spec: dict, name: str, rows: list[dict], dest=None, *, minutes: float | None = None,
            protocol: Protocol = PROTOCOL) -> Path:
     """Write ``scores.csv`` and ``claims.json`` of grid ``name`` under ``dest``
@@ -230,13 +254,14 @@ def export(spec: dict, name: str, rows: list[dict], dest=None, *, minutes: float
                              gap_shares=[g.as_record() for g in shares], floors=floors, beyond_floors=beyond,
                              summary=stats.claim_summary(claims, "crac beats sparse_only", beyond=beyond),
                              means={m: {k: float(pd.DataFrame([r for r in picked if r["method"] == m])[k].mean())
-                                        for k in protocol.measures if k in picked[0]}
+                                        for k in (*protocol.measures, "fragments_voi") if k in picked[0]}
                                     for m in dict.fromkeys(r["method"] for r in picked)}))
     dest.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(rows).drop(columns=["data"], errors="ignore")
     write_text(dest / "scores.csv", table.to_csv(index=False))
     record = dict(grid=name, declared=grid, base=spec["base"], protocol=protocol.rule(),
-                  provenance=provenance(threads=1, minutes=minutes), settings=settings)
+                  provenance=provenance(threads=1, minutes=minutes), instrument=instrument(spec, name),
+                  settings=settings)
     write_json(dest / "claims.json", record, default=str)
     return dest
 

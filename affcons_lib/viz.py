@@ -12,7 +12,7 @@ from ._paths import runs_dir
 
 __all__ = ["runs_dir", "figures_dir", "save_figure", "label_cmap", "show_labels", "matched_labels", "results_dir", "record_results",
            "show_findings",
-           "paired_plot", "paired_panels", "MEASURE_LABELS"]
+           "paired_plot", "paired_panels", "MEASURE_LABELS", "METHOD_COLOURS", "budget_figure", "verdict_table"]
 
 
 def figures_dir() -> Path:
@@ -230,12 +230,107 @@ def paired_panels(rows, methods, floors: dict, reference_rows=(), metric: str = 
     shown = [metric] + list(floors)
     fig, axes = plt.subplots(1, len(shown), figsize=(3.3 * len(shown), 3.6), squeeze=False)
     refs = {r["name"]: r[metric] for r in reference_rows}
+    ceiling = next((v for name, v in refs.items() if name.endswith("(ceiling)")), None)  # 3D exact, 2D noisy
     for ax, measure in zip(axes[0], shown):
         if measure == metric:
             paired_plot(ax, rows, metric, methods, floor=refs.get("one object"), floor_label="one object",
-                        ceiling=refs.get("ground-truth targets (ceiling)"), ceiling_label="ground-truth targets")
+                        ceiling=ceiling, ceiling_label="ground-truth targets")
         else:
             paired_plot(ax, rows, measure, methods, floor=floors[measure],
                         floor_label="every affinity 1" if measure.endswith("error") else "chance")
     fig.tight_layout()
     return fig
+
+
+#: One colour per method in every breadth figure.
+METHOD_COLOURS = {"sparse_only": "#4c72b0", "crac": "#dd8452", "full_supervision": "#55a868"}
+
+
+def budget_figure(scores, record, measures=("test_error", "test_ap", "voi")):
+    """Each method's score against the annotation budget (mean over the draws, band:
+    its 95 % t interval), the floors (dashed) and the ceiling (dotted) where the
+    record has them, and in the last panel the share of the gap closed by ``crac``
+    with Fieller's interval (:func:`affcons_lib.protocol.gap_share`).
+
+    ``scores`` and ``record``: :func:`affcons_lib.breadth.load_breadth` of a budget grid.
+    """
+    import matplotlib.pyplot as plt
+    from scipy.stats import t as student_t
+
+    budgets = [s["voxel_budget"] for s in record["settings"]]
+    fig, axes = plt.subplots(1, len(measures) + 1, figsize=(3.6 * (len(measures) + 1), 3.4))
+    for ax, measure in zip(axes, measures):
+        for method, colour in METHOD_COLOURS.items():
+            rows = [scores[(scores.method == method) & ((scores.budget == b) if method != "full_supervision"
+                                                        else scores.budget.isna())][measure] for b in budgets]
+            means = np.array([r.mean() for r in rows])
+            half = np.array([student_t.ppf(0.975, max(1, len(r) - 1)) * r.std(ddof=1) / np.sqrt(len(r)) for r in rows])
+            ax.plot(budgets, means, "o-", color=colour, label=method, lw=1.5, ms=4)
+            ax.fill_between(budgets, means - half, means + half, color=colour, alpha=0.2, lw=0)
+        floors = record["settings"][0].get("floors") or {}
+        if measure in floors:
+            ax.axhline(floors[measure], color="0.4", ls="--", lw=1, label="floor")
+        ref = {r["name"]: r for r in record.get("instrument", [])}
+        if measure == "voi" and ref:
+            ax.axhline(ref["one object"]["voi"], color="0.4", ls="--", lw=1, label="floor (one object)")
+            ceiling = next(r for n, r in ref.items() if "ceiling" in n)
+            ax.axhline(ceiling["voi"], color="#8172b3", ls=":", lw=1.5, label="ceiling")
+        ax.set_xscale("log")
+        ax.set_xticks(budgets, [f"{b:.0%}" for b in budgets])
+        ax.minorticks_off()
+        ax.set_xlabel("annotation budget (share of instance voxels)")
+        ax.set_title(MEASURE_LABELS.get(measure, measure), fontsize=9)
+    ax = axes[-1]
+    for k, measure in enumerate(measures):
+        shares = [next((g for g in s["gap_shares"] if g["measure"] == measure), None) for s in record["settings"]]
+        x = np.array(budgets) * (1 + 0.06 * (k - 1))  # side by side
+        y = np.array([g["share"] for g in shares])
+        lo = np.array([g["low"] if np.isfinite(g["low"]) else np.nan for g in shares])
+        hi = np.array([g["high"] if np.isfinite(g["high"]) else np.nan for g in shares])
+        ax.errorbar(x, y, yerr=[np.where(np.isnan(lo), 0, y - lo), np.where(np.isnan(hi), 0, hi - y)], fmt="o",
+                    ms=4, capsize=2, label=measure)
+    ax.axhline(0, color="0.4", ls="--", lw=1)
+    ax.axhline(1, color="#55a868", ls=":", lw=1)
+    ax.set_ylim(-1, 2)
+    ax.set_xscale("log")
+    ax.set_xticks(budgets, [f"{b:.0%}" for b in budgets])
+    ax.minorticks_off()
+    ax.set_xlabel("annotation budget")
+    ax.set_title("share of the gap closed by crac\n(0: sparse_only, 1: full_supervision)", fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    extra = [(h, lab) for h, lab in zip(*axes[len(measures) - 1].get_legend_handles_labels()) if lab not in labels]
+    fig.legend(handles + [h for h, _ in extra], labels + [lab for _, lab in extra], loc="lower center",
+               ncol=6, frameon=False, fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def verdict_table(record, claim: str = "crac beats sparse_only", measures=("test_error", "test_ap", "unlabeled_error",
+                                                                             "unlabeled_ap", "voi")):
+    """A grid's verdicts, one row per setting (a budget or a variant): each
+    measure's paired difference "mean [low, high] verdict" ("at the floor" where
+    either method is no better than its floor), and the gap share on the first
+    measure where the record has one. A pandas DataFrame."""
+    import pandas as pd
+
+    out = []
+    for s in record["settings"]:
+        row = {"setting": s["setting"]}
+        a, b = claim.split(" beats ")
+        for m in measures:
+            c = next((c for c in s["claims"] if c["claim"] == claim and c["measure"].lstrip("-") == m), None)
+            if c is None:
+                row[m] = "—"
+                continue
+            beyond = s.get("beyond_floors") or {}
+            floor = m in beyond and not {a, b} <= set(beyond[m])
+            row[m] = f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] {c['verdict']}" + \
+                (" (at the floor)" if floor else "")
+        g = next((g for g in s.get("gap_shares", []) if g["measure"] == measures[0]), None)
+        if g is not None:
+            bounded = np.isfinite(g["low"]) and np.isfinite(g["high"])
+            row[f"gap closed ({measures[0]})"] = (f"{g['share']:.0%} [{g['low']:.0%}, {g['high']:.0%}]" if bounded
+                                                  else f"{g['share']:.0%} (unbounded)")
+        out.append(row)
+    return pd.DataFrame(out)
