@@ -69,6 +69,10 @@ class TrainConfig:
     voxel_budget: float | None = 0.05  # a voxel count, or a fraction in (0, 1)
     min_size: int | None = None  # never annotate smaller instances
     annotation_seed: int = 0
+    # your own sparse annotation: the labels file is already sparse (non-zero ids are annotated,
+    # complete instances; 0 is unlabeled, not background): nothing is drawn, and the options
+    # above that decide a drawn annotation (sparsity, voxel_budget, annotation) are not used
+    labels_are_sparse: bool = False
     # network
     widths: tuple = (8, 16, 32)  # channels per level; the paper's: 28, 36, 48, 64, 80
     in_channels: int = 1  # set from the data (3 for RGB folders such as CVPPP)
@@ -195,6 +199,9 @@ class TrainConfig:
             bad("precision", f"expected one of {PRECISIONS}")
         if self.lr_schedule not in LR_SCHEDULES:
             bad("lr_schedule", f"expected one of {LR_SCHEDULES}")
+        for name in ("batch", "iterations", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                bad(name, "expected a positive integer")
         if self.warmup < 0 or self.warmup_iterations() >= self.iterations:
             bad("warmup", "expected a share of the run in [0, 1) or a count below the iterations")
         if self.cross_terms not in CROSS_TERMS:
@@ -207,6 +214,13 @@ class TrainConfig:
             bad("sparsity", "expected a fraction of instances in (0, 1]")
         if self.voxel_budget is not None and self.voxel_budget <= 0:
             bad("voxel_budget", "expected a positive voxel count or fraction")
+        if self.voxel_budget is not None and 1 <= self.voxel_budget < self.min_instance_size():
+            bad("voxel_budget", f"a number of 1 or more is a count of voxels, and {self.voxel_budget:g} voxels cannot "
+                                f"hold one instance of at least {self.min_instance_size()} voxels (min_size); "
+                                "for a share of the instance voxels give a fraction below 1 (0.02 = 2 %)")
+        if self.labels_are_sparse and self.method == "full_supervision":
+            bad("labels_are_sparse", "full_supervision needs dense labels; a sparse annotation trains sparse_only "
+                                     "or crac")
         if self.min_size is not None and self.min_size < 1:
             bad("min_size", "expected a positive size, or None for the default by dimension")
         if not 0 < self.train_fraction < 1:
@@ -216,9 +230,6 @@ class TrainConfig:
         divisor = 2 ** (len(self.widths) - 1)
         if any(p % divisor for p in self.patch[-2:]):
             bad("patch", f"in-plane sizes must be multiples of {divisor} (from {len(self.widths)} widths)")
-        for name in ("batch", "iterations", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                bad(name, "expected a positive integer")
         if self.lr <= 0:
             bad("lr", "expected a positive learning rate")
         if not 0 <= self.min_labeled < 1:
@@ -341,8 +352,9 @@ def as_sizes(value, name: str) -> tuple | None:
     if isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, np.integer)) and not isinstance(x, bool)
                                                   for x in v):
         return tuple(int(x) for x in v)
-    raise ValueError(f"parameter {name}={value!r}: expected a list of whole numbers, e.g. "
-                     f"papermill ... -y \"{name}: [8, 64, 64]\"")
+    example = {"seeds": "[0, 1, 2, 3, 4]", "draws": "[0, 1, 2, 3, 4]"}.get(name, "[8, 64, 64]")
+    raise ValueError(f"parameter {name}={value!r}: expected a non-empty list of whole numbers, e.g. "
+                     f"papermill ... -y \"{name}: {example}\"")
 
 
 def run_config_cli(argv, *, prog: str, description: str, cls, run, cleanup=None) -> int:

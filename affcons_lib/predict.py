@@ -128,6 +128,10 @@ def score_run(checkpoint, prepared: PreparedData, *, train_crop=None, with_entro
     the region where the cross-consistency acts."""
     from .evaluate import SCORES_2D, affinity_scores, score_prediction
 
+    if not prepared.dense_test:
+        raise ValueError("score_run: the test part holds a sparse annotation (labels_are_sparse without a "
+                         "test_dataset), not dense labels to score against; give test_dataset and test_labels, "
+                         "or predict and look (python -m affcons_lib.predict)")
     pred = predict_part(checkpoint, "test", prepared=prepared, with_entropy=with_entropy)
     affs, labels, offsets = pred.affinities, pred.labels, pred.offsets
     if not prepared.collection:  # one volume or image
@@ -141,15 +145,17 @@ def score_run(checkpoint, prepared: PreparedData, *, train_crop=None, with_entro
         row = {k: s[k] for k in SCORES_2D}
         row["fragments_voi"] = s["fragments"]["voi"]
     a = affinity_scores(affs, labels, offsets, **background)
+    row.update(test_error=a["affinity_error"], test_ap=a["boundary_ap"], test_cut_share=a["boundary_share"])
+    segs = s["segmentation"] if prepared.collection else [s["segmentation"]]
+    if prepared.sparse_given:  # no dense truth of the training part: its unlabeled region cannot be scored
+        return ScoredRun(row, pred, segs)
     view = prepared.crop_train(train_crop)
     train_affs = predict_part(checkpoint, "train", prepared=view, with_entropy=False).affinities
     u = affinity_scores(train_affs if prepared.collection else train_affs[0],
                         view.labels_train if prepared.collection else view.labels_train[0], offsets,
                         sparse_labels=view.sparse_train if prepared.collection else view.sparse_train[0], **background)
-    row.update(test_error=a["affinity_error"], test_ap=a["boundary_ap"], unlabeled_error=u["affinity_error"],
-               unlabeled_ap=u["boundary_ap"], test_cut_share=a["boundary_share"],
+    row.update(unlabeled_error=u["affinity_error"], unlabeled_ap=u["boundary_ap"],
                unlabeled_cut_share=u["boundary_share"])
-    segs = s["segmentation"] if prepared.collection else [s["segmentation"]]
     return ScoredRun(row, pred, segs)
 
 

@@ -41,6 +41,11 @@ class PreparedData:
     collection: bool = False  # the images of a folder (scored image by image), not one volume or image
     # 2D: what label 0 is, "instance" (nuclei background) or "boundary" (EM membrane); 3D: always boundary
     background: str = "instance"
+    # the user's own sparse annotation (TrainConfig.labels_are_sparse): the training part has no
+    # dense truth (labels_train holds the annotation), and the test part has one only where a
+    # separate test_dataset with its labels was given
+    sparse_given: bool = False
+    dense_test: bool = True
 
     def __post_init__(self):
         for name in ("raw_train", "labels_train", "sparse_train", "raw_test", "labels_test"):
@@ -167,9 +172,14 @@ class PatchSampler:
                 annotated=lab if self.sparse else None)
             if mask.mean() >= self.min_labeled:
                 return raw, target, mask, valid
+        labeled = sum(int(affinity.labeled_region_mask(lab, self.offsets).sum()) for lab in self.labs) \
+            if self.sparse else 0
+        edges = sum(lab.size for lab in self.labs) * len(self.offsets)
         raise RuntimeError(
-            f"no patch with at least {self.min_labeled:.1%} labeled edges in {self.max_tries} draws: annotate "
-            "more instances (sparsity / voxel_budget) or lower config.min_labeled"
+            f"no patch with at least {self.min_labeled:.1%} labeled edges (config.min_labeled) in {self.max_tries} "
+            f"draws of {self.patch} patches: the annotation labels {labeled:,} of {edges:,} edges "
+            f"({labeled / max(1, edges):.2%}) of the training data; annotate more instances (your own labels, or "
+            "sparsity / voxel_budget), use larger patches, or lower config.min_labeled"
         )
 
     def sample(self, seed: int, iteration: int, first: int, count: int):
@@ -249,10 +259,12 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
     elif data.is_image_collection(cfg.dataset):  # BBBC039 / CVPPP folder: lists of images
         coll = data.load_image_collection(cfg.dataset, cfg.train_fraction)
         first = lambda im: np.moveaxis(im, -1, 0) if im.ndim == 3 else im  # RGB: channels first
-        sparse = [_annotate(lab, cfg, cfg.annotation_seed + i) for i, lab in enumerate(coll.train_labels)]
+        sparse = [_sparse_train(lab, cfg, cfg.annotation_seed + i, f"{cfg.dataset} training image {i}")
+                  for i, lab in enumerate(coll.train_labels)]
         return PreparedData([first(i) for i in coll.train_images], coll.train_labels, sparse,
                             [first(i) for i in coll.test_images], coll.test_labels, affinity.OFFSETS_2D,
-                            coll.source, collection=True, background=coll.background)
+                            coll.source, collection=True, background=coll.background,
+                            sparse_given=cfg.labels_are_sparse, dense_test=not cfg.labels_are_sparse)
     else:
         ds = data.load_image(cfg.dataset, synthetic_shape=(256, 512), seed=cfg.annotation_seed, **keys)
         offsets = affinity.OFFSETS_2D
@@ -266,10 +278,12 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
         test = load(cfg.test_dataset, **test_keys)
         raw_train, lab_train, raw_test, lab_test = ds.raw, ds.labels, test.raw, test.labels
         source = f"{ds.source}; test: {test.source}"
-    sparse = _annotate(lab_train, cfg, cfg.annotation_seed)
+    sparse = _sparse_train(lab_train, cfg, cfg.annotation_seed, f"{cfg.labels or cfg.dataset} (training part)")
     if raw_train.ndim == lab_train.ndim + 1:  # an RGB image file: channels first, as the networks take them
         raw_train, raw_test = np.moveaxis(raw_train, -1, 0), np.moveaxis(raw_test, -1, 0)
-    return PreparedData(raw_train, lab_train, sparse, raw_test, lab_test, offsets, source)
+    return PreparedData(raw_train, lab_train, sparse, raw_test, lab_test, offsets, source,
+                        sparse_given=cfg.labels_are_sparse,
+                        dense_test=not cfg.labels_are_sparse or cfg.test_dataset is not None)
 
 
 def describe(prepared: PreparedData, cfg: TrainConfig | None = None, n_patches: int = 32) -> str:
@@ -298,6 +312,14 @@ def describe(prepared: PreparedData, cfg: TrainConfig | None = None, n_patches: 
                      f"{(shares >= cfg.min_labeled).mean():.0%} of patches reach min_labeled={cfg.min_labeled} "
                      f"(annotated: {cfg.annotation_rule()})")
     return "\n".join(lines)
+
+
+def _sparse_train(labels, cfg: TrainConfig, seed: int, where: str):
+    """The sparse annotation of a training part: the user's own, checked
+    (``labels_are_sparse``), or drawn from dense labels as the config says."""
+    if cfg.labels_are_sparse:
+        return data.check_sparse_annotation(labels, where, min_size=cfg.min_instance_size())
+    return _annotate(labels, cfg, seed)
 
 
 def _annotate(labels, cfg: TrainConfig, seed: int):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["instance_sizes", "annotate_instances", "ANNOTATION_MODES"]
+__all__ = ["instance_sizes", "annotate_instances", "check_sparse_annotation", "ANNOTATION_MODES"]
 
 ANNOTATION_MODES = ("random", "small", "large")
 
@@ -134,3 +134,60 @@ def annotate_instances(
 
     keep = np.isin(labels, chosen)
     return np.where(keep, labels, 0).astype(labels.dtype, copy=False)
+
+
+def check_sparse_annotation(labels: np.ndarray, where: str, *, min_size: int = 1) -> np.ndarray:
+    """A sparse annotation as a user gives it, checked: non-zero ids are annotated
+    instances, each taken as complete; 0 is unlabeled (not background).
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (Y, X) or (Z, Y, X)
+    where : str
+        The file (and key) the labels came from, named in every message.
+    min_size : int
+        Instances smaller than this are reported (a speck is rarely a whole instance).
+
+    Returns
+    -------
+    The labels, unchanged.
+
+    Raises
+    ------
+    ValueError
+        No annotated instance at all, or labels that are not integers.
+
+    Warns
+    -----
+    UserWarning
+        Instances that touch the array's border (the crop may cut them: an
+        incomplete instance teaches cuts that are not there) or are smaller than
+        ``min_size``.
+    """
+    import warnings
+
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{where}: expected integer instance ids (0 = unlabeled), got dtype {labels.dtype}")
+    ids, sizes = instance_sizes(labels)
+    if ids.size == 0:
+        raise ValueError(f"{where}: no annotated instance (every label of the {labels.shape} training part is 0); "
+                         "a sparse annotation needs at least one complete instance with a non-zero id")
+    border = np.zeros(labels.shape, bool)
+    for axis in range(labels.ndim):
+        index = [slice(None)] * labels.ndim
+        for end in (0, -1):
+            index[axis] = end
+            border[tuple(index)] = True
+    touching = np.unique(labels[border & (labels != 0)])
+    if touching.size:
+        warnings.warn(f"{where}: {touching.size} of {ids.size} annotated instances touch the border of the "
+                      f"{labels.shape} training part (ids {touching[:5].tolist()}{' ...' if touching.size > 5 else ''}): "
+                      "each is taken as complete, so where the crop cut it the network learns a boundary that is "
+                      "not there", UserWarning, stacklevel=2)
+    small = ids[sizes < min_size]
+    if small.size:
+        warnings.warn(f"{where}: {small.size} annotated instances are smaller than min_size={min_size} voxels "
+                      f"(ids {small[:5].tolist()}{' ...' if small.size > 5 else ''}); they still count as complete",
+                      UserWarning, stacklevel=2)
+    return labels
