@@ -292,7 +292,14 @@ def main(argv=None) -> int:
                     help="run (or resume) these grids of data/reference/breadth/config.yaml, export them and stop")
     ap.add_argument("--workers", type=int, default=2, help="with --breadth: processes at one thread each")
     ap.add_argument("--work", default="runs/breadth", help="with --breadth: where runs and rows go (not committed)")
+    ap.add_argument("--breadth-readme", action="store_true",
+                    help="write README.md's breadth section from the exported grids and stop")
     args = ap.parse_args(argv)
+    if args.breadth_readme:
+        from . import breadth
+
+        print(f"breadth section -> {breadth.write_readme_block(Path(__file__).resolve().parent.parent / 'README.md')}")
+        return 0
     if args.breadth:
         from . import breadth
 

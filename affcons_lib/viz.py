@@ -12,7 +12,7 @@ from ._paths import runs_dir
 
 __all__ = ["runs_dir", "figures_dir", "save_figure", "label_cmap", "show_labels", "matched_labels", "results_dir", "record_results",
            "show_findings",
-           "paired_plot", "paired_panels", "MEASURE_LABELS", "METHOD_COLOURS", "budget_figure", "verdict_table"]
+           "paired_plot", "paired_panels", "MEASURE_LABELS", "METHOD_COLOURS", "budget_figure"]
 
 
 def figures_dir() -> Path:
@@ -305,32 +305,3 @@ def budget_figure(scores, record, measures=("test_error", "test_ap", "voi")):
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
-
-def verdict_table(record, claim: str = "crac beats sparse_only", measures=("test_error", "test_ap", "unlabeled_error",
-                                                                             "unlabeled_ap", "voi")):
-    """A grid's verdicts, one row per setting (a budget or a variant): each
-    measure's paired difference "mean [low, high] verdict" ("at the floor" where
-    either method is no better than its floor), and the gap share on the first
-    measure where the record has one. A pandas DataFrame."""
-    import pandas as pd
-
-    out = []
-    for s in record["settings"]:
-        row = {"setting": s["setting"]}
-        a, b = claim.split(" beats ")
-        for m in measures:
-            c = next((c for c in s["claims"] if c["claim"] == claim and c["measure"].lstrip("-") == m), None)
-            if c is None:
-                row[m] = "—"
-                continue
-            beyond = s.get("beyond_floors") or {}
-            floor = m in beyond and not {a, b} <= set(beyond[m])
-            row[m] = f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] {c['verdict']}" + \
-                (" (at the floor)" if floor else "")
-        g = next((g for g in s.get("gap_shares", []) if g["measure"] == measures[0]), None)
-        if g is not None:
-            bounded = np.isfinite(g["low"]) and np.isfinite(g["high"])
-            row[f"gap closed ({measures[0]})"] = (f"{g['share']:.0%} [{g['low']:.0%}, {g['high']:.0%}]" if bounded
-                                                  else f"{g['share']:.0%} (unbounded)")
-        out.append(row)
-    return pd.DataFrame(out)

@@ -128,3 +128,28 @@ def test_neuroproof_conversion(tmp_path):
     want = np.select([stack <= 2, stack == 3], [10, 20], 0)
     np.testing.assert_array_equal(lab, want)
     assert not (tmp_path / "out.h5.part").exists()
+
+
+def test_isbi_pngs_become_the_challenge_tiffs(tmp_path):
+    """The fetch step's conversion: 30 + 30 PNGs -> train-volume.tif / train-labels.tif,
+    read back by the project's ISBI 2012 reader."""
+    from PIL import Image
+
+    from affcons_lib.data import read_isbi2012
+    from affcons_lib.data.fetch import FetchError, isbi_pngs_to_tiffs
+
+    rng = np.random.default_rng(0)
+    for kind in ("image", "label"):
+        (tmp_path / "png" / kind).mkdir(parents=True)
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(tmp_path / "png" / "image" / f"{i}.png")
+        label = np.full((16, 16), 250, np.uint8)  # a grey near white: the conversion makes it 255
+        label[:, 8] = 3
+        Image.fromarray(label).save(tmp_path / "png" / "label" / f"{i}.png")
+    out = isbi_pngs_to_tiffs(tmp_path / "png", tmp_path / "isbi2012")
+    raw, labels = read_isbi2012(out)
+    assert raw.shape == labels.shape == (30, 16, 16)
+    assert (labels[:, :, 8] == 0).all() and len(np.unique(labels[0])) == 3  # two cells and the membrane
+    (tmp_path / "png" / "label" / "29.png").unlink()
+    with pytest.raises(FetchError, match="expected the 30 ISBI 2012 sections"):
+        isbi_pngs_to_tiffs(tmp_path / "png", tmp_path / "again")

@@ -27,6 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
+from .._atomic import atomic_path
+
 __all__ = ["FetchError", "RemoteFile", "Source", "SOURCES", "download", "fetch", "neuroproof_to_cremi", "main"]
 
 
@@ -213,6 +217,38 @@ def _fetch_stardist_sample(dest: Path) -> Path:
     return target
 
 
+def isbi_pngs_to_tiffs(folder, dest) -> Path:
+    """The 30 ISBI 2012 training sections as PNGs (``image/0.png`` ... ``image/29.png``
+    and ``label/0.png`` ..., the layout of the zhixuhao/unet repository) stacked into
+    the challenge's own two files, ``dest/train-volume.tif`` and ``train-labels.tif``
+    (uint8 (30, 512, 512); labels 255 in cells, 0 on membranes). Written atomically."""
+    import tifffile
+    from PIL import Image
+
+    folder, dest = Path(folder), Path(dest)
+    stacks = {}
+    for kind in ("image", "label"):
+        files = sorted((folder / kind).glob("*.png"), key=lambda p: int(p.stem))
+        if len(files) != 30:
+            raise FetchError(f"{folder / kind}: expected the 30 ISBI 2012 sections as 0.png ... 29.png, "
+                             f"found {len(files)}")
+        stacks[kind] = np.stack([np.asarray(Image.open(f).convert("L")) for f in files])
+    stacks["label"] = np.where(stacks["label"] > 127, 255, 0).astype(np.uint8)  # PNG resampling leaves greys
+    dest.mkdir(parents=True, exist_ok=True)
+    for kind, name in (("image", "train-volume.tif"), ("label", "train-labels.tif")):
+        with atomic_path(dest / name, suffix=".part.tif") as tmp:
+            tifffile.imwrite(tmp, stacks[kind].astype(np.uint8))
+    return dest
+
+
+def _fetch_isbi(dest: Path) -> Path:
+    tmp = dest / "isbi2012_png"
+    out = isbi_pngs_to_tiffs(tmp, dest / "isbi2012")
+    shutil.rmtree(tmp)
+    return out
+
+
+_ISBI_BASE = "https://raw.githubusercontent.com/zhixuhao/unet/master/data/membrane/train"
 _NP_BASE = "https://raw.githubusercontent.com/janelia-flyem/neuroproof_examples/master/training_sample2"
 
 SOURCES: dict[str, Source] = {
@@ -241,6 +277,18 @@ SOURCES: dict[str, Source] = {
             "CC0 (DSB2018 stage 1 training data); package BSD-3-Clause",
             "about 1 MB of data (the wheel is larger)",
             after=_fetch_stardist_sample,
+        ),
+        Source(
+            "isbi2012",
+            "ISBI 2012 EM segmentation challenge training data: 30 ssTEM sections (512x512) of the "
+            "Drosophila larva VNC with membrane labels, stacked as isbi2012/train-volume.tif and "
+            "train-labels.tif (the challenge's layout) from the 30 + 30 PNGs of zhixuhao/unet",
+            "https://imagej.net/events/isbi-2012-segmentation-challenge",
+            "research use; cite Cardona et al. 2010 and Arganda-Carreras et al. 2015",
+            "about 8 MB",
+            files=tuple(RemoteFile(f"{_ISBI_BASE}/{kind}/{i}.png", f"isbi2012_png/{kind}/{i}.png")
+                        for kind in ("image", "label") for i in range(30)),
+            after=_fetch_isbi,
         ),
         Source(
             "bbbc039",
