@@ -328,8 +328,12 @@ def readme_block(root=None) -> str:
         p = record["provenance"]
         held = [(s["setting"], *holds_count(s)) for s in record["settings"]]
         said = "; ".join(f"{label}: {h} of {n}" for label, h, n in held)
+        ref = {r["name"]: r for r in record.get("instrument", [])}
+        ceiling = next((r for n, r in ref.items() if n.endswith("(ceiling)")), None)
+        seen = (f" Instrument: VOI one object {ref['one object']['voi']:.2f}, ceiling {ceiling['voi']:.3f}."
+                if ceiling is not None and "one object" in ref else "")
         lines += ["", f"**{title}** — `crac` beats `sparse_only` holds on (affinity-level measures above their "
-                      f"floors) {said}. Ten paired draws per setting; {p['cpu']}, one thread per run, "
+                      f"floors) {said}.{seen} Ten paired draws per setting; {p['cpu']}, one thread per run, "
                       f"{'bf16' if p['native_bf16'] else 'fp32'}, {p['minutes']:.0f} min for the grid, commit "
                       f"{p['commit'][:8]}.", ""]
         header = list(table.columns)

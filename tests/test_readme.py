@@ -69,3 +69,10 @@ def test_time_to_claim_table_is_the_recorded_one():
                           str(ROOT / "data" / "reference" / "time_to_claim")], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() in README
+
+
+def test_breadth_section_is_generated_from_the_records():
+    """The README's breadth tables are what the exported grids give, not typed."""
+    from affcons_lib import breadth
+
+    assert breadth.readme_block() in README
