@@ -88,3 +88,14 @@ def test_isbi2012_instrument_sees(isbi_dir):
     rows = {r["name"]: r for r in reference_scores_2d(coll.test_labels[:2], OFFSETS, background="boundary")}
     assert rows["one object"]["voi"] > 3 and rows["one object"]["arand"] > 0.5
     assert rows["ground-truth targets + noise (ceiling)"]["aji"] > 0.8 > rows["one object"]["aji"]
+
+
+@pytest.mark.real_data
+def test_nuclei_instrument_sees(nuclei_dir):
+    """The same floors and ceiling on the shared nuclei image, label 0 a region (the
+    dark background): noisy ground-truth targets score near perfect, one object far off."""
+    d = data.load_image(str(nuclei_dir))
+    rows = {r["name"]: r for r in reference_scores_2d([d.labels], OFFSETS, background="instance")}
+    ceiling = rows["ground-truth targets + noise (ceiling)"]
+    assert ceiling["aji"] > 0.95 and ceiling["voi"] < 0.1 and ceiling["dic"] <= 0.05 * ceiling["n_true"]
+    assert rows["one object"]["aji"] < 0.05 and rows["one object"]["voi"] > 5
