@@ -159,12 +159,37 @@ def score_run(checkpoint, prepared: PreparedData, *, train_crop=None, with_entro
     return ScoredRun(row, pred, segs)
 
 
+def _run_layers(args) -> int:
+    """``--layers``: one array predicted, segmented and written for a viewer."""
+    from . import data, layers
+
+    set_threads(args.threads)
+    try:
+        if args.raw:
+            raw = data.normalize_raw(data.read_array(args.raw), name=args.raw)
+        else:
+            _, cfg, _ = load_checkpoint(args.checkpoint, "cpu")
+            raw = prepare_data(cfg).raw_test[0]
+        result = layers.segment_raw(args.checkpoint, raw, threshold=args.threshold, device=args.device)
+        out = layers.write_layers(args.layers, raw=raw, overwrite=args.overwrite, **result)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{out}: raw, affinities, fragments, segmentation ({int(result['segmentation'].max())} segments)")
+    if args.napari:
+        import napari
+
+        layers.open_in_napari(out)
+        napari.run()
+    return 0
+
+
 def main(argv=None) -> int:
     import h5py
 
     ap = argparse.ArgumentParser(prog="python -m affcons_lib.predict", description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", help="last.pt (or a snapshot) written by python -m affcons_lib.train")
-    ap.add_argument("--out", required=True, help="HDF5 file to write (zarr folder with --blockwise)")
+    ap.add_argument("--out", help="HDF5 file to write (zarr folder with --blockwise); required but with --layers")
     ap.add_argument("--part", default="test", choices=("test", "train", "all"),
                     help="which part of the run's dataset to predict (default: the test part)")
     ap.add_argument("--tile", type=int, nargs="+",
@@ -183,7 +208,16 @@ def main(argv=None) -> int:
     from .blockwise import add_predict_arguments, run_predict
 
     add_predict_arguments(ap)
+    ap.add_argument("--layers", metavar="OUT.zarr",
+                    help="predict and segment --raw (default: the run's test part) and write raw, affinities, "
+                         "fragments and segmentation to one zarr container a viewer opens (affcons_lib.layers)")
+    ap.add_argument("--threshold", type=float, default=0.5, help="with --layers: the agglomeration threshold (3D)")
+    ap.add_argument("--napari", action="store_true", help="with --layers: open the result in napari (if installed)")
     args = ap.parse_args(argv)
+    if args.layers:
+        return _run_layers(args)
+    if not args.out:
+        ap.error("--out is required (or --layers OUT.zarr)")
     if args.blockwise:
         if not args.raw:
             ap.error("--blockwise needs --raw PATH:KEY")
