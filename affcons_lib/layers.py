@@ -35,7 +35,8 @@ def segment_raw(checkpoint, raw: np.ndarray, *, threshold: float = 0.5, device="
     Parameters
     ----------
     checkpoint : path of ``last.pt`` (or a snapshot / exported weights)
-    raw : ndarray of float, (Z, Y, X) for a 3D run or (Y, X) for a 2D one
+    raw : ndarray of float, (Z, Y, X) for a 3D run; (Y, X) or a stack of sections
+        (Z, Y, X) for a 2D one (each section segmented on its own, ids unique)
     threshold : the agglomeration threshold (3D; the mutex watershed has none)
 
     Returns
@@ -51,9 +52,17 @@ def segment_raw(checkpoint, raw: np.ndarray, *, threshold: float = 0.5, device="
 
     nets, cfg, _ = load_checkpoint(checkpoint, device)
     raw = np.asarray(raw, np.float32)
+    if cfg.dim == 2 and raw.ndim == 3:  # a stack of sections, each segmented on its own
+        parts = [segment_raw(checkpoint, section, threshold=threshold, device=device) for section in raw]
+        out = {"affinities": np.stack([p["affinities"] for p in parts], axis=1)}
+        for name in ("fragments", "segmentation"):
+            tops = np.cumsum([0] + [int(p[name].max()) for p in parts[:-1]])
+            out[name] = np.stack([np.where(p[name] > 0, p[name] + top, 0) for p, top in zip(parts, tops)]
+                                 ).astype(np.uint32)
+        return out
     if raw.ndim != cfg.dim:
-        raise ValueError(f"raw: the run {checkpoint} is {cfg.dim}D and expects a {cfg.dim}D array, got shape "
-                         f"{raw.shape}")
+        raise ValueError(f"raw: the run {checkpoint} is {cfg.dim}D and expects a {cfg.dim}D array (or, 2D, a stack "
+                         f"of sections), got shape {raw.shape}")
     offsets = affinity.OFFSETS_3D if cfg.dim == 3 else affinity.OFFSETS_2D
     net = nets["embedding"]
     tile, stride = part_tiling(raw.shape, cfg.patch, net.divisor)

@@ -268,6 +268,8 @@ def prepare_data(cfg: TrainConfig) -> PreparedData:
     else:
         ds = data.load_image(cfg.dataset, synthetic_shape=(256, 512), seed=cfg.annotation_seed, **keys)
         offsets = affinity.OFFSETS_2D
+        if ds.labels.ndim == 3:  # a stack of sections: the first train_fraction train, the rest test
+            return _sections(ds, cfg)
     if cfg.test_dataset is None:
         raw_train, raw_test = split_part(ds.raw, cfg.train_fraction, cfg.dim)
         lab_train, lab_test = split_part(ds.labels, cfg.train_fraction, cfg.dim)
@@ -312,6 +314,28 @@ def describe(prepared: PreparedData, cfg: TrainConfig | None = None, n_patches: 
                      f"{(shares >= cfg.min_labeled).mean():.0%} of patches reach min_labeled={cfg.min_labeled} "
                      f"(annotated: {cfg.annotation_rule()})")
     return "\n".join(lines)
+
+
+def _sections(ds, cfg: TrainConfig) -> PreparedData:
+    """A stack of 2D sections as an image collection (EM sections annotated in 2D,
+    napari's painted sections): sections split by ``train_fraction``, label 0 a
+    boundary (EM). With ``labels_are_sparse`` a section may hold no annotation, as
+    long as the training sections hold some."""
+    k = max(1, int(round(cfg.train_fraction * ds.labels.shape[0])))
+    raw_train, lab_train, raw_test, lab_test = list(ds.raw[:k]), list(ds.labels[:k]), list(ds.raw[k:]), list(ds.labels[k:])
+    if not raw_test:
+        raise ValueError(f"{cfg.dataset}: {ds.labels.shape[0]} sections leave none to test with "
+                         f"train_fraction={cfg.train_fraction}")
+    where = f"{cfg.labels or cfg.dataset} (training sections 0-{k - 1})"
+    if cfg.labels_are_sparse:
+        data.check_sparse_annotation(np.stack(lab_train), where, min_size=cfg.min_instance_size(), border_axes=(1, 2))
+        sparse = lab_train
+    else:
+        sparse = [_annotate(lab, cfg, cfg.annotation_seed + i) for i, lab in enumerate(lab_train)]
+    return PreparedData(raw_train, lab_train, sparse, raw_test, lab_test, affinity.OFFSETS_2D,
+                        f"{ds.source}: {k} train / {len(raw_test)} test sections", collection=True,
+                        background="boundary", sparse_given=cfg.labels_are_sparse,
+                        dense_test=not cfg.labels_are_sparse)
 
 
 def _sparse_train(labels, cfg: TrainConfig, seed: int, where: str):

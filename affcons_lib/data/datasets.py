@@ -50,6 +50,8 @@ __all__ = [
     "real_image_dir",
     "ISBI_DIR",
     "real_isbi_dir",
+    "CREMI_SPARSE_DIR",
+    "real_cremi_sparse_dir",
     "Dataset",
     "load_volume",
     "load_image",
@@ -120,6 +122,19 @@ def real_isbi_dir() -> Path | None:
     """Folder of the real ISBI 2012 training data (first of :func:`data_dirs`), or None."""
     return next((d / ISBI_DIR for d in data_dirs()
                  if (d / ISBI_DIR / ISBI_VOLUME).is_file() and (d / ISBI_DIR / ISBI_LABELS).is_file()), None)
+
+
+CREMI_SPARSE_DIR = "cremi_sparse"
+
+
+def real_cremi_sparse_dir() -> Path | None:
+    """Folder of the painted CREMI-C crop (``python -m affcons_lib.data.fetch
+    cremi-sparse --dest data/``), in :func:`data_dirs` or the repository's ``data/``;
+    None where absent."""
+    root = project_root()
+    places = data_dirs() + ([root / "data"] if root is not None else [])
+    return next((d / CREMI_SPARSE_DIR for d in places if (d / CREMI_SPARSE_DIR / "cremi_labels.tif").is_file()
+                 and (d / CREMI_SPARSE_DIR / "cremi_image.tif").is_file()), None)
 
 
 def _warn_generated(what: str, name: str, fetch: str) -> None:

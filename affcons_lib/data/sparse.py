@@ -136,7 +136,7 @@ def annotate_instances(
     return np.where(keep, labels, 0).astype(labels.dtype, copy=False)
 
 
-def check_sparse_annotation(labels: np.ndarray, where: str, *, min_size: int = 1) -> np.ndarray:
+def check_sparse_annotation(labels: np.ndarray, where: str, *, min_size: int = 1, border_axes=None) -> np.ndarray:
     """A sparse annotation as a user gives it, checked: non-zero ids are annotated
     instances, each taken as complete; 0 is unlabeled (not background).
 
@@ -147,6 +147,9 @@ def check_sparse_annotation(labels: np.ndarray, where: str, *, min_size: int = 1
         The file (and key) the labels came from, named in every message.
     min_size : int
         Instances smaller than this are reported (a speck is rarely a whole instance).
+    border_axes : sequence of int, optional
+        The axes whose ends count as the border (default: all; a stack of 2D
+        sections: its in-plane axes (1, 2)).
 
     Returns
     -------
@@ -174,7 +177,7 @@ def check_sparse_annotation(labels: np.ndarray, where: str, *, min_size: int = 1
         raise ValueError(f"{where}: no annotated instance (every label of the {labels.shape} training part is 0); "
                          "a sparse annotation needs at least one complete instance with a non-zero id")
     border = np.zeros(labels.shape, bool)
-    for axis in range(labels.ndim):
+    for axis in (range(labels.ndim) if border_axes is None else border_axes):
         index = [slice(None)] * labels.ndim
         for end in (0, -1):
             index[axis] = end
