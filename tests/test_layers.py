@@ -62,3 +62,16 @@ def test_open_in_napari_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "napari", None)  # as where napari is not installed
     with pytest.raises(ImportError, match="pip install 'napari\\[all\\]'"):
         layers.open_in_napari(tmp_path / "view.zarr")
+
+
+def test_napari_builtin_reader_opens_each_layer(tmp_path):
+    """napari's own zarr reader (napari_builtins), where napari is installed, reads
+    each array of the container as one layer (checked here with napari 0.9.2)."""
+    reader = pytest.importorskip("napari_builtins.io._read", reason="napari is an optional extra, not installed")
+    raw = np.random.default_rng(0).random((4, 16, 16), dtype=np.float32)
+    seg = np.arange(4 * 16 * 16, dtype=np.uint32).reshape(4, 16, 16)
+    path = layers.write_layers(tmp_path / "view.zarr", raw=raw, segmentation=seg)
+    for name, array in (("raw", raw), ("segmentation", seg)):
+        image, shape = reader.read_zarr_dataset(str(path / name))
+        assert tuple(shape) == array.shape
+        np.testing.assert_array_equal(np.asarray(image), array)
