@@ -138,8 +138,9 @@ def main(argv=None) -> int:
                    "affinity consistency) or full_supervision. Defaults are a small CPU run; --set scale=paper "
                    "gives the paper's settings. Annotation as notebook 01: random complete instances of at least "
                    "1000 voxels (100 pixels in 2D; min_size) up to 5 % of the instance voxels (voxel_budget); "
-                   "--set sparsity=0.1 alone annotates a share of the instances instead. --print-config lists every "
-                   "key.")
+                   "--set sparsity=0.1 alone annotates a share of the instances instead. Your own sparse annotation: "
+                   "--set labels=PAINTED.h5:KEY --set labels_are_sparse=true (non-zero ids are annotated, complete "
+                   "instances; 0 is unlabeled; nothing is drawn). --print-config lists every key.")
     return run_config_cli(argv, prog="python -m affcons_lib.train", description=description,
                           cls=TrainConfig, run=train, cleanup=distributed.teardown)
 
