@@ -76,3 +76,4 @@ def test_breadth_section_is_generated_from_the_records():
     from affcons_lib import breadth
 
     assert breadth.readme_block() in README
+    assert breadth.readme_headline() in FIRST_SCREEN
