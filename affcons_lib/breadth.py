@@ -40,7 +40,7 @@ from ._atomic import write_json, write_text
 from .protocol import PROTOCOL, Protocol
 
 __all__ = ["BREADTH_DIR", "Run", "load_grids", "grid_runs", "run_grid", "train_and_score", "instrument", "export", "provenance",
-           "load_breadth", "verdict_table", "holds_count", "readme_block", "readme_headline",
+           "load_breadth", "grid_minutes", "verdict_table", "holds_count", "readme_block", "readme_headline",
            "write_readme_block"]
 
 #: Where the declared grids and their exported records live.
@@ -394,6 +394,15 @@ def write_readme_block(readme, root=None) -> Path:
     text = _replace_between(readme.read_text(), README_START, README_END, readme_block(root), readme)
     text = _replace_between(text, HEADLINE_START, HEADLINE_END, readme_headline(root), readme)
     return write_text(readme, text)
+
+
+def grid_minutes(name: str, this_call: float, root=None) -> float:
+    """The wall time a grid took: this call's, or, where this call trained nothing
+    new (a re-export), the minutes its previous record states."""
+    previous = Path(root or BREADTH_DIR) / name / "claims.json"
+    if this_call < 1.0 and previous.is_file():
+        return float(json.loads(previous.read_text())["provenance"].get("minutes") or this_call)
+    return this_call
 
 
 def load_breadth(name: str, root=None) -> tuple:

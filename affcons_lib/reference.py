@@ -307,7 +307,7 @@ def main(argv=None) -> int:
         for name in args.breadth:
             t0 = time.time()
             rows = breadth.run_grid(spec, name, args.work, args.workers)
-            minutes = (time.time() - t0) / 60
+            minutes = breadth.grid_minutes(name, (time.time() - t0) / 60)
             print(f"grid {name} -> {breadth.export(spec, name, rows, minutes=minutes)} ({minutes:.1f} min)", flush=True)
         return 0
     if args.rescore_paired:
