@@ -26,20 +26,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import platform
-import subprocess
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
 from ._atomic import write_json, write_text
+from ._provenance import provenance
 from .protocol import PROTOCOL, Protocol
 
-__all__ = ["BREADTH_DIR", "Run", "load_grids", "grid_runs", "run_grid", "train_and_score", "instrument", "export", "provenance",
+__all__ = ["BREADTH_DIR", "Run", "load_grids", "grid_runs", "run_grid", "train_and_score", "instrument", "export",
            "load_breadth", "grid_minutes", "verdict_table", "holds_count", "readme_block", "readme_headline",
            "write_readme_block"]
 
@@ -173,33 +170,6 @@ def run_grid(spec: dict, name: str, work="runs/breadth", workers: int = 2, log=p
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
     return [json.loads((rows_dir / f"{r.key}.json").read_text()) for r in runs]
-
-
-def provenance(threads: int = 1, minutes: float | None = None) -> dict:
-    """What made a record: commit, date, package versions, CPU and its bf16 support."""
-    import numpy
-    import torch
-
-    from .models import resolve_precision
-
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return dict(commit=commit, date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                python=platform.python_version(), torch=torch.__version__, numpy=numpy.__version__,
-                cpu=cpu, cores=os.cpu_count(), threads=threads,
-                native_bf16=resolve_precision("auto", torch.device("cpu")) == "bf16", minutes=minutes)
 
 
 def _settings(spec: dict, name: str) -> list[tuple[str, dict]]:

@@ -101,8 +101,14 @@ def _record(results: Path, dest: Path, timings: dict, params: dict) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for f in sorted(results.glob("*.json")):
         write_text(dest / f.name, f.read_text())
-    write_json(dest / "run_times.json", {"seconds": timings, "total_minutes": sum(timings.values()) / 60,
-                                         "parameters": params, "threads": os.environ.get("OMP_NUM_THREADS")})
+    from ._provenance import provenance
+
+    minutes = sum(timings.values()) / 60
+    # the parameters each notebook ran with: its own defaults, replaced by those given (-p)
+    write_json(dest / "run_times.json", {"seconds": timings, "total_minutes": minutes,
+                                         "parameters": params or "each notebook's defaults",
+                                         "threads": os.environ.get("OMP_NUM_THREADS"),
+                                         "provenance": provenance(os.environ.get("OMP_NUM_THREADS"), minutes)})
     print(f"recorded numbers and run times -> {dest}")
 
 
