@@ -23,8 +23,9 @@ def test_grid_runs_pair_draws_and_share_runs():
     assert {r.draw for r in first} == {0} and {r.method for r in first} == {"sparse_only", "crac", "full_supervision"}
     assert dict(runs[0].overrides)["annotation_seed"] == dict(runs[0].overrides)["seed"] == 0
     parts = {r.key for r in breadth.grid_runs(SPEC, "parts")}
-    shared = parts & {r.key for r in runs}  # crac and sparse_only at 10 % are trained once for both grids
-    assert shared == {f"{m}_b0.1_{m}_d{d}" for m in ("sparse_only", "crac") for d in range(10)}
+    shared = parts & {r.key for r in runs}  # crac, sparse_only at 10 % and the dense runs: trained once for both
+    assert shared == {f"{m}_b0.1_{m}_d{d}" for m in ("sparse_only", "crac") for d in range(10)} | \
+        {f"full_supervision_dense_full_supervision_d{d}" for d in range(10)}
     with pytest.raises(ValueError, match="grid 'nope'"):
         breadth.grid_runs(SPEC, "nope")
 
