@@ -326,8 +326,8 @@ SHORT_TITLES = {"budgets_3d": "3D (FIB-SEM), by annotation budget", "budgets_2d"
 def readme_headline(root=None) -> str:
     """The README's first-screen lines on the breadth grids: per grid, on how many
     affinity-level measures above their floors "crac beats sparse_only" holds at
-    each setting over all ten draws, and the share of the gap closed on the test
-    affinity error."""
+    each setting over all ten draws, its VOI verdict, and the share of the gap
+    closed on the test affinity error."""
     lines = [HEADLINE_START]
     for name, title in SHORT_TITLES.items():
         try:
@@ -345,7 +345,9 @@ def readme_headline(root=None) -> str:
                 share = (f", gap closed {g['share']:.0%} [{g['low']:.0%}, {g['high']:.0%}]" if bounded
                          else f", gap closed {g['share']:.0%} (unbounded)")
             label = f"{float(s['setting']):.0%}" if "budgets" in name else f"`{s['setting']}`"
-            parts.append(f"{label} {held} of {counted}{share}")
+            voi = next((c["verdict"] for c in s["claims"] if c["claim"] == "crac beats sparse_only"
+                        and c["measure"] == "voi"), None)
+            parts.append(f"{label} {held} of {counted}" + (f" (VOI: {voi})" if voi else "") + share)
         lines.append(f"- **{title}**: holds on " + "; ".join(parts) + ".")
     lines.append(HEADLINE_END)
     return "\n".join(lines)
