@@ -27,7 +27,8 @@ import numpy as np
 
 from . import data
 
-__all__ = ["METHODS", "CROSS_TERMS", "PRECISIONS", "LR_SCHEDULES", "SCALES", "TrainConfig", "load_config", "run_config_cli", "as_sizes"]
+__all__ = ["METHODS", "CROSS_TERMS", "PRECISIONS", "LR_SCHEDULES", "SCALES", "TrainConfig", "load_config",
+           "run_config_cli", "as_sizes"]
 
 METHODS = ("sparse_only", "crac", "full_supervision")
 CROSS_TERMS = ("both", "to_embedding", "to_affinity")

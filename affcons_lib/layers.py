@@ -50,31 +50,34 @@ def segment_raw(checkpoint, raw: np.ndarray, *, threshold: float = 0.5, device="
     from .inference import part_tiling, predict_affinities
     from .recipe import Recipe, recipe_fragments, recipe_segmentations
 
-    nets, cfg, _ = load_checkpoint(checkpoint, device)
+    nets, cfg, _ = load_checkpoint(checkpoint, device)  # once, for every section of a stack
     raw = np.asarray(raw, np.float32)
-    if cfg.dim == 2 and raw.ndim == 3:  # a stack of sections, each segmented on its own
-        parts = [segment_raw(checkpoint, section, threshold=threshold, device=device) for section in raw]
-        out = {"affinities": np.stack([p["affinities"] for p in parts], axis=1)}
-        for name in ("fragments", "segmentation"):
-            tops = np.cumsum([0] + [int(p[name].max()) for p in parts[:-1]])
-            out[name] = np.stack([np.where(p[name] > 0, p[name] + top, 0) for p, top in zip(parts, tops)]
-                                 ).astype(np.uint32)
-        return out
-    if raw.ndim != cfg.dim:
+    if raw.ndim != cfg.dim and not (cfg.dim == 2 and raw.ndim == 3):
         raise ValueError(f"raw: the run {checkpoint} is {cfg.dim}D and expects a {cfg.dim}D array (or, 2D, a stack "
                          f"of sections), got shape {raw.shape}")
     offsets = affinity.OFFSETS_3D if cfg.dim == 3 else affinity.OFFSETS_2D
     net = nets["embedding"]
-    tile, stride = part_tiling(raw.shape, cfg.patch, net.divisor)
-    affs = predict_affinities(net, raw, offsets, tile=tile, stride=stride, with_entropy=False)
-    if cfg.dim == 3:
-        recipe = Recipe()
-        frags = recipe_fragments(affs, recipe)
-        seg = recipe_segmentations(affs, frags, recipe, [threshold])[0]
-    else:
-        frags = fragments_2d(affs)
-        seg = segment_2d(affs, offsets, largest_is_background=False)
-    return dict(affinities=affs, fragments=_consecutive(frags), segmentation=_consecutive(seg))
+
+    def one(array):
+        tile, stride = part_tiling(array.shape, cfg.patch, net.divisor)
+        affs = predict_affinities(net, array, offsets, tile=tile, stride=stride, with_entropy=False)
+        if cfg.dim == 3:
+            recipe = Recipe()
+            frags = recipe_fragments(affs, recipe)
+            return affs, frags, recipe_segmentations(affs, frags, recipe, [threshold])[0]
+        return affs, fragments_2d(affs), segment_2d(affs, offsets, largest_is_background=False)
+
+    if raw.ndim == cfg.dim:
+        affs, frags, seg = one(raw)
+        return dict(affinities=affs, fragments=_consecutive(frags), segmentation=_consecutive(seg))
+    # a stack of sections, each segmented on its own; ids made unique over the stack
+    parts = [one(section) for section in raw]
+    out = {"affinities": np.stack([p[0] for p in parts], axis=1)}
+    for k, name in ((1, "fragments"), (2, "segmentation")):
+        labels = [_consecutive(p[k]) for p in parts]
+        tops = np.cumsum([0] + [int(lab.max()) for lab in labels[:-1]])
+        out[name] = np.stack([np.where(lab > 0, lab + top, 0) for lab, top in zip(labels, tops)]).astype(np.uint32)
+    return out
 
 
 def _consecutive(labels: np.ndarray) -> np.ndarray:

@@ -306,8 +306,8 @@ def main(argv=None) -> int:
         spec = breadth.load_grids()
         for name in args.breadth:
             t0 = time.time()
-            rows = breadth.run_grid(spec, name, args.work, args.workers)
-            minutes = breadth.grid_minutes(name, (time.time() - t0) / 60)
+            rows, trained = breadth.run_grid(spec, name, args.work, args.workers)
+            minutes = breadth.grid_minutes(name, (time.time() - t0) / 60, trained)
             print(f"grid {name} -> {breadth.export(spec, name, rows, minutes=minutes)} ({minutes:.1f} min)", flush=True)
         return 0
     if args.rescore_paired:

