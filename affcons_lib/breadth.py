@@ -26,17 +26,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import yaml
 
 from ._atomic import write_json, write_text
 from ._provenance import provenance
+from .config import load_config
 from .protocol import PROTOCOL, Protocol
+from .side_by_side import run_side_by_side
 
-__all__ = ["BREADTH_DIR", "Run", "load_grids", "grid_runs", "run_grid", "train_and_score", "instrument", "export",
+__all__ = ["BREADTH_DIR", "Run", "load_grids", "grid_runs", "run_grid", "instrument", "export",
            "load_breadth", "grid_minutes", "verdict_table", "holds_count", "readme_block", "readme_headline",
            "write_readme_block"]
 
@@ -102,54 +102,20 @@ def grid_runs(spec: dict, name: str, protocol: Protocol = PROTOCOL) -> list[Run]
     return runs
 
 
-_PREPARED: dict = {}
-
-
-def train_and_score(cfg, prepared) -> dict:
-    """Train one run and score it as notebook 01 does (:func:`~affcons_lib.predict.score_run`;
-    the unlabeled region of a 96×96 training crop in 3D): its score row with ``seed``
-    (the draw), the precision it ran at and the seconds each part took."""
-    from . import train
-    from .predict import score_run
-
-    t0 = time.time()
-    summary = train.train(cfg, prepared)
-    t1 = time.time()
-    scored = score_run(summary["checkpoint"], prepared, train_crop=(96, 96) if cfg.dim == 3 else None)
-    return dict(seed=cfg.annotation_seed, **scored.scores, precision=summary["precision"], train_seconds=t1 - t0,
-                score_seconds=time.time() - t1)
-
-
-def _run_one(run: Run, work: str) -> dict:
-    """Train and score one run in this (worker) process; its row, also written to
-    ``work/<data>/rows/<key>.json``."""
-    from . import train
-    from .checkpoint import set_threads
-
-    set_threads(1)
-    out = Path(work) / run.data
-    cfg = train.load_config(None, {**dict(run.overrides), "out_dir": str(out / "runs" / run.key), "progress": False,
-                                   "threads": 1})
-    cfg = dataclasses.replace(cfg, checkpoint_every=cfg.iterations, log_every=max(1, cfg.iterations // 30))
-    # one annotation per (data, budget, draw): the same arrays for every method of the draw
-    key = (cfg.dataset, cfg.dim, cfg.voxel_budget if cfg.method != "full_supervision" else None, cfg.annotation_seed)
-    if key not in _PREPARED:
-        _PREPARED.clear()
-        _PREPARED[key] = train.prepare_data(cfg)
-    prepared = _PREPARED[key]
-    row = dict(data=run.data, method=run.method, budget=run.budget, variant=run.variant,
-               **train_and_score(cfg, prepared))
-    (out / "rows").mkdir(parents=True, exist_ok=True)
-    write_json(out / "rows" / f"{run.key}.json", row)
-    return row
+def _overrides(run: Run, work) -> dict:
+    """The configuration of ``run``: its keys, its directory under ``work``, and notebook
+    01's logging (one checkpoint at the end, about 30 loss lines)."""
+    overrides = dict(run.overrides)
+    iterations = load_config(None, overrides).iterations
+    return {**overrides, "out_dir": str(Path(work) / run.data / "runs" / run.key), "progress": False,
+            "checkpoint_every": iterations, "log_every": max(1, iterations // 30)}
 
 
 def run_grid(spec: dict, name: str, work="runs/breadth", workers: int = 2, log=print) -> tuple[list[dict], int]:
     """Run (or resume) grid ``name``: rows already written are kept, the rest are
-    trained in ``workers`` processes at one thread each. Returns every row of the
-    grid and how many runs this call trained."""
-    import multiprocessing
-
+    trained and scored side by side (:func:`affcons_lib.side_by_side.run_side_by_side`,
+    ``workers`` processes at one thread each), each row written as its run finishes.
+    Returns every row of the grid and how many runs this call trained."""
     runs = grid_runs(spec, name)
     rows_dir = Path(work) / spec["grids"][name]["tag"] / "rows"
     todo, seen = [], set()
@@ -159,18 +125,17 @@ def run_grid(spec: dict, name: str, work="runs/breadth", workers: int = 2, log=p
         seen.add(r.key)
     log(f"grid {name}: {len(seen)} runs, {len(seen) - len(todo)} already done, {len(todo)} to train "
         f"({workers} processes at 1 thread)")
-    t0 = time.time()
+
+    def write_row(i, row):
+        r = todo[i]
+        row = dict(data=r.data, method=r.method, budget=r.budget, variant=r.variant,
+                   **{k: v for k, v in row.items() if k != "checkpoint"})  # a path of this machine: not a record
+        rows_dir.mkdir(parents=True, exist_ok=True)
+        write_json(rows_dir / f"{r.key}.json", row)
+
     if todo:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_run_one, r, str(work)): r for r in todo}
-            try:
-                for i, f in enumerate(as_completed(futures), 1):
-                    row = f.result()
-                    log(f"[{i}/{len(todo)}] {futures[f].key}: train {row['train_seconds']:.0f} s, score "
-                        f"{row['score_seconds']:.0f} s ({(time.time() - t0) / 60:.1f} min)")
-            except BaseException:  # one failed run stops the grid: the queued runs are dropped, not trained
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        run_side_by_side([_overrides(r, work) for r in todo], workers=workers, train_crop=(96, 96),
+                         names=[r.key for r in todo], log=log, on_row=write_row)
     return [json.loads((rows_dir / f"{r.key}.json").read_text()) for r in runs], len(todo)
 
 

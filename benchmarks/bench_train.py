@@ -14,7 +14,11 @@ timed in this run on the same batches:
   batch-2 x 8x64x64 input) forward+backward at the same precision: how much of what the
   cores do on a convolution they are good at the small networks reach.
 
-Then bf16 / fp32 time ratios of the full step and of the networks. The precision only
+Then bf16 / fp32 time ratios of the full step and of the networks. With
+``--side-by-side N``: whole crac runs of N iterations (notebook 01's configuration,
+training only), two ways on the same cores: one process at all of them, one run after
+another, against one process per core at one thread each, all at once
+(affcons_lib.side_by_side); printed as runs per minute and their ratio. The precision only
 changes the networks' arithmetic; whether bf16 runs reach the scores of fp32 runs is a
 paired experiment (README, "Time to claim"), not a timing.
 """
@@ -31,6 +35,47 @@ from affcons_lib import affinity, complexity, losses, models, train
 from affcons_lib.checkpoint import set_threads
 
 
+def _one_run(overrides: dict, threads: int) -> float:
+    """Seconds of one crac run of ``overrides`` in this process at ``threads`` threads."""
+    set_threads(threads)
+    cfg = train.load_config(None, {**overrides, "threads": threads})
+    prepared = train.prepare_data(cfg)
+    t0 = time.perf_counter()
+    train.train(cfg, prepared)
+    return time.perf_counter() - t0
+
+
+def side_by_side(iterations: int, precision: str, out: str) -> None:
+    """Runs per minute: one process at every core, runs one after another, against
+    one process per core at one thread each."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    cores = len(os.sched_getaffinity(0))
+    base = dict(method="crac", iterations=iterations, patch=(8, 64, 64), widths=(8, 16, 32), batch=2, lr=3e-3,
+                voxel_budget=0.05, min_size=1000, precision=precision, progress=False, log_every=iterations,
+                checkpoint_every=iterations)
+    runs = [{**base, "seed": s, "annotation_seed": s, "out_dir": f"{out}/run{s}"} for s in range(cores)]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:  # a fresh process, as below
+        pool.submit(_one_run, runs[0], 1).result()  # warm-up: imports, data, allocations
+        t0 = time.perf_counter()
+        alone = [pool.submit(_one_run, r, cores).result() for r in runs]
+        wall_alone = time.perf_counter() - t0
+    with ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for f in [pool.submit(_one_run, runs[0], 1) for _ in range(cores)]:
+            f.result()  # warm-up of every worker
+        t0 = time.perf_counter()
+        together = [f.result() for f in [pool.submit(_one_run, r, 1) for r in runs]]
+        wall_together = time.perf_counter() - t0
+    a, b = len(runs) / wall_alone * 60, len(runs) / wall_together * 60
+    print(f"{precision}, {len(runs)} crac runs of {iterations} iterations on {cores} cores: one process at {cores} "
+          f"threads, one after another {a:.1f} runs/min (a run {sum(alone) / len(alone):.1f} s); {cores} processes "
+          f"at 1 thread, side by side {b:.1f} runs/min (a run {sum(together) / len(together):.1f} s); "
+          f"ratio side by side / one after another {b / a:.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patch", type=int, nargs=3, default=[8, 64, 64])
@@ -39,6 +84,8 @@ def main():
     ap.add_argument("--widths", type=int, nargs="+", default=[8, 16, 32])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: OMP_NUM_THREADS or half the cores)")
+    ap.add_argument("--side-by-side", type=int, metavar="N", default=0,
+                    help="also time whole runs of N iterations one after another and side by side")
     args = ap.parse_args()
     threads = set_threads(args.threads)
     cfg = train.load_config(None, {"patch": tuple(args.patch), "batch": args.batch, "widths": tuple(args.widths),
@@ -122,6 +169,13 @@ def main():
               f"{net_rate / conv_rate:.2f}")
     print(f"ratio bf16/fp32: crac iteration {times['bf16'][0] / times['fp32'][0]:.2f}, "
           f"networks alone {times['bf16'][1] / times['fp32'][1]:.2f}")
+    if args.side_by_side and device.type == "cpu":
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as out:
+            # bf16 only where native: emulated, it says nothing a reader's run would do
+            for precision in dict.fromkeys(("fp32", models.resolve_precision("auto", device))):
+                side_by_side(args.side_by_side, precision, out)
 
 
 if __name__ == "__main__":
