@@ -1,5 +1,6 @@
 # Two commands, nothing by hand:
 #   make reproduce   set up .venv, then run every notebook (small scale), figures -> figures/
+#   make reproduce-fp32   notebook 01 alone in fp32 (as a CPU without bf16 runs it), recorded
 #   make test        set up .venv, then run the test suite
 # and for readers:
 #   make lab         set up .venv, then JupyterLab on the notebooks (Ctrl-C stops it)
@@ -24,7 +25,7 @@ LAB_PORT ?= 8888
 LAB_TOKEN ?=
 LAB_TOKEN_FLAG := $(if $(LAB_TOKEN),--IdentityProvider.token=$(LAB_TOKEN),)
 
-.PHONY: setup reproduce test lab report bench reference reference-paired reference-breadth clean
+.PHONY: setup reproduce reproduce-fp32 test lab report bench reference reference-paired reference-breadth clean
 
 # setuptools warns on every editable install that a folder named like the package
 # could shadow it; here that folder is the package itself (UserWarnings of the build only).
@@ -42,8 +43,18 @@ setup: $(VENV)/.installed
 reproduce: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(PY) -m affcons_lib.reproduce --notebooks notebooks --runs runs --figures figures --record data/reproduce
 
+# one pytest process per core, one thread each (pytest-xdist): the tests are small and
+# mostly single-threaded, so two processes finish sooner than one at two threads;
+# --dist loadfile keeps a file's shared fixtures (trained runs) in one process.
+TEST_WORKERS ?= $(shell nproc)
+# Notebook 01 alone in fp32 (a CPU without native bf16 runs that): its minutes and
+# verdicts recorded in data/reproduce/fp32/ beside make reproduce's (README, "Run times").
+reproduce-fp32: setup
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(PY) -m affcons_lib.reproduce --notebooks notebooks --only 01 \
+		-p precision fp32 --runs runs/fp32 --figures runs/fp32/figures --record data/reproduce/fp32
+
 test: setup
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lab: setup
 	@echo "JupyterLab with the project's kernel; data from $(AFFCONS_DATA_DIR). Open the http://127.0.0.1 link below; Ctrl-C twice stops it."

@@ -1,7 +1,7 @@
 """Run every notebook in order with papermill: ``make reproduce``.
 
     python -m affcons_lib.reproduce [--notebooks notebooks] [--runs runs]
-                                    [--figures figures] [-p NAME VALUE ...]
+                                    [--figures figures] [--only PREFIX ...] [-p NAME VALUE ...]
 
 Executed copies and the notebooks' runs go to ``--runs`` (``$AFFCONS_RUNS_DIR``);
 with ``--record DIR`` the numbers the notebooks recorded (``viz.record_results``)
@@ -10,7 +10,8 @@ and each notebook's run time are copied to ``DIR`` at the end (``make reproduce`
 files they come from);
 notebooks save their figures through :func:`affcons_lib.viz.save_figure`, which
 writes to ``$AFFCONS_FIGURES_DIR`` (set here to ``--figures``). ``-p`` passes a
-parameter to every notebook that declares it in its ``parameters`` cell. Each
+parameter to every notebook that declares it in its ``parameters`` cell; ``--only``
+runs the notebooks whose names start with a prefix given (``--only 01``). Each
 notebook shows a progress bar of its cells; kernels talk over local sockets
 (IPC), so no warning about unencrypted TCP fills the log.
 """
@@ -62,10 +63,14 @@ def _ipc_kernel_manager():
 
 
 def run_all(notebooks: Path, runs: Path, figures: Path, params: dict, kernel: str | None = None,
-            record: Path | None = None) -> int:
+            record: Path | None = None, only=()) -> int:
     import papermill as pm
 
     paths = sorted(notebooks.glob("[0-9]*.ipynb"))
+    if only:
+        paths = [p for p in paths if p.name.startswith(tuple(only))]
+        if not paths:
+            raise SystemExit(f"--only {' '.join(only)}: no notebook in {notebooks}/ starts with that")
     if not paths:
         print(f"no notebooks in {notebooks}/ yet: nothing to run")
         return 0
@@ -120,11 +125,13 @@ def main(argv=None) -> int:
     parser.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
     parser.add_argument("--record", type=Path, default=None,
                         help="copy the recorded numbers and the run times here at the end")
+    parser.add_argument("--only", nargs="+", default=(), metavar="PREFIX",
+                        help="run only the notebooks whose file names start with one of these")
     parser.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
                         help="parameter for every notebook that declares it (VALUE parsed as JSON if it can be)")
     args = parser.parse_args(argv)
     params = {k: _parse_value(v) for k, v in args.p}
-    return run_all(args.notebooks, args.runs, args.figures, params, args.kernel, args.record)
+    return run_all(args.notebooks, args.runs, args.figures, params, args.kernel, args.record, args.only)
 
 
 if __name__ == "__main__":

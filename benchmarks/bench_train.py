@@ -18,7 +18,10 @@ Then bf16 / fp32 time ratios of the full step and of the networks. With
 ``--side-by-side N``: whole crac runs of N iterations (notebook 01's configuration,
 training only), two ways on the same cores: one process at all of them, one run after
 another, against one process per core at one thread each, all at once
-(affcons_lib.side_by_side); printed as runs per minute and their ratio. The precision only
+(affcons_lib.side_by_side); printed as runs per minute and their ratio. With
+``--notebook EXECUTED.ipynb`` (a notebook papermill ran, e.g. ``make reproduce``'s
+``runs/notebooks/01_training.ipynb``): where its time went, cell by cell, with nothing
+else timed. The precision only
 changes the networks' arithmetic; whether bf16 runs reach the scores of fp32 runs is a
 paired experiment (README, "Time to claim"), not a timing.
 """
@@ -76,6 +79,23 @@ def side_by_side(iterations: int, precision: str, out: str) -> None:
           f"ratio side by side / one after another {b / a:.2f}")
 
 
+def notebook_breakdown(path: str) -> None:
+    """Each code cell's seconds and share of an executed notebook (papermill's per-cell
+    times), named by its first line."""
+    import json
+
+    cells = [c for c in json.load(open(path))["cells"] if c["cell_type"] == "code"]
+    times = [(c.get("metadata", {}).get("papermill", {}).get("duration") or 0.0, "".join(c["source"]).split("\n")[0])
+             for c in cells]
+    total = sum(t for t, _ in times)
+    if not total:
+        raise SystemExit(f"{path}: no papermill cell times (expected a notebook executed by papermill)")
+    print(f"{path}: {total / 60:.1f} min in {len(cells)} code cells")
+    for k, (t, first) in enumerate(times, 1):
+        if t >= 0.005 * total:
+            print(f"  cell {k:2d} {t:7.1f} s {t / total:6.1%}  {first[:70]}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patch", type=int, nargs=3, default=[8, 64, 64])
@@ -86,7 +106,11 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: OMP_NUM_THREADS or half the cores)")
     ap.add_argument("--side-by-side", type=int, metavar="N", default=0,
                     help="also time whole runs of N iterations one after another and side by side")
+    ap.add_argument("--notebook", metavar="EXECUTED.ipynb", help="only: where an executed notebook's time went")
     args = ap.parse_args()
+    if args.notebook:
+        notebook_breakdown(args.notebook)
+        return
     threads = set_threads(args.threads)
     cfg = train.load_config(None, {"patch": tuple(args.patch), "batch": args.batch, "widths": tuple(args.widths),
                                    "method": "crac", "progress": False, "voxel_budget": 0.05, "min_size": 1000})
