@@ -32,6 +32,7 @@ import yaml
 
 from ._atomic import write_json, write_text
 from ._provenance import provenance
+from ._readme import replace_between
 from .config import load_config
 from .protocol import PROTOCOL, Protocol
 from .side_by_side import run_side_by_side
@@ -322,19 +323,12 @@ def readme_headline(root=None) -> str:
     return "\n".join(lines)
 
 
-def _replace_between(text: str, start: str, end: str, block: str, where: Path) -> str:
-    if start not in text or end not in text:
-        raise ValueError(f"{where}: no generated section (the markers {start!r} ... {end!r})")
-    head, rest = text.split(start, 1)
-    return head + block + rest.split(end, 1)[1]
-
-
 def write_readme_block(readme, root=None) -> Path:
     """Replace the breadth sections of ``readme`` (between their markers) by
     :func:`readme_headline` and :func:`readme_block`."""
     readme = Path(readme)
-    text = _replace_between(readme.read_text(), README_START, README_END, readme_block(root), readme)
-    text = _replace_between(text, HEADLINE_START, HEADLINE_END, readme_headline(root), readme)
+    text = replace_between(readme.read_text(), README_START, README_END, readme_block(root), readme)
+    text = replace_between(text, HEADLINE_START, HEADLINE_END, readme_headline(root), readme)
     return write_text(readme, text)
 
 

@@ -77,3 +77,12 @@ def test_breadth_section_is_generated_from_the_records():
 
     assert breadth.readme_block() in README
     assert breadth.readme_headline() in FIRST_SCREEN
+
+
+def test_run_times_are_generated_from_the_records():
+    """The README's run times per kind of CPU are what data/reproduce/ records say."""
+    from affcons_lib import reproduce
+
+    block = reproduce.run_times_block()
+    assert block in README
+    assert "| `data/reproduce/` |" in block and "| `data/reproduce/fp32/` |" in block

@@ -117,6 +117,40 @@ def test_reproduce_records_results_and_run_times(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "rec" / "00_x.json").read_text()) == {"answer": 42}
     times = json.loads((tmp_path / "rec" / "run_times.json").read_text())
     assert set(times["seconds"]) == {"00_x"} and times["seconds"]["00_x"] > 0 and times["parameters"] == {"answer": 42}
+    assert times["provenance"]["cpu"] and "native_bf16" in times["provenance"]
+    nbformat.write(nb, tmp_path / "nb" / "01_y.ipynb")  # --only runs the notebooks named, no other
+    assert reproduce.main(["--notebooks", str(tmp_path / "nb"), "--runs", str(tmp_path / "runs"), "--figures",
+                           str(tmp_path / "fig"), "--record", str(tmp_path / "only"), "--only", "01"]) == 0
+    assert set(json.loads((tmp_path / "only" / "run_times.json").read_text())["seconds"]) == {"01_y"}
+    with pytest.raises(SystemExit, match="--only 09: no notebook"):
+        reproduce.main(["--notebooks", str(tmp_path / "nb"), "--only", "09"])
+
+
+def test_run_times_table_reads_each_record(tmp_path):
+    """One row per record with notebook 01 and a provenance; its verdict counts only the
+    measures both methods beat the floor of."""
+    from affcons_lib import reproduce
+
+    prov = dict(cpu="Some CPU", cores=2, threads="2", native_bf16=False, commit="0123456789abcdef")
+    for sub, minutes in (("", 10.0), ("fp32", 12.0)):
+        d = tmp_path / "data" / "reproduce" / sub
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "run_times.json").write_text(json.dumps({"seconds": {"01_training": 60 * minutes},
+                                                      "total_minutes": minutes, "provenance": prov}))
+        claims = [dict(claim="crac beats sparse_only", measure=m, mean=-0.1, low=-0.2, high=v, verdict=verdict)
+                  for m, v, verdict in (("test_error", -0.05, "holds"), ("-test_ap", 0.01, "inconclusive"),
+                                        ("unlabeled_error", -0.01, "holds"), ("voi", -0.05, "holds"))]
+        (d / "01_claims.json").write_text(json.dumps({"claims": claims, "precision": "fp32", "beyond_floors": {
+            "test_error": ["sparse_only", "crac"], "test_ap": ["sparse_only", "crac"], "unlabeled_error": ["crac"]}}))
+        (d / "01_training.json").write_text(json.dumps({"scores": [{"seed": s} for s in range(10)]}))
+    (tmp_path / "data" / "reproduce" / "old").mkdir()  # a record without provenance: left out
+    (tmp_path / "data" / "reproduce" / "old" / "run_times.json").write_text(json.dumps({"seconds": {"01_training": 1}}))
+    block = reproduce.run_times_block(tmp_path / "data" / "reproduce")
+    rows = [line for line in block.splitlines() if line.startswith("| `")]
+    assert len(rows) == 2
+    assert rows[0].startswith("| `data/reproduce/` | Some CPU (2, 2) | no | fp32, 10 | 10.0 | holds on 1 of 2; "
+                              "VOI -0.100 [-0.200, -0.050] holds |")
+    assert "| `data/reproduce/fp32/` |" in rows[1] and "| 12.0 |" in rows[1]
 
 
 def test_report_index_opens_with_what_the_runs_found(tmp_path):
