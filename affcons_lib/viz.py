@@ -108,10 +108,17 @@ def results_dir() -> Path:
 
 def record_results(name: str, results: dict) -> Path:
     """Write a notebook's key numbers to ``results_dir()/NAME.json`` (atomically),
-    so batch runs collect numbers from files rather than from printed text."""
+    so batch runs collect numbers from files rather than from printed text. The
+    record also names what made it (``provenance``: commit, date, versions, CPU,
+    whether it computes bf16 natively, torch's threads)."""
+    import torch
+
+    from ._provenance import provenance
+
     out_dir = results_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    return write_json(out_dir / f"{name}.json", results, default=float)
+    return write_json(out_dir / f"{name}.json", {**results, "provenance": provenance(torch.get_num_threads())},
+                      default=float)
 
 
 def show_findings(name: str, lines) -> Path:

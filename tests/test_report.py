@@ -114,7 +114,9 @@ def test_reproduce_records_results_and_run_times(tmp_path, monkeypatch):
     monkeypatch.delenv("AFFCONS_RESULTS_DIR", raising=False)
     assert reproduce.main(["--notebooks", str(tmp_path / "nb"), "--runs", str(tmp_path / "runs"), "--figures",
                            str(tmp_path / "fig"), "--record", str(tmp_path / "rec"), "-p", "answer", "42"]) == 0
-    assert json.loads((tmp_path / "rec" / "00_x.json").read_text()) == {"answer": 42}
+    recorded = json.loads((tmp_path / "rec" / "00_x.json").read_text())
+    assert recorded["answer"] == 42 and set(recorded) == {"answer", "provenance"}
+    assert {"commit", "date", "torch", "cpu", "native_bf16", "threads"} <= set(recorded["provenance"])
     times = json.loads((tmp_path / "rec" / "run_times.json").read_text())
     assert set(times["seconds"]) == {"00_x"} and times["seconds"]["00_x"] > 0 and times["parameters"] == {"answer": 42}
     assert times["provenance"]["cpu"] and "native_bf16" in times["provenance"]
