@@ -43,10 +43,6 @@ setup: $(VENV)/.installed
 reproduce: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(PY) -m affcons_lib.reproduce --notebooks notebooks --runs runs --figures figures --record data/reproduce
 
-# one pytest process per core, one thread each (pytest-xdist): the tests are small and
-# mostly single-threaded, so two processes finish sooner than one at two threads;
-# --dist loadfile keeps a file's shared fixtures (trained runs) in one process.
-TEST_WORKERS ?= $(shell nproc)
 # Notebook 01 alone in fp32 (a CPU without native bf16 runs that): its minutes and
 # verdicts recorded in data/reproduce/fp32/ beside make reproduce's (README, "Run times").
 reproduce-fp32: setup
@@ -54,7 +50,7 @@ reproduce-fp32: setup
 		-p precision fp32 --runs runs/fp32 --figures runs/fp32/figures --record data/reproduce/fp32
 
 test: setup
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q
 
 lab: setup
 	@echo "JupyterLab with the project's kernel; data from $(AFFCONS_DATA_DIR). Open the http://127.0.0.1 link below; Ctrl-C twice stops it."
