@@ -39,7 +39,6 @@ __all__ = [
     "mutex_watershed",
     "HAVE_AFFOGATO",
     "merge_small_objects",
-    "foreground_mask",
 ]
 
 #: waterz scoring functions by name (all compiled into waterz's wheels).
@@ -523,20 +522,3 @@ def merge_small_objects(seg: np.ndarray, min_size: int, heightmap: np.ndarray | 
     unreached = (filled == 0) & (seg > 0)
     filled[unreached] = seg[unreached]
     return filled.astype(seg.dtype, copy=False)
-
-
-def foreground_mask(probability: np.ndarray, threshold: float = 0.5, min_size: int = 0) -> np.ndarray:
-    """Foreground from a predicted probability map (BBBC039's foreground head):
-    ``probability > threshold``, with connected components below ``min_size``
-    pixels removed. Returns bool, same shape."""
-    p = np.asarray(probability)
-    if not np.issubdtype(p.dtype, np.floating):
-        raise TypeError(f"probability: expected floating point values, got dtype {p.dtype}")
-    if not np.isfinite(p).all():
-        raise ValueError("probability: contains NaN or infinite values")
-    fg = p > threshold
-    if min_size > 0:
-        lab, n = ndimage.label(fg)
-        sizes = np.bincount(lab.ravel())
-        fg &= sizes[lab] >= min_size
-    return fg

@@ -123,16 +123,17 @@ RUN_TIMES_END = "<!-- run times: end -->"
 
 
 def run_times_block(root=None) -> str:
-    """The README's run-time table: one row per record of ``root`` (``run_times.json``
-    there and in its sub-folders), naming the CPU, whether it computes bf16 natively,
+    """The README's run-time tables: one row per record of ``root`` (``run_times.json``
+    there and in its sub-folders) naming the CPU, whether it computes bf16 natively,
     notebook 01's precision, draws and minutes, its central verdicts and the whole
-    run's minutes, from the records alone."""
+    run's minutes; then each notebook's minutes per record. From the records alone."""
     root = Path(root or RECORD_DIR)
     lines = [RUN_TIMES_START, "",
              "| record | CPU (cores, threads) | bf16 native | notebook 01: precision, paired draws | notebook 01 "
              "minutes | `crac` beats `sparse_only`: affinity-level measures above their floors, VOI | "
              "every notebook, minutes | commit |",
              "|---|---|---|---|---|---|---|---|"]
+    per_notebook = {}  # record -> {notebook: seconds}
     for times_path in sorted(root.glob("**/run_times.json"), key=lambda p: (len(p.parts), p)):  # the main record first
         here = times_path.parent
         times, claims_path = json.loads(times_path.read_text()), here / "01_claims.json"
@@ -150,10 +151,17 @@ def run_times_block(root=None) -> str:
                    + (f"{voi['mean']:+.3f} [{voi['low']:+.3f}, {voi['high']:+.3f}] {voi['verdict']}" if voi else "-"))
         every = (f"{times['total_minutes']:.1f} ({len(times['seconds'])} notebooks)"
                  if len(times["seconds"]) > 1 else "-")
-        lines.append(f"| `{here.relative_to(root.parent.parent).as_posix()}/` | {prov['cpu']} ({prov['cores']}, "
+        name = f"`{here.relative_to(root.parent.parent).as_posix()}/`"
+        per_notebook[name] = times["seconds"]
+        lines.append(f"| {name} | {prov['cpu']} ({prov['cores']}, "
                      f"{prov['threads']}) | {'yes' if prov['native_bf16'] else 'no'} | {claims['precision']}, {draws} | "
                      f"{times['seconds']['01_training'] / 60:.1f} | {verdict} | {every} | "
                      f"`{prov['commit'][:8]}{'-dirty' if prov['commit'].endswith('-dirty') else ''}` |")
+    notebooks = sorted({n for seconds in per_notebook.values() for n in seconds})
+    lines += ["", "| notebook | " + " | ".join(f"minutes, {name}" for name in per_notebook) + " |",
+              "|---|" + "---|" * len(per_notebook)]
+    lines += [f"| `{n}` | " + " | ".join(f"{seconds[n] / 60:.1f}" if n in seconds else "-"
+                                         for seconds in per_notebook.values()) + " |" for n in notebooks]
     return "\n".join(lines + ["", RUN_TIMES_END])
 
 

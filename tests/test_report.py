@@ -147,11 +147,12 @@ def test_run_times_table_reads_each_record(tmp_path):
     (tmp_path / "data" / "reproduce" / "old").mkdir()  # a record without provenance: left out
     (tmp_path / "data" / "reproduce" / "old" / "run_times.json").write_text(json.dumps({"seconds": {"01_training": 1}}))
     block = reproduce.run_times_block(tmp_path / "data" / "reproduce")
-    rows = [line for line in block.splitlines() if line.startswith("| `")]
+    rows = [line for line in block.splitlines() if line.startswith("| `data/")]
     assert len(rows) == 2
     assert rows[0].startswith("| `data/reproduce/` | Some CPU (2, 2) | no | fp32, 10 | 10.0 | holds on 1 of 2; "
                               "VOI -0.100 [-0.200, -0.050] holds |")
     assert "| `data/reproduce/fp32/` |" in rows[1] and "| 12.0 |" in rows[1]
+    assert "| `01_training` | 10.0 | 12.0 |" in block  # each notebook's minutes per record
 
 
 def test_report_index_opens_with_what_the_runs_found(tmp_path):
