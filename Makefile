@@ -41,12 +41,12 @@ setup: $(VENV)/.installed
 # make reproduce expects the machine to itself: all cores for torch (a one-off run
 # takes half, see README); OMP_NUM_THREADS=1 make reproduce on a busy machine.
 reproduce: setup
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(PY) -m affcons_lib.reproduce --notebooks notebooks --runs runs --figures figures --record data/reproduce
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(PY) -m affcons_lib reproduce --notebooks notebooks --runs runs --figures figures --record data/reproduce
 
 # Notebook 01 alone in fp32 (a CPU without native bf16 runs that): its minutes and
 # verdicts recorded in data/reproduce/fp32/ beside make reproduce's (README, "Run times").
 reproduce-fp32: setup
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(PY) -m affcons_lib.reproduce --notebooks notebooks --only 01 \
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(PY) -m affcons_lib reproduce --notebooks notebooks --only 01 \
 		-p precision fp32 --runs runs/fp32 --figures runs/fp32/figures --record data/reproduce/fp32
 
 test: setup
@@ -61,8 +61,8 @@ lab: setup
 # three methods 3000 iterations each, one thread each, crac beside the two others
 # (about 55 minutes on 2 cores). Notebooks 03 and 05 load them.
 reference: setup
-	OMP_NUM_THREADS=1 $(PY) -m affcons_lib.reference --methods crac --set snapshot_iters=100,300,1000,3000 & crac=$$!; \
-	OMP_NUM_THREADS=1 $(PY) -m affcons_lib.reference --methods sparse_only full_supervision || exit 1; \
+	OMP_NUM_THREADS=1 $(PY) -m affcons_lib reference --methods crac --set snapshot_iters=100,300,1000,3000 & crac=$$!; \
+	OMP_NUM_THREADS=1 $(PY) -m affcons_lib reference --methods sparse_only full_supervision || exit 1; \
 	wait $$crac
 
 # The paired reference runs under data/reference/paired/: notebook 01 itself, with
@@ -75,7 +75,7 @@ reference-paired: setup
 	AFFCONS_RUNS_DIR=$(PAIRED_WORK) AFFCONS_RESULTS_DIR=$(PAIRED_WORK)/results AFFCONS_FIGURES_DIR=$(PAIRED_WORK)/figures \
 	AFFCONS_STATIC=1 $(VENV)/bin/papermill notebooks/01_training.ipynb $(PAIRED_WORK)/01_training.ipynb \
 		--cwd notebooks -y "$(PAIRED_PARAMETERS)"
-	$(PY) -m affcons_lib.reference --export-paired $(PAIRED_WORK) --parameters \
+	$(PY) -m affcons_lib reference --export-paired $(PAIRED_WORK) --parameters \
 		"$$($(PY) -c 'import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.argv[1])))' '$(PAIRED_PARAMETERS)')"
 
 # The breadth reference runs under data/reference/breadth/: the grids its config.yaml
@@ -83,11 +83,11 @@ reference-paired: setup
 # two processes at one thread; resumes where a previous call stopped (runs/breadth/).
 BREADTH_GRIDS ?= budgets_3d budgets_2d ablation_3d
 reference-breadth: setup
-	$(PY) -m affcons_lib.reference --breadth $(BREADTH_GRIDS) --workers 2 --work runs/breadth
+	$(PY) -m affcons_lib reference --breadth $(BREADTH_GRIDS) --workers 2 --work runs/breadth
 
 # The executed notebooks of runs/ (from make reproduce) as web pages with an index.
 report: setup
-	$(PY) -m affcons_lib.report --runs runs --out runs/report
+	$(PY) -m affcons_lib report --runs runs --out runs/report
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._kernels import _find
+from ._kernels import find_root
 
 
 @njit(cache=True)
@@ -44,8 +44,8 @@ def grow_along_strong_edges(seeds, sorted_edges, n_pixels, flat_offsets, min_new
         e = sorted_edges[k]
         c = e // n_pixels
         p = e - c * n_pixels
-        rp = _find(parent, p)
-        rq = _find(parent, p + flat_offsets[c])
+        rp = find_root(parent, p)
+        rq = find_root(parent, p + flat_offsets[c])
         if rp == rq:
             continue
         lp, lq = label[rp], label[rq]
@@ -60,7 +60,7 @@ def grow_along_strong_edges(seeds, sorted_edges, n_pixels, flat_offsets, min_new
             label[rp] = lq
     out = np.empty(n_pixels, np.int64)
     for p in range(n_pixels):
-        r = _find(parent, p)
+        r = find_root(parent, p)
         if label[r] == 0 and size[r] >= min_new_size:
             label[r] = next_label
             next_label += 1

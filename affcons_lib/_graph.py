@@ -24,7 +24,7 @@ import heapq
 import numpy as np
 from numba import njit
 
-from ._kernels import _EMPTY, _find, _probe
+from ._kernels import EMPTY, find_root, probe
 
 
 @njit(cache=True)
@@ -34,13 +34,13 @@ def _table(eu, ev, alive, n_nodes, n_keys):
     size = 1 << 4
     while size < 3 * n_keys:
         size *= 2
-    keys = np.full(size, _EMPTY, np.int64)
+    keys = np.full(size, EMPTY, np.int64)
     vals = np.empty(size, np.int64)
     for e in range(eu.shape[0]):
         if alive[e]:
             a, b = eu[e], ev[e]
             k = a * n_nodes + b if a < b else b * n_nodes + a
-            i = _probe(keys, k)
+            i = probe(keys, k)
             keys[i] = k
             vals[i] = e
     return keys, vals
@@ -68,10 +68,10 @@ def replay(n_nodes, merged_a, merged_b, n_merges):  # pragma: no cover - compile
     """Representative node of every node after the first ``n_merges`` merges."""
     parent = np.arange(n_nodes)
     for k in range(n_merges):
-        parent[_find(parent, merged_b[k])] = _find(parent, merged_a[k])
+        parent[find_root(parent, merged_b[k])] = find_root(parent, merged_a[k])
     out = np.empty(n_nodes, np.int64)
     for x in range(n_nodes):
-        out[x] = _find(parent, x)
+        out[x] = find_root(parent, x)
     return out
 
 
@@ -137,7 +137,7 @@ def agglomerate(n_nodes, u, v, sums, counts, hist, quantile, threshold):  # prag
                     alive[f] = False  # now inside the merged region
                 else:
                     k = a * n_nodes + other if a < other else other * n_nodes + a
-                    i = _probe(keys, k)
+                    i = probe(keys, k)
                     if keys[i] == k and alive[vals[i]]:
                         g = vals[i]  # a's edge to the same neighbour: pool
                         es[g] += es[f]

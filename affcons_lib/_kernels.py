@@ -12,7 +12,7 @@ from numba import njit
 
 
 @njit(cache=True, inline="always")
-def _find(parent, x):
+def find_root(parent, x):
     """Root of ``x`` in a union-find forest of parent links, with path
     compression (the fragment and region-graph code use this one)."""
     root = x
@@ -26,7 +26,7 @@ def _find(parent, x):
 
 
 # An open-addressing hash set of int64 keys; -1 marks an empty slot.
-_EMPTY = -1
+EMPTY = -1
 
 
 @njit(cache=True, inline="always")
@@ -38,25 +38,25 @@ def _slot(key, mask):
 
 
 @njit(cache=True, inline="always")
-def _probe(table, key):
+def probe(table, key):
     """Linear probing: the slot holding ``key``, or the empty slot where it would go."""
     mask = table.shape[0] - 1
     i = _slot(key, mask)
-    while table[i] != key and table[i] != _EMPTY:
+    while table[i] != key and table[i] != EMPTY:
         i = (i + 1) & mask
     return i
 
 
 @njit(cache=True)
-def _contains(table, key):
-    return table[_probe(table, key)] == key
+def contains(table, key):
+    return table[probe(table, key)] == key
 
 
 @njit(cache=True)
-def _insert(table, key):
+def insert(table, key):
     """Insert ``key``; True when it was not there yet. The caller keeps the load
     below two thirds."""
-    i = _probe(table, key)
+    i = probe(table, key)
     if table[i] == key:
         return False
     table[i] = key
@@ -64,10 +64,10 @@ def _insert(table, key):
 
 
 @njit(cache=True)
-def _grown(table):
+def grown(table):
     """The same keys in a table twice as large."""
-    out = np.full(2 * table.shape[0], _EMPTY, np.int64)
+    out = np.full(2 * table.shape[0], EMPTY, np.int64)
     for k in table:
-        if k != _EMPTY:
-            _insert(out, k)
+        if k != EMPTY:
+            insert(out, k)
     return out

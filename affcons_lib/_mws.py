@@ -38,7 +38,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._kernels import _EMPTY, _contains, _grown, _insert  # shared with the fragment and graph code
+from ._kernels import EMPTY, contains, grown, insert  # shared with the fragment and graph code
 from ._radix import sort_by_key
 
 
@@ -126,7 +126,7 @@ def mws_kruskal(sorted_edges, n_pixels, n_attractive, flat_offsets, short_block=
         direction_offset[d] = flat_offsets[n_attractive + d]
         direction_offset[n_repulsive + d] = -flat_offsets[n_attractive + d]
     members = np.empty(n_pixels, np.int32)  # the scanned cluster, for relabelling
-    known = np.full(1 << 12, _EMPTY, np.int64)
+    known = np.full(1 << 12, EMPTY, np.int64)
     n_known = 0
 
     # Edges are decoded once, 16 places ahead, into a ring the prefetch stages and
@@ -170,7 +170,7 @@ def mws_kruskal(sorted_edges, n_pixels, n_attractive, flat_offsets, short_block=
         # cluster rv for ru; scan rv's pixels for one
         size_v = node[rv, SIZE]
         long_scan = size_v > short_block
-        if long_scan and _contains(known, _pair(ru, rv, n_pixels)):
+        if long_scan and contains(known, _pair(ru, rv, n_pixels)):
             continue
         x = rv
         mutex = False
@@ -192,8 +192,8 @@ def mws_kruskal(sorted_edges, n_pixels, n_attractive, flat_offsets, short_block=
         if mutex:
             if long_scan:
                 if 3 * (n_known + 1) > 2 * known.shape[0]:
-                    known = _grown(known)
-                n_known += _insert(known, _pair(ru, rv, n_pixels))
+                    known = grown(known)
+                n_known += insert(known, _pair(ru, rv, n_pixels))
             continue
         # merge, small into large: each pixel is relabelled O(log n) times
         for m in range(size_v):

@@ -13,6 +13,10 @@ from pathlib import Path
 __all__ = ["provenance"]
 
 
+#: what a record's commit is about: an uncommitted change here makes it ``-dirty``
+_CODE = ("affcons_lib", "notebooks", "benchmarks", "pyproject.toml", "Makefile", "environment.yml")
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -24,7 +28,8 @@ def _cpu_model() -> str:
 
 
 def provenance(threads: int | str | None = None, minutes: float | None = None) -> dict:
-    """The commit (``-dirty`` when the work tree has uncommitted changes), the UTC date,
+    """The commit (``-dirty`` when the code has uncommitted changes: the library, notebooks,
+    benchmarks or set-up; the figures and records a run writes do not count), the UTC date,
     Python, torch and numpy versions, the CPU model, its core count, whether it
     computes bf16 natively (then ``precision="auto"`` runs bf16), the threads and
     the minutes the record's runs took."""
@@ -37,7 +42,8 @@ def provenance(threads: int | str | None = None, minutes: float | None = None) -
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        # the code that makes the numbers; not figures/ and data/, which the runs themselves write
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *_CODE], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
         commit += "-dirty" if dirty else ""
     except (OSError, subprocess.CalledProcessError):

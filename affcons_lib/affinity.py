@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "edge_slices",
     "OFFSETS_3D",
     "OFFSETS_2D",
     "N_NEAREST_3D",
@@ -83,7 +84,7 @@ def check_offsets(offsets: Sequence[Sequence[int]], ndim: int, name: str = "offs
     return offs
 
 
-def _edge_slices(offset: Sequence[int], shape: Sequence[int]) -> tuple[tuple, tuple]:
+def edge_slices(offset: Sequence[int], shape: Sequence[int]) -> tuple[tuple, tuple]:
     """Slices ``(at_v, at_v_plus_o)`` selecting every voxel ``v`` whose neighbour
     ``v + o`` lies inside an array of ``shape``. Empty when |o| exceeds the shape."""
     at_v, at_nb = [], []
@@ -166,7 +167,7 @@ def affinities_from_labels(
     affs = np.zeros((len(offsets),) + labels.shape, dtype=np.float32)
     valid = np.zeros((len(offsets),) + labels.shape, dtype=bool)
     for c, o in enumerate(offsets):
-        at_v, at_nb = _edge_slices(o, labels.shape)
+        at_v, at_nb = edge_slices(o, labels.shape)
         a, b = labels[at_v], labels[at_nb]
         same = a == b
         if not background_is_instance:
@@ -200,7 +201,7 @@ def labeled_region_mask(annotated: np.ndarray, offsets: Sequence[Sequence[int]])
     offsets = check_offsets(offsets, annotated.ndim)
     mask = np.zeros((len(offsets),) + annotated.shape, dtype=bool)
     for c, o in enumerate(offsets):
-        at_v, at_nb = _edge_slices(o, annotated.shape)
+        at_v, at_nb = edge_slices(o, annotated.shape)
         mask[c][at_v] = annotated[at_v] | annotated[at_nb]
     return mask
 
@@ -338,7 +339,7 @@ def _pairwise_cosine():
             if by_channel:  # a channel's slice must be contiguous; the CPU network's output is channels-last
                 x = x.contiguous()
             for c, o in enumerate(offsets):
-                at_v, at_nb = _edge_slices(o, shape)
+                at_v, at_nb = edge_slices(o, shape)
                 if by_channel:
                     sim = out[(slice(None), c) + at_v]
                     for e in range(x.shape[1]):
@@ -364,7 +365,7 @@ def _pairwise_cosine():
             grad = torch.zeros_like(x)
             shape = tuple(x.shape[2:])
             for c, o in enumerate(ctx.offsets):
-                at_v, at_nb = _edge_slices(o, shape)
+                at_v, at_nb = edge_slices(o, shape)
                 g = (grad_out[(slice(None), c) + at_v] * inside[c]).unsqueeze(1)
                 grad[every + at_v] += g * x[every + at_nb]
                 grad[every + at_nb] += g * x[every + at_v]

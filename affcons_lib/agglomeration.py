@@ -22,8 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["BINS", "scoring_quantile", "boundary_histograms", "region_graph", "graph_statistics", "merge_history",
-           "segments_at", "agglomerate_graph", "agglomerate_fragments"]
+__all__ = ["BINS", "scoring_quantile", "boundary_edges", "histogram_bins", "boundary_histograms", "region_graph",
+           "graph_statistics", "merge_history", "segments_at", "agglomerate_graph", "agglomerate_fragments"]
 
 BINS = 256  # per-edge affinity histogram, as waterz's HistogramQuantileAffinity
 
@@ -41,7 +41,7 @@ def _dense_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids, local.reshape(labels.shape).astype(np.int64)
 
 
-def _boundary_edges(fragments: np.ndarray, affs: np.ndarray, interior: Sequence[int]):
+def boundary_edges(fragments: np.ndarray, affs: np.ndarray, interior: Sequence[int]):
     """Every nearest-neighbour edge between two fragments (not 0) of the region
     ``fragments[interior:]``. Returns ``(u, v, inverse, values)``: the distinct
     pairs of fragment ids (u < v), and for each voxel edge the index of its pair
@@ -70,7 +70,7 @@ def _boundary_edges(fragments: np.ndarray, affs: np.ndarray, interior: Sequence[
     return ids[pairs // len(ids)], ids[pairs % len(ids)], inverse, vals
 
 
-def _bins(values: np.ndarray) -> np.ndarray:
+def histogram_bins(values: np.ndarray) -> np.ndarray:
     """waterz's discretisation of affinities into :data:`BINS` bins."""
     return np.clip((np.clip(values, 0, 1) * BINS).astype(np.int64), 0, BINS - 1)
 
@@ -106,7 +106,7 @@ def region_graph(fragments: np.ndarray, affs: np.ndarray, interior: Sequence[int
     sums : ndarray of float64, summed affinities on the boundary
     counts : ndarray of int64, number of boundary edges
     """
-    u, v, inverse, vals = _boundary_edges(fragments, affs, interior)
+    u, v, inverse, vals = boundary_edges(fragments, affs, interior)
     sums = np.bincount(inverse, weights=vals, minlength=len(u))
     counts = np.bincount(inverse, minlength=len(u)).astype(np.int64)
     return u, v, sums, counts
@@ -203,9 +203,9 @@ def graph_statistics(fragments: np.ndarray, affs: np.ndarray):
     u, v : ndarray of int64, edges as indices into ``nodes``, u < v
     sums : ndarray of float64; hist : ndarray of int32 (E, :data:`BINS`)
     """
-    ids_u, ids_v, inverse, vals = _boundary_edges(np.asarray(fragments), np.asarray(affs), (0, 0, 0))
+    ids_u, ids_v, inverse, vals = boundary_edges(np.asarray(fragments), np.asarray(affs), (0, 0, 0))
     nodes, index = np.unique(np.concatenate([ids_u, ids_v]), return_inverse=True)
-    hist = boundary_histograms(inverse, _bins(vals), len(ids_u))
+    hist = boundary_histograms(inverse, histogram_bins(vals), len(ids_u))
     return (nodes, index[: len(ids_u)], index[len(ids_u):], np.bincount(inverse, weights=vals, minlength=len(ids_u)),
             hist)
 

@@ -1,10 +1,10 @@
 """Blockwise prediction and segmentation of volumes larger than memory, scheduled
 by daisy (the field's blockwise task scheduler).
 
-    python -m affcons_lib.predict --blockwise CHECKPOINT --raw VOL.h5:volumes/raw --out AFFS.zarr
+    python -m affcons_lib predict --blockwise CHECKPOINT --raw VOL.h5:volumes/raw --out AFFS.zarr
                                   --block 64 256 256 --workers 4
-    python -m affcons_lib.blockwise segment AFFS.zarr --out SEG --threshold 0.5 --workers 4
-    python -m affcons_lib.evaluate --segmentation SEG --labels VOL.h5:volumes/labels/neuron_ids
+    python -m affcons_lib blockwise segment AFFS.zarr --out SEG --threshold 0.5 --workers 4
+    python -m affcons_lib evaluate --segmentation SEG --labels VOL.h5:volumes/labels/neuron_ids
 
 Prediction. The volume is cut into blocks (the write regions, aligned with the
 output's zarr chunks). A worker predicts a block from the tiles of the *same*
@@ -34,7 +34,7 @@ step on the fragment graph:
    segment table for every threshold of the recipe, from one pass.
 4. *relabel*: per block, chain ends -> fragments -> segments at ``threshold``.
 
-:func:`affcons_lib.evaluate.evaluate_blockwise` (``python -m affcons_lib.evaluate
+:func:`affcons_lib.evaluate.evaluate_blockwise` (``python -m affcons_lib evaluate
 --segmentation OUT --labels ...``) scores every threshold from one pass over the
 fragments, block by block, as :func:`~affcons_lib.evaluate.evaluate_3d` scores
 in memory.
@@ -48,7 +48,6 @@ atomically; a killed run started again skips what is done.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -61,8 +60,8 @@ from typing import Sequence
 import numpy as np
 
 from ._atomic import atomic_path, write_text
-from .agglomeration import (BINS, _boundary_edges, _bins, boundary_histograms, merge_history, segments_at,
-                            agglomerate_graph, region_graph)  # the last two: re-exported, part of this API
+from .agglomeration import (BINS, boundary_edges, boundary_histograms, histogram_bins, merge_history,
+                            segments_at, agglomerate_graph, region_graph)  # the last two: re-exported, part of this API
 from .fragments import look_up
 from .data import open_volume  # volume I/O lives in data; re-exported here, part of this API
 
@@ -382,8 +381,8 @@ def _edges_block(spec: _SegmentSpec, block) -> None:
     margin = [1 if b > 0 else 0 for b in begin]
     fr = np.asarray(frag[tuple(slice(b - m, e) for b, e, m in zip(begin, end, margin))])
     af = np.asarray(affs[(slice(0, 3),) + tuple(slice(b, e) for b, e in zip(begin, end))])
-    u, v, inverse, vals = _boundary_edges(fr, af, margin)
-    cells, counts = np.unique(inverse * BINS + _bins(vals), return_counts=True)
+    u, v, inverse, vals = boundary_edges(fr, af, margin)
+    cells, counts = np.unique(inverse * BINS + histogram_bins(vals), return_counts=True)
     out = Path(spec.out) / "edges" / f"{_block_index(spec, block.write_roi):08d}.npz"
     with atomic_path(out, ".part.npz") as tmp:
         np.savez(tmp, u=u, v=v, sums=np.bincount(inverse, weights=vals, minlength=len(u)),
@@ -585,20 +584,22 @@ def segment_blockwise(affs_path, out_path, *, threshold: float = 0.5, block=(64,
 # ------------------------------------------------------------------ workers
 _BLOCK_FUNCTIONS = {"predict": _predict_block, "fragments": _fragments_block, "edges": _edges_block,
                     "relabel": _relabel_block}
+#: the kinds of block a worker processes (``python -m affcons_lib blockwise worker KIND SPEC``)
+BLOCK_KINDS = tuple(sorted(_BLOCK_FUNCTIONS))
 _SPECS = {"predict": _PredictSpec, "fragments": _SegmentSpec, "edges": _SegmentSpec, "relabel": _SegmentSpec}
 
 
 def _launch_worker(launcher: str, kind: str, spec) -> None:
     """A daisy worker function (it takes no block): start one worker with
     ``launcher`` (``srun ...``, ``bsub ...``, or any command prefix) running
-    ``python -m affcons_lib.blockwise worker KIND SPEC``, which connects back to
+    ``python -m affcons_lib blockwise worker KIND SPEC``, which connects back to
     this scheduler (``DAISY_CONTEXT`` in its environment: ``srun`` passes the
     environment on; other launchers may need to be told) and processes blocks
     until none is left. The workers must see the same paths as the scheduler."""
     import shlex
     import subprocess
 
-    cmd = shlex.split(launcher) + [sys.executable, "-m", "affcons_lib.blockwise", "worker", kind,
+    cmd = shlex.split(launcher) + [sys.executable, "-m", "affcons_lib", "blockwise", "worker", kind,
                                    json.dumps(asdict(spec))]
     subprocess.run(cmd, check=True)
 
@@ -671,86 +672,7 @@ def peak_memory_mb(memory_dir: str | None = None) -> dict:
     return {"peak_mb_main": round(_own_peak_mb(), 1), "peak_mb_worker": round(max(workers, default=0.0), 1)}
 
 
-# ------------------------------------------------------------------ command line
-def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of blockwise prediction (also ``python -m affcons_lib.predict --blockwise``)."""
-    parser.add_argument("--raw", help="blockwise: the raw volume to predict, an HDF5 or zarr PATH:KEY")
-    parser.add_argument("--block", type=int, nargs=3, default=(64, 256, 256),
-                        help="blockwise: block (and zarr chunk) shape Z Y X; a worker holds one block")
-    parser.add_argument("--workers", type=int, default=2, help="blockwise: daisy worker processes")
-    parser.add_argument("--raw-range", type=float, nargs=2, metavar=("LO", "HI"),
-                        help="blockwise: raw intensities mapped to 0 and 1 for the whole volume "
-                             "(default: estimated from a strided sample)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="blockwise: remove an existing --out and start afresh (without it, an output made with "
-                             "other settings is refused, one made the same way resumed)")
-    parser.add_argument("--launcher", help="blockwise: command prefix that starts each worker elsewhere, e.g. "
-                                           "'srun --ntasks 1 --cpus-per-task 8' (a cluster job per worker)")
+if __name__ == "__main__":  # the earlier form of `python -m affcons_lib blockwise`: the one command line
+    from affcons_lib.cli import main
 
-
-def _report(run) -> int:
-    """Print ``run()``'s summary as JSON (status 0), or the error (status 2)."""
-    try:
-        result = run()
-    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2))
-    return 0
-
-
-def run_predict(args) -> int:
-    """Blockwise prediction from parsed arguments (see :func:`_report`)."""
-    return _report(lambda: predict_blockwise(args.checkpoint, args.raw, args.out, block=args.block, tile=args.tile,
-                                             stride=args.stride, workers=args.workers, branch=args.branch,
-                                             device=args.device, raw_range=args.raw_range,
-                                             overwrite=args.overwrite, launcher=args.launcher))
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m affcons_lib.blockwise", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("predict", help="affinities of a raw volume, block by block, into zarr")
-    p.add_argument("checkpoint")
-    p.add_argument("--out", required=True, help="zarr array to write")
-    p.add_argument("--tile", type=int, nargs=3)
-    p.add_argument("--stride", type=int, nargs=3)
-    p.add_argument("--branch", default="embedding", choices=("embedding", "affinity"))
-    p.add_argument("--device", default="cpu")
-    add_predict_arguments(p)
-    s = sub.add_parser("segment", help="fragments, region graph, agglomeration, relabelling, block by block")
-    s.add_argument("affinities", help="zarr affinity array (C, Z, Y, X)")
-    s.add_argument("--out", required=True, help="directory to create")
-    s.add_argument("--threshold", type=float, default=0.5,
-                   help="agglomeration threshold of the segmentation written (a table is kept for every threshold "
-                        "of the recipe)")
-    s.add_argument("--scoring", default="median", help="edge score: median (the field's), mean or quantile_Q")
-    s.add_argument("--fragment-mode", choices=("volume", "slice"), default="volume",
-                   help="3D fragments (isotropic data) or per section (anisotropic)")
-    s.add_argument("--block", type=int, nargs=3, default=(64, 256, 256))
-    s.add_argument("--context", type=int, nargs=3,
-                   help="voxels read around a block (default and minimum: what the fragments need)")
-    s.add_argument("--workers", type=int, default=2)
-    s.add_argument("--overwrite", action="store_true", help="remove an existing --out and start afresh")
-    s.add_argument("--launcher", help="command prefix that starts each worker elsewhere, e.g. "
-                                      "'srun --ntasks 1 --cpus-per-task 4' (a cluster job per worker)")
-    w = sub.add_parser("worker", help="(started by --launcher) process blocks for a running scheduler")
-    w.add_argument("kind", choices=sorted(_BLOCK_FUNCTIONS))
-    w.add_argument("spec", help="the task's settings, JSON")
-    args = ap.parse_args(argv)
-    if args.command == "worker":
-        return run_worker(args.kind, args.spec)
-    if args.command == "predict":
-        if not args.raw:
-            ap.error("predict needs --raw PATH:KEY")
-        return run_predict(args)
-    from .recipe import BLOCKWISE
-
-    recipe = BLOCKWISE.replace(scoring=args.scoring, mode=args.fragment_mode)
-    return _report(lambda: segment_blockwise(args.affinities, args.out, threshold=args.threshold, block=args.block,
-                                             context=args.context, workers=args.workers, recipe=recipe,
-                                             overwrite=args.overwrite, launcher=args.launcher))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["blockwise", *__import__("sys").argv[1:]]))

@@ -15,7 +15,7 @@ cross-entropy over the annotated region, error pixels up-weighted by the ratio o
 correct to erroneous ones. In ``crac`` training, after a warm-up, only pixels with
 E < 0.5 (and a passing entropy) enter the cross-consistency loss, for every channel.
 
-    python -m affcons_lib.cpsn CONFIG.yaml [--set key=value ...]
+    python -m affcons_lib cpsn CONFIG.yaml [--set key=value ...]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from . import affinity, checkpoint, distributed, losses, metrics, models
-from .config import TrainConfig, run_config_cli
+from .config import TrainConfig
 from .loop import TrainingLoop
 from .sampling import PatchSampler, PreparedData, prepare_data
 
@@ -427,10 +427,7 @@ def precision_recall(scores: np.ndarray, errors: np.ndarray):
     return metrics.precision_recall(scores, errors)
 
 
-def main(argv=None) -> int:
-    return run_config_cli(argv, prog="python -m affcons_lib.cpsn", description="Train a CPSN on a snapshot bank.",
-                          cls=CPSNConfig, run=train_cpsn, cleanup=distributed.teardown)
+if __name__ == "__main__":  # the earlier form of `python -m affcons_lib cpsn`: the one command line
+    from affcons_lib.cli import main
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["cpsn", *__import__("sys").argv[1:]]))

@@ -1,6 +1,6 @@
 """Training on several processes (GPUs, nodes) with ``torchrun``.
 
-``torchrun --nproc_per_node N -m affcons_lib.train CONFIG.yaml`` starts N copies
+``torchrun --nproc_per_node N -m affcons_lib train CONFIG.yaml`` starts N copies
 of the training script; each reads its rank from the environment torchrun sets
 (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and :func:`setup` joins them into one
 process group (NCCL on GPUs, gloo on CPUs). Nothing here runs, and nothing

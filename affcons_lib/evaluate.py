@@ -30,18 +30,15 @@ as background), ``"boundary"`` for the membrane of EM sections (every edge touch
 it is a cut; membrane pixels are left out of both sides of every score).
 :func:`reference_scores_2d` gives a 2D table's floors and ceiling.
 
-    python -m affcons_lib.evaluate PRED.h5 [--method waterz|mutex_watershed] [--json OUT]
-    python -m affcons_lib.evaluate --segmentation SEG --labels VOL.h5:KEY   (blockwise, block by block)
+    python -m affcons_lib evaluate PRED.h5 [--method waterz|mutex_watershed] [--json OUT]
+    python -m affcons_lib evaluate --segmentation SEG --labels VOL.h5:KEY   (blockwise, block by block)
 
-PRED.h5 is what ``python -m affcons_lib.predict`` writes (affinities, offsets and
+PRED.h5 is what ``python -m affcons_lib predict`` writes (affinities, offsets and
 the ground-truth labels of the predicted part).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -483,7 +480,7 @@ def read_prediction(prediction, labels=None):
     """Affinities, ground truth and offsets of a prediction on disk, as lists (one
     entry per image of a collection).
 
-    ``prediction`` is the HDF5 of ``python -m affcons_lib.predict`` (``affinities``
+    ``prediction`` is the HDF5 of ``python -m affcons_lib predict`` (``affinities``
     with its ``offsets`` attribute, ``labels``; groups ``image_NNN`` for
     collections) or a zarr array of ``predict --blockwise``. ``labels``
     (``PATH[:KEY]``) gives or replaces the ground truth. Errors name the file and
@@ -511,7 +508,7 @@ def read_prediction(prediction, labels=None):
             groups = [f[k] for k in sorted(f) if k.startswith("image_")] or [f]
             for g in groups:
                 if "affinities" not in g:
-                    raise ValueError(f"{p}: no dataset 'affinities' (write it with python -m affcons_lib.predict)")
+                    raise ValueError(f"{p}: no dataset 'affinities' (write it with python -m affcons_lib predict)")
             affs = [g["affinities"][...] for g in groups]
             gt = [g["labels"][...] if "labels" in g else None for g in groups]
             offsets = [tuple(int(v) for v in o) for o in groups[0]["affinities"].attrs["offsets"]]
@@ -528,71 +525,7 @@ def read_prediction(prediction, labels=None):
     return affs, gt, offsets
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m affcons_lib.evaluate", description=__doc__.splitlines()[0])
-    ap.add_argument("prediction", nargs="?", help="HDF5 written by affcons_lib.predict, or the zarr affinities of "
-                                                  "predict --blockwise (then give --labels)")
-    ap.add_argument("--segmentation", metavar="SEG",
-                    help="score a blockwise segmentation instead, block by block: the output directory of "
-                         "python -m affcons_lib.blockwise segment (every threshold it kept) or a zarr segmentation; "
-                         "needs --labels")
-    ap.add_argument("--labels", metavar="PATH[:KEY]",
-                    help="ground truth to score against (HDF5, zarr or TIFF), for a prediction that holds none or "
-                         "to replace the one it holds")
-    ap.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS),
-                    help="waterz thresholds swept (3D); the best by VOI is reported")
-    ap.add_argument("--method", choices=METHODS_3D, default="waterz",
-                    help="3D pipeline: waterz agglomeration (the paper's) or the 12-channel mutex watershed")
-    ap.add_argument("--scoring", default="median",
-                    help="waterz scoring: median (the field's), median_release (the authors' string), mean, quantile_Q")
-    ap.add_argument("--fragments", choices=("volume", "slice"), default="volume",
-                    help="3D fragments for isotropic data (volume) or per section for anisotropic data (slice)")
-    ap.add_argument("--border-tolerance", type=int, default=1,
-                    help="ignore ground-truth voxels closer than this many pixels to a label border in their "
-                         "section (CREMI convention; 0: score every voxel)")
-    ap.add_argument("--no-floors", action="store_true",
-                    help="3D: skip the floors (one object, every voxel alone) and the ceiling (ground-truth targets)")
-    ap.add_argument("--json", help="write the scores to this JSON file too")
-    args = ap.parse_args(argv)
-    if (args.prediction is None) == (args.segmentation is None):
-        ap.error("give a prediction file or --segmentation SEG (one of the two)")
-    if args.segmentation:
-        if not args.labels:
-            ap.error("--segmentation needs --labels PATH[:KEY]")
-        try:
-            scores = evaluate_blockwise(args.segmentation, args.labels, border_tolerance=args.border_tolerance)
-        except (FileNotFoundError, ValueError, KeyError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        text = json.dumps(scores, indent=2)
-        print(text)
-        if args.json:
-            write_text(args.json, text)
-        return 0
-    try:
-        affs, gt, offsets = read_prediction(args.prediction, args.labels)
-    except (FileNotFoundError, ValueError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    p = Path(args.prediction)
-    three_d = gt[0].ndim == 3
-    options = dict(method=args.method, thresholds=args.thresholds, scoring=args.scoring,
-                   fragment_mode=args.fragments, border_tolerance=args.border_tolerance) if three_d else {}
-    try:
-        scores = score_prediction(affs if len(affs) > 1 else affs[0], gt if len(gt) > 1 else gt[0], offsets,
-                                  **options)
-        if three_d and not args.no_floors:
-            scores["reference"] = reference_scores(gt[0], offsets=offsets, **options)
-    except ValueError as err:
-        print(f"error: {p}: {err}", file=sys.stderr)
-        return 2
-    scores.pop("segmentation")
-    text = json.dumps(scores, indent=2)
-    print(text)
-    if args.json:
-        write_text(args.json, text)
-    return 0
+if __name__ == "__main__":  # the earlier form of `python -m affcons_lib evaluate`: the one command line
+    from affcons_lib.cli import main
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["evaluate", *__import__("sys").argv[1:]]))

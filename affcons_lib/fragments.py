@@ -77,9 +77,9 @@ def pointers(affs: np.ndarray, *, mode: str = "volume", threshold: float = 0.5, 
     voxel points to; roots point to themselves.
     """
     from ._fragments import ascent_pointers
-    from .postprocess import _check_affs
+    from .postprocess import check_affs
 
-    affs = _check_affs(affs, 3, spatial_ndim=3)
+    affs = check_affs(affs, 3, spatial_ndim=3)
     _check(mode, threshold, radius, max_distance)
     nn = np.ascontiguousarray(affs[:3], dtype=np.float32)
     strong = nn > threshold

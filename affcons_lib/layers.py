@@ -1,7 +1,7 @@
 """A result to look at: raw, affinities, fragments and segmentation of a volume or
 image without ground truth, in one zarr container that the field's viewers open.
 
-    python -m affcons_lib.predict CHECKPOINT --raw RAW.h5:KEY --layers OUT.zarr [--threshold 0.5] [--napari]
+    python -m affcons_lib predict CHECKPOINT --raw RAW.h5:KEY --layers OUT.zarr [--threshold 0.5] [--napari]
 
 :func:`segment_raw` predicts the whole array with f(θ2) (the tiling of
 :func:`~affcons_lib.predict.predict_part`), cuts it into fragments and

@@ -26,9 +26,10 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .affinity import _edge_slices, check_offsets
+from .affinity import edge_slices, check_offsets
 
 __all__ = [
+    "check_affs",
     "SCORING",
     "scoring_function",
     "fragments_from_affinities",
@@ -38,7 +39,6 @@ __all__ = [
     "mutex_watershed",
     "HAVE_AFFOGATO",
     "merge_small_objects",
-    "foreground_mask",
 ]
 
 #: waterz scoring functions by name (all compiled into waterz's wheels).
@@ -81,7 +81,7 @@ def scoring_function(scoring: str) -> str:
     raise ValueError(f"scoring: expected one of {sorted(SCORING)} or a waterz C++ type string, got {scoring!r}")
 
 
-def _check_affs(affs, n_channels_min: int, spatial_ndim: int | None = None, name: str = "affs") -> np.ndarray:
+def check_affs(affs, n_channels_min: int, spatial_ndim: int | None = None, name: str = "affs") -> np.ndarray:
     affs = np.asarray(affs)
     if not np.issubdtype(affs.dtype, np.floating):
         raise TypeError(f"{name}: expected floating-point affinities, got dtype {affs.dtype}")
@@ -200,7 +200,7 @@ def fragments_from_affinities(affs: np.ndarray, *, mode: str = "volume", thresho
     from ._fragments import grow_along_strong_edges
     from ._mws import edges_by_decreasing_weight
 
-    affs = _check_affs(affs, 3, spatial_ndim=3)
+    affs = check_affs(affs, 3, spatial_ndim=3)
     if mode not in ("volume", "slice"):
         raise ValueError(f"mode: expected 'volume' (isotropic data) or 'slice' (anisotropic), got {mode!r}")
     if not 0.0 <= threshold < 1.0:
@@ -280,7 +280,7 @@ def agglomerate(affs: np.ndarray, thresholds: Sequence[float], *, scoring: str =
     """
     import waterz
 
-    affs = _check_affs(affs, 3, spatial_ndim=3)
+    affs = check_affs(affs, 3, spatial_ndim=3)
     thresholds = [float(t) for t in thresholds]
     if not thresholds:
         raise ValueError("thresholds: expected at least one threshold")
@@ -370,7 +370,7 @@ def _valid_edges(shape, offsets, n_attractive, strides, randomize_strides, mask,
     the stride grid (or a random subset of the same density) for repulsive ones."""
     valid = np.zeros((len(offsets),) + tuple(shape), dtype=bool)
     for c, o in enumerate(offsets):
-        at_v, at_nb = _edge_slices(o, shape)
+        at_v, at_nb = edge_slices(o, shape)
         if mask is None:
             valid[c][at_v] = True
         else:
@@ -442,7 +442,7 @@ def mutex_watershed(affs: np.ndarray, offsets: Sequence[Sequence[int]], n_attrac
     affs = np.asarray(affs)
     if affs.ndim not in (3, 4):
         raise ValueError(f"affs: expected shape (C, Y, X) or (C, Z, Y, X), got {affs.shape}")
-    affs = _check_affs(affs, 1)
+    affs = check_affs(affs, 1)
     shape = affs.shape[1:]
     offsets = check_offsets(offsets, len(shape))
     if len(offsets) != affs.shape[0]:
@@ -522,20 +522,3 @@ def merge_small_objects(seg: np.ndarray, min_size: int, heightmap: np.ndarray | 
     unreached = (filled == 0) & (seg > 0)
     filled[unreached] = seg[unreached]
     return filled.astype(seg.dtype, copy=False)
-
-
-def foreground_mask(probability: np.ndarray, threshold: float = 0.5, min_size: int = 0) -> np.ndarray:
-    """Foreground from a predicted probability map (BBBC039's foreground head):
-    ``probability > threshold``, with connected components below ``min_size``
-    pixels removed. Returns bool, same shape."""
-    p = np.asarray(probability)
-    if not np.issubdtype(p.dtype, np.floating):
-        raise TypeError(f"probability: expected floating point values, got dtype {p.dtype}")
-    if not np.isfinite(p).all():
-        raise ValueError("probability: contains NaN or infinite values")
-    fg = p > threshold
-    if min_size > 0:
-        lab, n = ndimage.label(fg)
-        sizes = np.bincount(lab.ravel())
-        fg &= sizes[lab] >= min_size
-    return fg

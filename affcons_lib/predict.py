@@ -1,14 +1,14 @@
 """Predict affinities of a whole volume / image with a trained f(θ2).
 
-    python -m affcons_lib.predict CHECKPOINT --out PRED.h5 [--part test|train|all]
+    python -m affcons_lib predict CHECKPOINT --out PRED.h5 [--part test|train|all]
                                   [--tile 8 64 64] [--stride 4 32 32] [--branch embedding|affinity]
                                   [--set test_dataset=OTHER.h5 --set raw_key=... ...]
-    python -m affcons_lib.predict CHECKPOINT --blockwise --raw VOL.h5:volumes/raw --out AFFS.zarr
+    python -m affcons_lib predict CHECKPOINT --blockwise --raw VOL.h5:volumes/raw --out AFFS.zarr
                                   [--block 64 256 256] [--workers 4] [--tile ...] [--stride ...]
 
 Writes, atomically, an HDF5 file with ``affinities`` (C, *spatial; attribute
 ``offsets``), ``entropy`` and the dense ``labels`` of the predicted part, which
-``python -m affcons_lib.evaluate`` reads. The data are the run's own (its
+``python -m affcons_lib evaluate`` reads. The data are the run's own (its
 config's ``test_dataset``, or the held-out part of ``dataset``); ``--set`` points
 the data keys (:data:`DATA_KEYS`) elsewhere, e.g. at another test volume. With ``--blockwise``, predicts any 3D
 raw volume on disk (chunked HDF5 or zarr) block by block with daisy workers into
@@ -17,9 +17,7 @@ a zarr array, never holding the volume (:mod:`affcons_lib.blockwise`).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -131,7 +129,7 @@ def score_run(checkpoint, prepared: PreparedData, *, train_crop=None, with_entro
     if not prepared.dense_test:
         raise ValueError("score_run: the test part holds a sparse annotation (labels_are_sparse without a "
                          "test_dataset), not dense labels to score against; give test_dataset and test_labels, "
-                         "or predict and look (python -m affcons_lib.predict)")
+                         "or predict and look (python -m affcons_lib predict)")
     pred = predict_part(checkpoint, "test", prepared=prepared, with_entropy=with_entropy)
     affs, labels, offsets = pred.affinities, pred.labels, pred.offsets
     if not prepared.collection:  # one volume or image
@@ -159,79 +157,18 @@ def score_run(checkpoint, prepared: PreparedData, *, train_crop=None, with_entro
     return ScoredRun(row, pred, segs)
 
 
-def _run_layers(args) -> int:
-    """``--layers``: one array predicted, segmented and written for a viewer."""
-    from . import data, layers
-
-    set_threads(args.threads)
-    try:
-        if args.raw:
-            raw = data.normalize_raw(data.read_array(args.raw), name=args.raw)
-        else:
-            _, cfg, _ = load_checkpoint(args.checkpoint, "cpu")
-            raw = prepare_data(cfg).raw_test[0]
-        result = layers.segment_raw(args.checkpoint, raw, threshold=args.threshold, device=args.device)
-        out = layers.write_layers(args.layers, raw=raw, overwrite=args.overwrite, **result)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"{out}: raw, affinities, fragments, segmentation ({int(result['segmentation'].max())} segments)")
-    if args.napari:
-        import napari
-
-        layers.open_in_napari(out)
-        napari.run()
-    return 0
-
-
-def main(argv=None) -> int:
+def write_prediction(path, prediction: Prediction) -> Path:
+    """Write ``prediction`` (:func:`predict_part`) to the HDF5 file ``path``, atomically:
+    ``affinities`` (with its ``offsets`` attribute), ``entropy`` and ``labels``; one
+    volume or image at the top level, a collection's images as groups ``image_NNN``
+    (what :func:`affcons_lib.evaluate.read_prediction` reads)."""
     import h5py
 
-    ap = argparse.ArgumentParser(prog="python -m affcons_lib.predict", description=__doc__.splitlines()[0])
-    ap.add_argument("checkpoint", help="last.pt (or a snapshot) written by python -m affcons_lib.train")
-    ap.add_argument("--out", help="HDF5 file to write (zarr folder with --blockwise); required but with --layers")
-    ap.add_argument("--part", default="test", choices=("test", "train", "all"),
-                    help="which part of the run's dataset to predict (default: the test part)")
-    ap.add_argument("--tile", type=int, nargs="+",
-                    help="tile shape fed to the network (default: twice the training depth, in-plane up to 256)")
-    ap.add_argument("--stride", type=int, nargs="+",
-                    help="step between tiles (default: 3/4 of the tile; overlaps are blended)")
-    ap.add_argument("--branch", default="embedding", choices=("embedding", "affinity"),
-                    help="f(θ2), the embedding branch the paper infers with, or crac's f(θ1)")
-    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help=f"point the run's data elsewhere; KEY one of {', '.join(DATA_KEYS)} "
-                         "(e.g. --set test_dataset=test.h5 --set raw_key=stack)")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="CPU threads (default 0: half the usable cores, or OMP_NUM_THREADS)")
-    ap.add_argument("--blockwise", action="store_true", help="predict --raw block by block into a zarr --out")
-    from .blockwise import add_predict_arguments, run_predict
-
-    add_predict_arguments(ap)
-    ap.add_argument("--layers", metavar="OUT.zarr",
-                    help="predict and segment --raw (default: the run's test part) and write raw, affinities, "
-                         "fragments and segmentation to one zarr container a viewer opens (affcons_lib.layers)")
-    ap.add_argument("--threshold", type=float, default=0.5, help="with --layers: the agglomeration threshold (3D)")
-    ap.add_argument("--napari", action="store_true", help="with --layers: open the result in napari (if installed)")
-    args = ap.parse_args(argv)
-    if args.layers:
-        return _run_layers(args)
-    if not args.out:
-        ap.error("--out is required (or --layers OUT.zarr)")
-    if args.blockwise:
-        if not args.raw:
-            ap.error("--blockwise needs --raw PATH:KEY")
-        return run_predict(args)
-    set_threads(args.threads)
-    try:
-        affs, entropy, labels, offsets = predict_part(args.checkpoint, args.part, tile=args.tile, stride=args.stride,
-                                                      branch=args.branch, device=args.device, data_overrides=args.set)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
+    affs, entropy, labels, offsets = prediction
+    if entropy is None:
+        raise ValueError("write_prediction: the prediction holds no entropy (predict_part with with_entropy=True)")
+    out = Path(path)
     with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
-        # one volume or image at the top level, several images (a collection) as groups image_NNN
         groups = [(f, affs[0], entropy[0], labels[0])] if len(affs) == 1 else \
             [(f.create_group(f"image_{i:03d}"), a, e, lab) for i, (a, e, lab) in enumerate(zip(affs, entropy, labels))]
         for g, a, e, lab in groups:
@@ -239,9 +176,10 @@ def main(argv=None) -> int:
             ds.attrs["offsets"] = np.asarray(offsets, dtype=np.int64)
             g.create_dataset("entropy", data=e, compression="gzip")
             g.create_dataset("labels", data=lab, compression="gzip")
-    print(out)
-    return 0
+    return out
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # the earlier form of `python -m affcons_lib predict`: the one command line
+    from affcons_lib.cli import main
+
+    raise SystemExit(main(["predict", *__import__("sys").argv[1:]]))

@@ -1,7 +1,7 @@
 """Reference runs: the three methods trained longer than a notebook can, kept
 small (weights, configs, logs and learning curves) under ``data/reference/``.
 
-    python -m affcons_lib.reference [--methods ...] [--set KEY=VALUE ...] [--out DIR]
+    python -m affcons_lib reference [--methods ...] [--set KEY=VALUE ...] [--out DIR]
     make reference
 
 Every method trains from ``data/reference/config.yaml`` (the notebooks' small
@@ -29,12 +29,10 @@ setting (``claims.json``), and each run's weights and loss log
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import yaml
@@ -276,51 +274,7 @@ def rescore_paired(root=None, *, log=print) -> Path:
     return root
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=str(REFERENCE_DIR / "config.yaml"))
-    ap.add_argument("--out", default=str(REFERENCE_DIR))
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config key, e.g. --set iterations=2000")
-    ap.add_argument("--export-paired", metavar="WORK",
-                    help="export the notebook 01 run under WORK (its AFFCONS_RUNS_DIR) to OUT/paired and stop")
-    ap.add_argument("--parameters", default="{}", help="the notebook parameters of that run, as JSON (recorded)")
-    ap.add_argument("--rescore-paired", action="store_true",
-                    help="score the paired reference runs under OUT/paired again with the current instrument and stop")
-    ap.add_argument("--breadth", nargs="+", metavar="GRID",
-                    help="run (or resume) these grids of data/reference/breadth/config.yaml, export them and stop")
-    ap.add_argument("--workers", type=int, default=2, help="with --breadth: processes at one thread each")
-    ap.add_argument("--work", default="runs/breadth", help="with --breadth: where runs and rows go (not committed)")
-    ap.add_argument("--breadth-readme", action="store_true",
-                    help="write README.md's breadth section from the exported grids and stop")
-    args = ap.parse_args(argv)
-    if args.breadth_readme:
-        from . import breadth
+if __name__ == "__main__":  # the earlier form of `python -m affcons_lib reference`: the one command line
+    from affcons_lib.cli import main
 
-        print(f"breadth section -> {breadth.write_readme_block(Path(__file__).resolve().parent.parent / 'README.md')}")
-        return 0
-    if args.breadth:
-        from . import breadth
-
-        spec = breadth.load_grids()
-        for name in args.breadth:
-            t0 = time.time()
-            rows, trained = breadth.run_grid(spec, name, args.work, args.workers)
-            minutes = breadth.grid_minutes(name, (time.time() - t0) / 60, trained)
-            print(f"grid {name} -> {breadth.export(spec, name, rows, minutes=minutes)} ({minutes:.1f} min)", flush=True)
-        return 0
-    if args.rescore_paired:
-        print(f"rescored -> {rescore_paired(args.out)}")
-        return 0
-    if args.export_paired:
-        print(f"paired reference runs -> {export_paired(args.export_paired, Path(args.out) / 'paired', json.loads(args.parameters))}")
-        return 0
-    for method in args.methods:
-        print(f"reference run: {method}", flush=True)
-        print(f"  -> {run_reference(method, args.config, args.out, args.set)}", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["reference", *__import__("sys").argv[1:]]))

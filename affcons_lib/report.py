@@ -1,6 +1,6 @@
 """The executed notebooks as web pages, for readers who run nothing.
 
-    python -m affcons_lib.report [--runs runs] [--out runs/report]
+    python -m affcons_lib report [--runs runs] [--out runs/report]
     make report
 
 Renders every executed notebook ``NN_*.ipynb`` in ``--runs`` (what ``make
@@ -14,7 +14,6 @@ browser.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import html
 import json
@@ -117,19 +116,7 @@ A difference is A &minus; B over paired seeds on a lower-is-better scale (AP neg
     return index
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=Path, default=Path("runs"))
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--results", type=Path, default=None, help="recorded results (default RUNS/results)")
-    args = ap.parse_args(argv)
-    try:
-        index = render_report(args.runs, args.out, args.results)
-    except (FileNotFoundError, ValueError) as err:
-        ap.exit(2, f"report: {err}\n")
-    print(f"report: open {index}")
-    return 0
+if __name__ == "__main__":  # the earlier form of `python -m affcons_lib report`: the one command line
+    from affcons_lib.cli import main
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["report", *__import__("sys").argv[1:]]))

@@ -1,6 +1,6 @@
 """Run one notebook over a grid of parameters and collect its numbers.
 
-    python -m affcons_lib.sweep PARAMS.yaml
+    python -m affcons_lib sweep PARAMS.yaml
 
 PARAMS.yaml::
 
@@ -18,11 +18,9 @@ combination's parameters, into ``out/results.csv`` and plots ``metric``.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import os
-import sys
 from pathlib import Path
 
 from ._atomic import atomic_path
@@ -95,24 +93,7 @@ def run_sweep(spec: dict, *, kernel: str | None = None) -> Path:
     return out / "results.csv"
 
 
-def main(argv=None) -> int:
-    import yaml
+if __name__ == "__main__":  # the earlier form of `python -m affcons_lib sweep`: the one command line
+    from affcons_lib.cli import main
 
-    ap = argparse.ArgumentParser(prog="python -m affcons_lib.sweep", description=__doc__.splitlines()[0])
-    ap.add_argument("params", help="YAML sweep file (see the module docstring)")
-    ap.add_argument("--kernel", default=None)
-    args = ap.parse_args(argv)
-    p = Path(args.params)
-    if not p.is_file():
-        print(f"error: sweep file not found: {p}", file=sys.stderr)
-        return 2
-    try:
-        run_sweep(yaml.safe_load(p.read_text()) or {}, kernel=args.kernel)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["sweep", *__import__("sys").argv[1:]]))

@@ -1,8 +1,8 @@
 """Training with sparse instance labels: ``sparse_only``, ``crac`` (the paper's
 cross-representation affinity consistency) and ``full_supervision``.
 
-    python -m affcons_lib.train CONFIG.yaml [--set key=value ...]
-    torchrun --nproc_per_node N -m affcons_lib.train CONFIG.yaml [--set ...]
+    python -m affcons_lib train CONFIG.yaml [--set key=value ...]
+    torchrun --nproc_per_node N -m affcons_lib train CONFIG.yaml [--set ...]
 
 The loop in :func:`train` reads top to bottom: sample a batch, predict, add the
 losses, step, log, checkpoint. Configuration is one dataclass, :class:`TrainConfig`.
@@ -34,7 +34,7 @@ import torch
 
 from . import checkpoint, distributed
 from .checkpoint import build_models, load_checkpoint
-from .config import METHODS, TrainConfig, load_config, run_config_cli
+from .config import METHODS, TrainConfig, load_config
 from .cpsn import load_cpsn
 from .evaluate import affinity_scores, score_prediction
 from .inference import part_tiling, predict_affinities
@@ -133,17 +133,7 @@ def train(cfg: TrainConfig, prepared: PreparedData | None = None) -> dict:
     return loop.finish({"iterations": cfg.iterations, "precision": precision, "source": prepared.source})
 
 
-def main(argv=None) -> int:
-    description = ("Train with sparse instance labels: sparse_only, crac (the paper's cross-representation "
-                   "affinity consistency) or full_supervision. Defaults are a small CPU run; --set scale=paper "
-                   "gives the paper's settings. Annotation as notebook 01: random complete instances of at least "
-                   "1000 voxels (100 pixels in 2D; min_size) up to 5 % of the instance voxels (voxel_budget); "
-                   "--set sparsity=0.1 alone annotates a share of the instances instead. Your own sparse annotation: "
-                   "--set labels=PAINTED.h5:KEY --set labels_are_sparse=true (non-zero ids are annotated, complete "
-                   "instances; 0 is unlabeled; nothing is drawn). --print-config lists every key.")
-    return run_config_cli(argv, prog="python -m affcons_lib.train", description=description,
-                          cls=TrainConfig, run=train, cleanup=distributed.teardown)
+if __name__ == "__main__":  # the earlier form of `python -m affcons_lib train`: the one command line
+    from affcons_lib.cli import main
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["train", *__import__("sys").argv[1:]]))

@@ -8,9 +8,9 @@ mirroring; generated EM-like data without it) is written to a chunked HDF5 file.
 Then, with ``--workers`` daisy workers, in subprocesses so that their memory is
 theirs alone:
 
-1. ``python -m affcons_lib.predict --blockwise``: affinities into zarr, compared
+1. ``python -m affcons_lib predict --blockwise``: affinities into zarr, compared
    with the in-memory tiled prediction of the same network (largest |difference|);
-2. ``python -m affcons_lib.blockwise segment`` on ground-truth affinities blurred
+2. ``python -m affcons_lib blockwise segment`` on ground-truth affinities blurred
    by noise (a realistic, dense boundary map): VOI against the same recipe in
    memory (:func:`affcons_lib.evaluate.segment_3d`, same threshold): 0 when the
    fragments and the agglomeration are the in-memory ones.

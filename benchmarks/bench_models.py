@@ -112,7 +112,7 @@ def main():
         shape, every = tuple(e.shape[2:]), (slice(None), slice(None))
         out = e.new_zeros((e.shape[0], len(affinity.OFFSETS_3D)) + shape)
         for c, o in enumerate(affinity.OFFSETS_3D):
-            at_v, at_nb = affinity._edge_slices(o, shape)
+            at_v, at_nb = affinity.edge_slices(o, shape)
             out[(slice(None), c) + at_v] = (e[every + at_v] * e[every + at_nb]).sum(1).clamp(0.0, 1.0)
         return out
 

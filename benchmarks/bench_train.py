@@ -19,6 +19,8 @@ Then bf16 / fp32 time ratios of the full step and of the networks. With
 training only), two ways on the same cores: one process at all of them, one run after
 another, against one process per core at one thread each, all at once
 (affcons_lib.side_by_side); printed as runs per minute and their ratio. With
+``--compile``: the networks alone again under ``torch.compile`` (what the fused kernels
+of inductor give at this scale, compile time apart). With
 ``--notebook EXECUTED.ipynb`` (a notebook papermill ran, e.g. ``make reproduce``'s
 ``runs/notebooks/01_training.ipynb``): where its time went, cell by cell, with nothing
 else timed. The precision only
@@ -104,6 +106,8 @@ def main():
     ap.add_argument("--widths", type=int, nargs="+", default=[8, 16, 32])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: OMP_NUM_THREADS or half the cores)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time the networks alone under torch.compile (inductor), compile time printed apart")
     ap.add_argument("--side-by-side", type=int, metavar="N", default=0,
                     help="also time whole runs of N iterations one after another and side by side")
     ap.add_argument("--notebook", metavar="EXECUTED.ipynb", help="only: where an executed notebook's time went")
@@ -193,6 +197,19 @@ def main():
               f"{net_rate / conv_rate:.2f}")
     print(f"ratio bf16/fp32: crac iteration {times['bf16'][0] / times['fp32'][0]:.2f}, "
           f"networks alone {times['bf16'][1] / times['fp32'][1]:.2f}")
+    if args.compile:
+        # the field's fused conv + norm + activation on CPUs: inductor compiles both networks (a
+        # C++ compiler at run time; its cache keeps the kernels for the next process)
+        eager = dict(nets)
+        t0 = time.perf_counter()
+        nets.update({k: torch.compile(v) for k, v in eager.items()})
+        bare_step(0, "fp32")
+        print(f"torch.compile: {time.perf_counter() - t0:.1f} s to compile (fp32, first step)")
+        for precision in ("fp32", "bf16"):
+            bare, conv = best_of(bare_step, precision), best_of(conv_step, precision)
+            print(f"{precision}, compiled: networks alone {bare:.3f} s = {bare / times[precision][1]:.2f} of eager; "
+                  f"ratio networks/conv3d {3 * macs / bare / (3 * conv_macs / conv):.2f}")
+        nets.update(eager)
     if args.side_by_side and device.type == "cpu":
         import tempfile
 

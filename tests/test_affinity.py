@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from affcons_lib.affinity import (
-    _edge_slices,
+    edge_slices,
     N_NEAREST_2D,
     N_NEAREST_3D,
     OFFSETS_2D,
@@ -131,7 +131,7 @@ def _plain_autograd_cosine(emb, offsets, low):
     shape, every = tuple(e.shape[2:]), (slice(None), slice(None))
     out = e.new_zeros((e.shape[0], len(offsets)) + shape)
     for c, o in enumerate(offsets):
-        at_v, at_nb = _edge_slices(o, shape)
+        at_v, at_nb = edge_slices(o, shape)
         out[(slice(None), c) + at_v] = (e[every + at_v] * e[every + at_nb]).sum(1).clamp(low, 1.0)
     return out
 

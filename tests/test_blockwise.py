@@ -75,7 +75,7 @@ def _chunk_files(path: Path) -> int:
 def test_killed_blockwise_prediction_resumes(checkpoint, raw_h5, tmp_path):
     path, raw = raw_h5
     out = tmp_path / "affs.zarr"
-    cmd = [sys.executable, "-m", "affcons_lib.predict", str(checkpoint), "--blockwise", "--raw",
+    cmd = [sys.executable, "-m", "affcons_lib", "predict", str(checkpoint), "--blockwise", "--raw",
            f"{path}:volumes/raw", "--out", str(out), "--block", "8", "32", "32", "--tile", "8", "32", "32",
            "--workers", "1", "--raw-range", "30", "217"]
     proc = subprocess.Popen(cmd, env=ENV, start_new_session=True, stdout=subprocess.DEVNULL,
@@ -222,7 +222,7 @@ def test_bad_input(checkpoint, raw_h5, tmp_path):
     assert again["blocks"]["predict"]["skipped"] == 0
     with pytest.raises(ValueError, match="threshold"):
         blockwise.segment_blockwise(tmp_path / "taken.zarr", tmp_path / "s", threshold=1.5)
-    r = subprocess.run([sys.executable, "-m", "affcons_lib.blockwise", "segment", str(tmp_path / "none.zarr"),
+    r = subprocess.run([sys.executable, "-m", "affcons_lib", "blockwise", "segment", str(tmp_path / "none.zarr"),
                         "--out", str(tmp_path / "s")], capture_output=True, text=True, env=ENV)
     assert r.returncode == 2 and "none.zarr" in r.stderr
 
@@ -334,7 +334,7 @@ def test_evaluate_command_scores_a_blockwise_segmentation(tmp_path):
         f.create_dataset("labels", data=gt)
     zarr.create_array(store=str(tmp_path / "affs.zarr"), data=_noisy_targets(gt, False), chunks=(3, 8, 32, 32))
     blockwise.segment_blockwise(tmp_path / "affs.zarr", tmp_path / "seg", block=(8, 32, 32), workers=0)
-    cmd = [sys.executable, "-m", "affcons_lib.evaluate", "--segmentation", str(tmp_path / "seg"), "--labels",
+    cmd = [sys.executable, "-m", "affcons_lib", "evaluate", "--segmentation", str(tmp_path / "seg"), "--labels",
            f"{tmp_path / 'gt.h5'}:labels", "--json", str(tmp_path / "scores.json")]
     out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -116,10 +116,10 @@ def test_cpsn_cli_errors(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "affcons_lib.cpsn", "--set", "snapshot_dir=" + str(tmp_path / "none"),
+    out = subprocess.run([sys.executable, "-m", "affcons_lib", "cpsn", "--set", "snapshot_dir=" + str(tmp_path / "none"),
                           "--set", "iterations=1"], capture_output=True, text=True)
     assert out.returncode == 2 and "none" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "affcons_lib.cpsn", "--set", "speed=3"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "affcons_lib", "cpsn", "--set", "speed=3"], capture_output=True, text=True)
     assert out.returncode == 2 and "unknown config key" in out.stderr
 
 

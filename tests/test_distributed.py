@@ -22,12 +22,12 @@ def _sets(items):
     return sum([["--set", s] for s in items], [])
 
 
-def _run(module, settings, nproc=1):
+def _run(command, settings, nproc=1):
     if nproc == 1:
-        cmd = [sys.executable, "-m", module]
+        cmd = [sys.executable, "-m", "affcons_lib", command]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", module]
+               "-m", "affcons_lib", command]
     out = subprocess.run(cmd + _sets(settings), env=ENV, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
@@ -55,8 +55,8 @@ def _weights(path):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    _run("affcons_lib.train", TINY + ["batch=1", f"out_dir={root / 'two'}"], nproc=2)
-    _run("affcons_lib.train", TINY + ["batch=2", f"out_dir={root / 'one'}"])
+    _run("train", TINY + ["batch=1", f"out_dir={root / 'two'}"], nproc=2)
+    _run("train", TINY + ["batch=2", f"out_dir={root / 'one'}"])
     return root
 
 
@@ -80,7 +80,7 @@ def test_resume_on_a_different_number_of_ranks(runs, tmp_path):
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     shutil.copy(runs / "two" / "snapshot_0000003.pt", resumed / "last.pt")
-    _run("affcons_lib.train", TINY + ["batch=2", f"out_dir={resumed}", "resume=true"])
+    _run("train", TINY + ["batch=2", f"out_dir={resumed}", "resume=true"])
     _assert_same_curve(_log(resumed / "losses.csv"), _log(runs / "one" / "losses.csv"))
     assert torch.load(resumed / "last.pt", weights_only=False)["world_size"] == 1
 
@@ -88,6 +88,6 @@ def test_resume_on_a_different_number_of_ranks(runs, tmp_path):
 def test_cpsn_two_ranks_equal_one(runs, tmp_path):
     base = [f"snapshot_dir={runs / 'one'}", "widths=4,8", "iterations=3", "max_dropout=0", "log_every=1",
             "channels_per_step=2"]
-    _run("affcons_lib.cpsn", base + ["batch=1", f"out_dir={tmp_path / 'two'}"], nproc=2)
-    _run("affcons_lib.cpsn", base + ["batch=2", f"out_dir={tmp_path / 'one'}"])
+    _run("cpsn", base + ["batch=1", f"out_dir={tmp_path / 'two'}"], nproc=2)
+    _run("cpsn", base + ["batch=2", f"out_dir={tmp_path / 'one'}"])
     _assert_same_curve(_log(tmp_path / "two" / "losses.csv"), _log(tmp_path / "one" / "losses.csv"))

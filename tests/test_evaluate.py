@@ -126,7 +126,7 @@ def test_evaluate_command_line_3d(tmp_path):
         f.create_dataset("affinities", data=affs).attrs["offsets"] = np.asarray(affinity.OFFSETS_3D)
         f.create_dataset("labels", data=gt)
     out = tmp_path / "scores.json"
-    r = subprocess.run([sys.executable, "-m", "affcons_lib.evaluate", str(pred), "--method", "mutex_watershed",
+    r = subprocess.run([sys.executable, "-m", "affcons_lib", "evaluate", str(pred), "--method", "mutex_watershed",
                         "--json", str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     scores = json.loads(out.read_text())
@@ -134,7 +134,7 @@ def test_evaluate_command_line_3d(tmp_path):
     assert scores["voi"] == pytest.approx(direct["voi"])
     names = [row["name"] for row in scores["reference"]]
     assert names == ["one object", "every voxel alone", "ground-truth targets (ceiling)"]
-    r = subprocess.run([sys.executable, "-m", "affcons_lib.evaluate", str(pred), "--fragments", "slab"],
+    r = subprocess.run([sys.executable, "-m", "affcons_lib", "evaluate", str(pred), "--fragments", "slab"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "--fragments" in r.stderr
 

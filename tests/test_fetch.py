@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from affcons_lib import cli
 from affcons_lib.data import fetch as F
 
 PAYLOAD = bytes(range(256)) * 64  # 16 KiB fixture
@@ -106,7 +107,7 @@ def test_fetch_unknown_and_manual(tmp_path):
 
 def test_registry_lists_the_papers_datasets():
     assert {"fibsem", "dsb2018", "bbbc039", "cremi-c", "ac3ac4", "cvppp"} <= set(F.SOURCES)
-    assert F.main(["--list"]) == 0
+    assert cli.main(["fetch", "--list"]) == 0
 
 
 def test_neuroproof_conversion(tmp_path):

@@ -51,7 +51,7 @@ def test_predict_layers_command(tiny_run, tmp_path):
     raw, _ = data.make_em_volume((8, 32, 32), seed=1)
     with h5py.File(tmp_path / "raw.h5", "w") as f:
         f["stack"] = (raw * 255).astype(np.uint8)
-    out = subprocess.run([sys.executable, "-m", "affcons_lib.predict", tiny_run, "--raw",
+    out = subprocess.run([sys.executable, "-m", "affcons_lib", "predict", tiny_run, "--raw",
                           f"{tmp_path / 'raw.h5'}:stack", "--layers", str(tmp_path / "v.zarr")],
                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-2000:]

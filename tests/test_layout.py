@@ -87,3 +87,25 @@ def test_each_training_loop_fits_in_a_screen():
         assert node.end_lineno - node.lineno + 1 <= 60, f"{function}: {node.end_lineno - node.lineno + 1} lines"
         calls = {n.func.id for n in ast.walk(node) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
         assert "TrainingLoop" in calls, f"{function} does not use the shared TrainingLoop"
+
+
+def _library_modules():
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_command_lines_live_in_one_module():
+    """Only affcons_lib/cli.py defines a command line (a function named main)."""
+    found = [str(p.relative_to(PACKAGE)) for p in _library_modules()
+             if any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in ast.parse(p.read_text()).body)]
+    assert found == ["cli.py"]
+
+
+def test_no_module_imports_another_modules_private_name():
+    """A name with a leading underscore stays in its module: `from .x import _y` nowhere."""
+    hits = []
+    for p in _library_modules():
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("affcons_lib")):
+                hits += [f"{p.relative_to(PACKAGE)}: {a.name}" for a in node.names
+                         if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not hits, hits

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from affcons_lib import checkpoint, data, evaluate, objective, predict, train
+from affcons_lib import checkpoint, cli, data, evaluate, objective, predict, train
 
 TINY = dict(widths=(4, 8), patch=(4, 32, 32), iterations=4, checkpoint_every=2, log_every=1, progress=False,
             precision="fp32", min_size=1, min_labeled=0.0)
@@ -32,7 +32,7 @@ def test_a_nan_voxel_is_refused_before_training_naming_the_file(volume, tmp_path
         raw[5, 0, 0] = np.inf
         f["stack"][...] = raw
     out = tmp_path / "run"
-    code = train.main([f"--set=dataset={volume}:stack", f"--set=labels={volume}:labels", f"--set=out_dir={out}",
+    code = cli.main(["train", f"--set=dataset={volume}:stack", f"--set=labels={volume}:labels", f"--set=out_dir={out}",
                        "--set=iterations=2", "--set=widths=4,8", "--set=patch=4,32,32", "--set=progress=false"])
     err = capsys.readouterr().err
     assert code != 0

@@ -146,7 +146,7 @@ def test_raw_and_labels_errors_name_the_files(tmp_path):
 
 
 def test_failed_start_leaves_no_run_folder(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "affcons_lib.train", "--set", f"out_dir={tmp_path / 'run'}",
+    out = subprocess.run([sys.executable, "-m", "affcons_lib", "train", "--set", f"out_dir={tmp_path / 'run'}",
                           "--set", f"dataset={tmp_path / 'missing.h5'}"], capture_output=True, text=True)
     assert out.returncode == 2 and "missing.h5" in out.stderr
     assert not (tmp_path / "run").exists()
@@ -164,10 +164,10 @@ def test_scales_and_the_cli_defaults():
     assert config.load_config(None, ["dim=2"]).patch == (128, 128)
     with pytest.raises(ValueError, match="scale='huge'"):
         config.load_config(None, ["scale=huge"])
-    printed = subprocess.run([sys.executable, "-m", "affcons_lib.train", "--print-config"], capture_output=True,
+    printed = subprocess.run([sys.executable, "-m", "affcons_lib", "train", "--print-config"], capture_output=True,
                              text=True, check=True).stdout
     assert json.loads(printed)["widths"] == [8, 16, 32]
-    helptext = subprocess.run([sys.executable, "-m", "affcons_lib.train", "--help"], capture_output=True,
+    helptext = subprocess.run([sys.executable, "-m", "affcons_lib", "train", "--help"], capture_output=True,
                               text=True, check=True).stdout
     assert "full_supervision. Defaults are a small CPU run; --set scale=paper" in " ".join(helptext.split())
 

@@ -336,16 +336,6 @@ def test_merge_small_objects():
         pp.merge_small_objects(seg, 5, heightmap=np.zeros((2, 2)))
 
 
-def test_foreground_mask():
-    p = np.zeros((10, 10), np.float32)
-    p[1:5, 1:5] = 0.9
-    p[8, 8] = 0.9
-    fg = pp.foreground_mask(p, 0.5, min_size=2)
-    assert fg[2, 2] and not fg[8, 8] and fg.sum() == 16
-    with pytest.raises(ValueError, match="NaN"):
-        pp.foreground_mask(np.full((2, 2), np.nan, np.float32))
-
-
 def test_radix_edge_order_matches_lexsort():
     """The compiled (parallel) sort gives decreasing weight, ties by increasing id."""
     from affcons_lib._mws import edges_by_decreasing_weight

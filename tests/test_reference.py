@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from affcons_lib import checkpoint, reference
+from affcons_lib import checkpoint, cli, reference
 from affcons_lib.config import METHODS
 
 TINY = ["widths=4,8", "patch=4,32,32", "batch=1", "dataset=synthetic", "val_every=1", "iterations=2",
@@ -33,7 +33,7 @@ def test_missing_reference_names_the_command(tmp_path):
 def test_driver_trains_and_exports_without_optimiser(tmp_path, monkeypatch):
     monkeypatch.setenv("AFFCONS_RUNS_DIR", str(tmp_path / "runs"))
     out = tmp_path / "reference"
-    assert reference.main(["--out", str(out), "--methods", "crac", *sum((["--set", t] for t in TINY), [])]) == 0
+    assert cli.main(["reference", "--out", str(out), "--methods", "crac", *sum((["--set", t] for t in TINY), [])]) == 0
     dest = out / "crac"
     nets, cfg, ckpt = checkpoint.load_checkpoint(reference.reference_weights("crac", root=out))
     assert set(nets) == {"embedding", "affinity"} and cfg.iterations == 2
@@ -67,7 +67,7 @@ def test_notebooks_run_on_reference_weights(name, tmp_path, monkeypatch):
     monkeypatch.setenv("AFFCONS_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setenv("AFFCONS_STATIC", "1")
     monkeypatch.setenv("AFFCONS_REFERENCE_DIR", str(tmp_path / "reference"))
-    assert reference.main(["--out", str(tmp_path / "reference"), "--methods", "crac",
+    assert cli.main(["reference", "--out", str(tmp_path / "reference"), "--methods", "crac",
                            *sum((["--set", t] for t in TINY), [])]) == 0
     notebooks = Path(__file__).resolve().parent.parent / "notebooks"
     params = {**yaml.safe_load((notebooks / "smoke.yaml").read_text())[name], "weights": "reference"}
@@ -146,7 +146,7 @@ def test_paired_export_round_trip_and_notebook_shows_it(tmp_path, monkeypatch):
                         cwd=str(notebooks), progress_bar=False, kernel_name="python3")
     with pytest.raises(FileNotFoundError, match="make reference-paired"):
         reference.paired_results()
-    assert reference.main(["--out", str(tmp_path / "reference"), "--export-paired", str(work),
+    assert cli.main(["reference", "--out", str(tmp_path / "reference"), "--export-paired", str(work),
                            "--parameters", json.dumps(params)]) == 0
     scores, claims, record = reference.paired_results()
     trained = json.loads((work / "results" / "01_claims.json").read_text())

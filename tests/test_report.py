@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nbformat  # noqa: E402
 import pytest  # noqa: E402
 
-from affcons_lib import report  # noqa: E402
+from affcons_lib import cli, report  # noqa: E402
 
 
 def _png() -> str:
@@ -103,7 +103,6 @@ def test_reproduce_records_results_and_run_times(tmp_path, monkeypatch):
     run time are copied where the README's verdicts point (data/reproduce/)."""
     import nbformat
 
-    from affcons_lib import reproduce
 
     nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                          "language": "python"}})
@@ -112,7 +111,7 @@ def test_reproduce_records_results_and_run_times(tmp_path, monkeypatch):
     (tmp_path / "nb").mkdir()
     nbformat.write(nb, tmp_path / "nb" / "00_x.ipynb")
     monkeypatch.delenv("AFFCONS_RESULTS_DIR", raising=False)
-    assert reproduce.main(["--notebooks", str(tmp_path / "nb"), "--runs", str(tmp_path / "runs"), "--figures",
+    assert cli.main(["reproduce", "--notebooks", str(tmp_path / "nb"), "--runs", str(tmp_path / "runs"), "--figures",
                            str(tmp_path / "fig"), "--record", str(tmp_path / "rec"), "-p", "answer", "42"]) == 0
     recorded = json.loads((tmp_path / "rec" / "00_x.json").read_text())
     assert recorded["answer"] == 42 and set(recorded) == {"answer", "provenance"}
@@ -121,11 +120,11 @@ def test_reproduce_records_results_and_run_times(tmp_path, monkeypatch):
     assert set(times["seconds"]) == {"00_x"} and times["seconds"]["00_x"] > 0 and times["parameters"] == {"answer": 42}
     assert times["provenance"]["cpu"] and "native_bf16" in times["provenance"]
     nbformat.write(nb, tmp_path / "nb" / "01_y.ipynb")  # --only runs the notebooks named, no other
-    assert reproduce.main(["--notebooks", str(tmp_path / "nb"), "--runs", str(tmp_path / "runs"), "--figures",
+    assert cli.main(["reproduce", "--notebooks", str(tmp_path / "nb"), "--runs", str(tmp_path / "runs"), "--figures",
                            str(tmp_path / "fig"), "--record", str(tmp_path / "only"), "--only", "01"]) == 0
     assert set(json.loads((tmp_path / "only" / "run_times.json").read_text())["seconds"]) == {"01_y"}
     with pytest.raises(SystemExit, match="--only 09: no notebook"):
-        reproduce.main(["--notebooks", str(tmp_path / "nb"), "--only", "09"])
+        cli.main(["reproduce", "--notebooks", str(tmp_path / "nb"), "--only", "09"])
 
 
 def test_run_times_table_reads_each_record(tmp_path):
@@ -148,11 +147,12 @@ def test_run_times_table_reads_each_record(tmp_path):
     (tmp_path / "data" / "reproduce" / "old").mkdir()  # a record without provenance: left out
     (tmp_path / "data" / "reproduce" / "old" / "run_times.json").write_text(json.dumps({"seconds": {"01_training": 1}}))
     block = reproduce.run_times_block(tmp_path / "data" / "reproduce")
-    rows = [line for line in block.splitlines() if line.startswith("| `")]
+    rows = [line for line in block.splitlines() if line.startswith("| `data/")]
     assert len(rows) == 2
     assert rows[0].startswith("| `data/reproduce/` | Some CPU (2, 2) | no | fp32, 10 | 10.0 | holds on 1 of 2; "
                               "VOI -0.100 [-0.200, -0.050] holds |")
     assert "| `data/reproduce/fp32/` |" in rows[1] and "| 12.0 |" in rows[1]
+    assert "| `01_training` | 10.0 | 12.0 |" in block  # each notebook's minutes per record
 
 
 def test_report_index_opens_with_what_the_runs_found(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from affcons_lib import affinity, losses, metrics, models, train
+from affcons_lib import affinity, cli, losses, metrics, models, train
 from affcons_lib.inference import default_stride, predict_affinities, tile_starts
 
 TINY = ["widths=4,8", "patch=4,32,32", "batch=1", "dataset=synthetic", "progress=false", "log_every=1"]
@@ -355,7 +355,7 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     # log_every=3, checkpoint_every=2: some checkpoints fall inside a log window, so the
     # running loss sums must travel in the checkpoint for the next row to be right
     base = TINY + ["method=crac", "iterations=12", "checkpoint_every=2", "seed=3", "log_every=3"]
-    cmd = [sys.executable, "-m", "affcons_lib.train"]
+    cmd = [sys.executable, "-m", "affcons_lib", "train"]
     # uninterrupted reference
     ref_dir = tmp_path / "ref"
     subprocess.run(cmd + sum([["--set", s] for s in base + [f"out_dir={ref_dir}"]], []), check=True, env=env)
@@ -392,13 +392,18 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
 
 
 def test_cli_help_and_errors(tmp_path):
-    for mod in ("affcons_lib.train", "affcons_lib.predict", "affcons_lib.evaluate"):
-        out = subprocess.run([sys.executable, "-m", mod, "--help"], capture_output=True, text=True)
-        assert out.returncode == 0 and "usage" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "affcons_lib.train", "--set", "sparsity=-1"],
+    for command in cli.COMMANDS:  # each command, and the earlier form (the module's name) of three
+        out = subprocess.run([sys.executable, "-m", "affcons_lib", command, "--help"], capture_output=True, text=True)
+        assert out.returncode == 0 and f"usage: python -m affcons_lib {command}" in out.stdout, command
+    for module in ("affcons_lib.train", "affcons_lib.predict", "affcons_lib.data.fetch"):
+        out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
+        assert out.returncode == 0 and "usage: python -m affcons_lib " in out.stdout, module
+    out = subprocess.run([sys.executable, "-m", "affcons_lib", "nope"], capture_output=True, text=True)
+    assert out.returncode == 2 and "COMMAND one of train, cpsn" in out.stderr and "'nope'" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "affcons_lib", "train", "--set", "sparsity=-1"],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "config.sparsity=-1" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "affcons_lib.predict", str(tmp_path / "none.pt"), "--out",
+    out = subprocess.run([sys.executable, "-m", "affcons_lib", "predict", str(tmp_path / "none.pt"), "--out",
                           str(tmp_path / "p.h5")], capture_output=True, text=True)
     assert out.returncode == 2 and "checkpoint not found" in out.stderr
 
@@ -489,10 +494,10 @@ def test_train_on_image_folders(layout, tmp_path):
     assert len(scores["per_image"]) == 1 and scores["aji"] == pytest.approx(scores["per_image"][0]["aji"])
     # the command lines handle image collections too
     pred = tmp_path / "pred.h5"
-    r = subprocess.run([sys.executable, "-m", "affcons_lib.predict", str(out / "last.pt"), "--out", str(pred)],
+    r = subprocess.run([sys.executable, "-m", "affcons_lib", "predict", str(out / "last.pt"), "--out", str(pred)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([sys.executable, "-m", "affcons_lib.evaluate", str(pred)], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "affcons_lib", "evaluate", str(pred)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["aji"] == pytest.approx(scores["aji"], abs=1e-6)
 

@@ -1,7 +1,7 @@
 """Data: readers for the real formats, generated stand-ins, sparse annotation.
 
 See :mod:`.readers`, :mod:`.synthetic`, :mod:`.sparse`, :mod:`.datasets` and the
-fetch command :mod:`.fetch` (``python -m affcons_lib.data.fetch --list``).
+fetch command :mod:`.fetch` (``python -m affcons_lib fetch --list``).
 """
 
 from .datasets import (

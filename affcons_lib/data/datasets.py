@@ -129,7 +129,7 @@ CREMI_SPARSE_DIR = "cremi_sparse"
 
 
 def real_cremi_sparse_dir() -> Path | None:
-    """Folder of the painted CREMI-C crop (``python -m affcons_lib.data.fetch
+    """Folder of the painted CREMI-C crop (``python -m affcons_lib fetch
     cremi-sparse --dest data/``), in :func:`data_dirs` or the repository's ``data/``;
     None where absent."""
     root = project_root()
@@ -141,7 +141,7 @@ def real_cremi_sparse_dir() -> Path | None:
 def _warn_generated(what: str, name: str, fetch: str) -> None:
     warnings.warn(f"dataset='auto': no {what} ({name}) in {_looked_in()}; using generated data instead. "
                   f"Point AFFCONS_DATA_DIR at the folder that holds it, or fetch it with "
-                  f"`python -m affcons_lib.data.fetch {fetch} --dest data/`.", UserWarning, stacklevel=3)
+                  f"`python -m affcons_lib fetch {fetch} --dest data/`.", UserWarning, stacklevel=3)
 
 
 def split_sections(raw: np.ndarray, labels: np.ndarray, train_fraction: float) -> tuple[list, list, list, list]:
@@ -288,7 +288,7 @@ def load_volume(dataset: str = "auto", *, raw_key: str | None = None, labels: st
         if path is None and dataset == "fibsem":
             raise FileNotFoundError(
                 f"dataset='fibsem': {FIBSEM_FILE} not found in {_looked_in()}; set AFFCONS_DATA_DIR "
-                "or run `python -m affcons_lib.data.fetch fibsem --dest data/`"
+                "or run `python -m affcons_lib fetch fibsem --dest data/`"
             )
         if path is None:
             if dataset == "auto":
@@ -323,7 +323,7 @@ def load_image(dataset: str = "auto", *, raw_key: str | None = None, labels: str
         if folder is None and dataset == "nuclei":
             raise FileNotFoundError(
                 f"dataset='nuclei': {NUCLEI_DIR}/ with img2d.tif and mask2d.tif not found in {_looked_in()}; "
-                "set AFFCONS_DATA_DIR or run `python -m affcons_lib.data.fetch dsb2018 --dest data/`"
+                "set AFFCONS_DATA_DIR or run `python -m affcons_lib fetch dsb2018 --dest data/`"
             )
         if folder is None:
             if dataset == "auto":

@@ -1,7 +1,7 @@
 """Fetch the paper's datasets from their official sources -- only when asked.
 
-    python -m affcons_lib.data.fetch --list
-    python -m affcons_lib.data.fetch NAME --dest data/
+    python -m affcons_lib fetch --list
+    python -m affcons_lib fetch NAME --dest data/
 
 Nothing else in affcons_lib touches the network. Every download goes to a
 ``*.part`` file beside its target, is checked against the size the server
@@ -12,7 +12,6 @@ Where a source needs a licence click-through, the command prints the steps.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.client
 import os
@@ -401,29 +400,7 @@ def fetch(name: str, dest="data", *, sources: dict[str, Source] | None = None, q
     return last
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m affcons_lib.data.fetch",
-        description="Download one of the paper's datasets from its official source (only when you run this).",
-    )
-    parser.add_argument("name", nargs="?", help=f"dataset: {', '.join(SOURCES)}")
-    parser.add_argument("--dest", default="data", help="target folder (default: data/)")
-    parser.add_argument("--list", action="store_true", help="list the sources and exit")
-    args = parser.parse_args(argv)
-    if args.list or not args.name:
-        for s in SOURCES.values():
-            how = "manual steps" if s.manual else f"{len(s.files) or 'pip'} file(s)"
-            print(f"{s.name:10s} {s.approx_size:>40s}  {how}\n           {s.description}\n"
-                  f"           source: {s.homepage}  licence: {s.license}")
-        return 0
-    try:
-        out = fetch(args.name, args.dest)
-    except (KeyError, FetchError) as err:
-        print(f"error: {err.args[0] if isinstance(err, KeyError) else err}", file=sys.stderr)
-        return 2
-    print(out)
-    return 0
+if __name__ == "__main__":  # the earlier form of `python -m affcons_lib fetch`: the one command line
+    from affcons_lib.cli import main
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["fetch", *__import__("sys").argv[1:]]))
