@@ -434,8 +434,10 @@ def main(argv=None) -> int:
     """Run ``argv`` (default: the process's arguments): a command name, then its arguments."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print(__doc__.split("\n\n")[1] if argv and argv[0] in ("-h", "--help") else
-              f"usage: {_PROG} COMMAND [ARGS ...], COMMAND one of {', '.join(COMMANDS)}"
-              + (f" (got {argv[0]!r})" if argv else ""), file=sys.stdout if argv else sys.stderr)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+        if argv and argv[0] in ("-h", "--help"):
+            print(__doc__.split("\n\n")[1])
+            return 0
+        print(f"usage: {_PROG} COMMAND [ARGS ...], COMMAND one of {', '.join(COMMANDS)}"
+              + (f" (got {argv[0]!r})" if argv else ""), file=sys.stderr)
+        return 2
     return COMMANDS[argv[0]](argv[1:])

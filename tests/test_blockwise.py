@@ -344,10 +344,10 @@ def test_evaluate_command_scores_a_blockwise_segmentation(tmp_path):
     one = evaluate.evaluate_blockwise(tmp_path / "seg" / "segmentation", gt)
     row = next(r for r in scores["rows"] if r["threshold"] == 0.5)
     assert one["voi"] == pytest.approx(row["voi"], abs=1e-9)
-    bad = subprocess.run(cmd[:5] + ["--labels", f"{tmp_path / 'gt.h5'}:nothing"], capture_output=True, text=True,
+    bad = subprocess.run(cmd[:6] + ["--labels", f"{tmp_path / 'gt.h5'}:nothing"], capture_output=True, text=True,
                          env=ENV, timeout=300)
     assert bad.returncode == 2 and "nothing" in bad.stderr
-    no_labels = subprocess.run(cmd[:5], capture_output=True, text=True, env=ENV, timeout=300)
+    no_labels = subprocess.run(cmd[:6], capture_output=True, text=True, env=ENV, timeout=300)
     assert no_labels.returncode == 2 and "--labels" in no_labels.stderr
 
 

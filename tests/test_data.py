@@ -234,10 +234,10 @@ def test_annotate_errors(dense_labels):
 def test_auto_falls_back_to_generated(tmp_path, monkeypatch):
     monkeypatch.setenv("AFFCONS_DATA_DIR", str(tmp_path))
     # the fallback says so, naming what is missing, where it looked and the fetch step
-    with pytest.warns(UserWarning, match="no real FIB-SEM volume .* affcons_lib.data.fetch fibsem"):
+    with pytest.warns(UserWarning, match="no real FIB-SEM volume .* affcons_lib fetch fibsem"):
         vol = data.load_volume("auto", synthetic_shape=(4, 32, 32))
     assert not vol.real and vol.raw.shape == (4, 32, 32) and "generated" in vol.source
-    with pytest.warns(UserWarning, match="no real nuclei image .* affcons_lib.data.fetch dsb2018"):
+    with pytest.warns(UserWarning, match="no real nuclei image .* affcons_lib fetch dsb2018"):
         img = data.load_image("auto", synthetic_shape=(32, 32))
     assert not img.real and img.raw.shape == (32, 32)
     with pytest.raises(FileNotFoundError, match="dataset='fibsem'.*AFFCONS_DATA_DIR"):

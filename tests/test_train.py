@@ -391,13 +391,15 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     assert [r.split(",")[:-1] for r in ref_log] == [r.split(",")[:-1] for r in run_log]  # all but wall time
 
 
-def test_cli_help_and_errors(tmp_path):
-    for command in cli.COMMANDS:  # each command, and the earlier form (the module's name) of three
-        out = subprocess.run([sys.executable, "-m", "affcons_lib", command, "--help"], capture_output=True, text=True)
-        assert out.returncode == 0 and f"usage: python -m affcons_lib {command}" in out.stdout, command
-    for module in ("affcons_lib.train", "affcons_lib.predict", "affcons_lib.data.fetch"):
-        out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
-        assert out.returncode == 0 and "usage: python -m affcons_lib " in out.stdout, module
+def test_cli_help_and_errors(tmp_path, capsys):
+    for command in cli.COMMANDS:  # each command's help, in this process
+        with pytest.raises(SystemExit) as done:
+            cli.main([command, "--help"])
+        assert done.value.code == 0 and f"usage: python -m affcons_lib {command}" in capsys.readouterr().out, command
+    # from a shell: the package's entry and the earlier form (a module's name)
+    for entry in (["affcons_lib", "evaluate"], ["affcons_lib.predict"]):
+        out = subprocess.run([sys.executable, "-m", *entry, "--help"], capture_output=True, text=True)
+        assert out.returncode == 0 and "usage: python -m affcons_lib " in out.stdout, entry
     out = subprocess.run([sys.executable, "-m", "affcons_lib", "nope"], capture_output=True, text=True)
     assert out.returncode == 2 and "COMMAND one of train, cpsn" in out.stderr and "'nope'" in out.stderr
     out = subprocess.run([sys.executable, "-m", "affcons_lib", "train", "--set", "sparsity=-1"],

@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from .._paths import project_root
-from .readers import (_HDF5, CREMI_LABELS, CREMI_RAW, ISBI_LABELS, ISBI_VOLUME, read_bbbc039, read_cremi, read_cvppp,
-                      read_image_pair, read_isbi2012, read_raw_and_labels, split_path_key)
+from .readers import (CREMI_LABELS, CREMI_RAW, HDF5_SUFFIXES, ISBI_LABELS, ISBI_VOLUME, read_bbbc039, read_cremi,
+                      read_cvppp, read_image_pair, read_isbi2012, read_raw_and_labels, split_path_key)
 from .synthetic import make_em_volume, make_nuclei_image
 
 __all__ = [
@@ -304,7 +304,7 @@ def load_volume(dataset: str = "auto", *, raw_key: str | None = None, labels: st
             f"dataset={dataset!r}: not 'auto', 'fibsem', 'synthetic', nor an existing HDF5, zarr or TIFF volume"
         )
     if labels is None and key in (None, CREMI_RAW) and labels_key in (None, CREMI_LABELS) \
-            and path.suffix.lower() in _HDF5:
+            and path.suffix.lower() in HDF5_SUFFIXES:
         raw, lab = read_cremi(path, roi=roi)
     else:
         raw, lab = read_raw_and_labels(path, labels, raw_key=key, labels_key=labels_key, ndim=3)

@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 __all__ = [
+    "HDF5_SUFFIXES",
     "DataFormatError",
     "split_path_key",
     "open_volume",
@@ -154,7 +155,7 @@ def split_path_key(spec, key: str | None = None) -> tuple[Path, str | None]:
     return Path(text).expanduser(), (key or None)
 
 
-_HDF5 = (".h5", ".hdf5", ".hdf")
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 _TIFF = (".tif", ".tiff")
 
 
@@ -192,7 +193,7 @@ def read_array(spec, key: str | None = None, *, key_word: str = "raw_key / label
     path, key = split_path_key(spec, key)
     path = _existing(path, "array file")
     suffix = path.suffix.lower()
-    if suffix in _HDF5:
+    if suffix in HDF5_SUFFIXES:
         import h5py
 
         try:
