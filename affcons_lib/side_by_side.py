@@ -54,16 +54,16 @@ def train_and_score(cfg, prepared, *, train_crop=(96, 96), examples: bool = Fals
 _KEEP = 3
 
 
-def _prepared_for(cfg, test_crop, test_images):
+def _prepared_for(cfg, test_crop, test_images, train_images=None):
     """The prepared data of ``cfg`` (its test part cropped in-plane to ``test_crop``, or
-    the first ``test_images`` test images / sections of a collection), kept for the
-    next runs of this worker that share it."""
+    the first ``test_images`` test images / sections of a collection, and its first
+    ``train_images`` training ones), kept for the next runs of this worker that share it."""
     import dataclasses
 
     from . import sampling
 
     key = (tuple(getattr(cfg, k, None) for k in _DATA_KEYS), None if test_crop is None else tuple(test_crop),
-           test_images)
+           test_images, train_images)
     if key not in _PREPARED:
         while len(_PREPARED) >= _KEEP:
             _PREPARED.pop(next(iter(_PREPARED)))  # the oldest
@@ -71,18 +71,23 @@ def _prepared_for(cfg, test_crop, test_images):
         if test_images is not None:
             prepared = dataclasses.replace(prepared, raw_test=prepared.raw_test[:test_images],
                                            labels_test=prepared.labels_test[:test_images])
+        if train_images is not None:
+            prepared = dataclasses.replace(prepared, raw_train=prepared.raw_train[:train_images],
+                                           labels_train=prepared.labels_train[:train_images],
+                                           sparse_train=prepared.sparse_train[:train_images])
         _PREPARED[key] = prepared
     return _PREPARED[key]
 
 
-def _run_one(overrides: dict, threads: int, test_crop, test_images, train_crop, examples: bool) -> dict:
+def _run_one(overrides: dict, threads: int, test_crop, test_images, train_images, train_crop,
+             examples: bool) -> dict:
     """Train and score one run in this (worker) process."""
     from . import train
     from .checkpoint import set_threads
 
     set_threads(threads)
     cfg = train.load_config(None, {**overrides, "threads": threads})
-    return train_and_score(cfg, _prepared_for(cfg, test_crop, test_images), train_crop=train_crop,
+    return train_and_score(cfg, _prepared_for(cfg, test_crop, test_images, train_images), train_crop=train_crop,
                            examples=examples)
 
 
@@ -99,7 +104,7 @@ def default_workers(n_runs: int, device: str = "cpu") -> int:
     return max(1, min(n_runs, len(os.sched_getaffinity(0))))
 
 
-def run_side_by_side(runs: list[dict], *, workers: int = 0, test_crop=None, test_images=None,
+def run_side_by_side(runs: list[dict], *, workers: int = 0, test_crop=None, test_images=None, train_images=None,
                      train_crop=(96, 96), examples=(), names=None, log=print, on_row=None) -> list[dict]:
     """Train and score each run of ``runs`` (configuration overrides, each with its own
     ``out_dir``) in ``workers`` processes at one thread each; the rows in the order of
@@ -115,8 +120,9 @@ def run_side_by_side(runs: list[dict], *, workers: int = 0, test_crop=None, test
     test_crop, train_crop : (int, int) or None
         In-plane sizes of the scored test region and of the training crop whose
         unlabeled region is scored (:func:`affcons_lib.predict.score_run`).
-    test_images : int, optional
-        Of a collection (images, sections), score the first ``test_images`` test ones.
+    test_images, train_images : int, optional
+        Of a collection (images, sections), use the first ``test_images`` test ones and
+        the first ``train_images`` training ones (a quick look; None: all).
     examples : iterable of int
         Indices of the runs whose example arrays to return.
     names : list of str, optional
@@ -148,13 +154,13 @@ def run_side_by_side(runs: list[dict], *, workers: int = 0, test_crop=None, test
         threads = torch.get_num_threads()
         try:
             for k, (i, r) in enumerate(enumerate(runs), 1):
-                done(i, _run_one(r, threads, test_crop, test_images, train_crop, i in examples), k)
+                done(i, _run_one(r, threads, test_crop, test_images, train_images, train_crop, i in examples), k)
         finally:
             _PREPARED.clear()  # this process goes on: its copies are not kept
             set_threads(threads)
         return rows
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_run_one, r, 1, test_crop, test_images, train_crop, i in examples): i
+        futures = {pool.submit(_run_one, r, 1, test_crop, test_images, train_images, train_crop, i in examples): i
                    for i, r in enumerate(runs)}
         try:
             for k, f in enumerate(as_completed(futures), 1):
