@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 
 
+#: the checkout this package was imported from (its data/ and README.md), whatever the
+#: current directory; project_root() below is the one found from the current directory
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
 def project_root() -> Path | None:
     """The checkout holding pyproject.toml and affcons_lib/, searched upwards from
     the current directory; None when running outside it."""

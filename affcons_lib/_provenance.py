@@ -10,6 +10,8 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ._paths import CHECKOUT
+
 __all__ = ["provenance"]
 
 
@@ -38,7 +40,7 @@ def provenance(threads: int | str | None = None, minutes: float | None = None) -
 
     from .models import resolve_precision
 
-    root = Path(__file__).resolve().parent.parent
+    root = CHECKOUT
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()

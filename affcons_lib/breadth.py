@@ -31,6 +31,7 @@ from pathlib import Path
 import yaml
 
 from ._atomic import write_json, write_text
+from ._paths import CHECKOUT
 from ._provenance import provenance
 from ._readme import replace_between
 from .config import load_config
@@ -42,7 +43,7 @@ __all__ = ["BREADTH_DIR", "Run", "load_grids", "grid_runs", "run_grid", "instrum
            "write_readme_block"]
 
 #: Where the declared grids and their exported records live.
-BREADTH_DIR = Path(__file__).resolve().parent.parent / "data" / "reference" / "breadth"
+BREADTH_DIR = CHECKOUT / "data" / "reference" / "breadth"
 CONFIG = BREADTH_DIR / "config.yaml"
 
 

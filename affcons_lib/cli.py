@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from ._paths import CHECKOUT
+
 __all__ = ["COMMANDS", "main"]
 
 _PROG = "python -m affcons_lib"
@@ -333,7 +335,7 @@ def reproduce(argv=None) -> int:
                         help="write README.md's run-time table from data/reproduce/ and stop")
     args = parser.parse_args(argv)
     if args.readme:
-        print(f"run times -> {rep.write_readme_block(rep.RECORD_DIR.parent.parent / 'README.md')}")
+        print(f"run times -> {rep.write_readme_block(CHECKOUT / 'README.md')}")
         return 0
     params = {k: rep.parse_value(v) for k, v in args.p}
     return rep.run_all(args.notebooks, args.runs, args.figures, params, args.kernel, args.record, args.only)
@@ -381,7 +383,7 @@ def reference(argv=None) -> int:
     if args.breadth_readme:
         from . import breadth
 
-        print(f"breadth section -> {breadth.write_readme_block(ref.REFERENCE_DIR.parent.parent / 'README.md')}")
+        print(f"breadth section -> {breadth.write_readme_block(CHECKOUT / 'README.md')}")
         return 0
     if args.breadth:
         from . import breadth

@@ -39,7 +39,7 @@ import yaml
 
 from . import checkpoint
 from ._atomic import write_text
-from ._paths import runs_dir
+from ._paths import CHECKOUT, runs_dir
 from .config import METHODS, load_config
 
 __all__ = ["REFERENCE_DIR", "reference_dir", "WEIGHTS_CHOICES", "reference_weights", "use_reference", "export_weights",
@@ -47,7 +47,7 @@ __all__ = ["REFERENCE_DIR", "reference_dir", "WEIGHTS_CHOICES", "reference_weigh
            "main"]
 
 #: Where the committed reference runs live (beside the package, in the repository).
-REFERENCE_DIR = Path(__file__).resolve().parent.parent / "data" / "reference"
+REFERENCE_DIR = CHECKOUT / "data" / "reference"
 
 
 def reference_dir() -> Path:
