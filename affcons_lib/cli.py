@@ -53,8 +53,8 @@ def _print_json(run) -> int:
 # ------------------------------------------------------------------ training
 def train(argv=None) -> int:
     from . import distributed
-    from . import train as training
-    from .config import TrainConfig, run_config_cli
+    from .training import train as training
+    from .training.config import TrainConfig, run_config_cli
 
     description = ("Train with sparse instance labels: sparse_only, crac (the paper's cross-representation "
                    "affinity consistency) or full_supervision. Defaults are a small CPU run; --set scale=paper "
@@ -69,8 +69,8 @@ def train(argv=None) -> int:
 
 def cpsn(argv=None) -> int:
     from . import distributed
-    from .config import run_config_cli
-    from .cpsn import CPSNConfig, train_cpsn
+    from .training.config import run_config_cli
+    from .training.cpsn import CPSNConfig, train_cpsn
 
     return run_config_cli(argv, prog=f"{_PROG} cpsn", description="Train a CPSN on a snapshot bank.",
                           cls=CPSNConfig, run=train_cpsn, cleanup=distributed.teardown)
@@ -94,7 +94,7 @@ def _add_blockwise_predict_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _predict_blockwise(args) -> int:
-    from .blockwise import predict_blockwise
+    from .blockwise.predict import predict_blockwise
 
     return _print_json(lambda: predict_blockwise(args.checkpoint, args.raw, args.out, block=args.block,
                                                  tile=args.tile, stride=args.stride, workers=args.workers,
@@ -104,9 +104,10 @@ def _predict_blockwise(args) -> int:
 
 def _predict_layers(args) -> int:
     """``predict --layers``: one array predicted, segmented and written for a viewer."""
-    from . import data, layers
-    from .checkpoint import load_checkpoint, set_threads
-    from .sampling import prepare_data
+    from . import data
+    from .companion import layers
+    from .training.checkpoint import load_checkpoint, set_threads
+    from .training.sampling import prepare_data
 
     set_threads(args.threads)
     try:
@@ -129,8 +130,8 @@ def _predict_layers(args) -> int:
 
 
 def predict(argv=None) -> int:
-    from .checkpoint import set_threads
-    from .predict import DATA_KEYS, predict_part, write_prediction
+    from .training.checkpoint import set_threads
+    from .training.predict import DATA_KEYS, predict_part, write_prediction
 
     ap = argparse.ArgumentParser(prog=f"{_PROG} predict",
                                  description="Affinities of a trained run's f(θ2) on its test part (or other data).")
@@ -154,7 +155,7 @@ def predict(argv=None) -> int:
     _add_blockwise_predict_arguments(ap)
     ap.add_argument("--layers", metavar="OUT.zarr",
                     help="predict and segment --raw (default: the run's test part) and write raw, affinities, "
-                         "fragments and segmentation to one zarr container a viewer opens (affcons_lib.layers)")
+                         "fragments and segmentation to one zarr container a viewer opens (affcons_lib.companion.layers)")
     ap.add_argument("--threshold", type=float, default=0.5, help="with --layers: the agglomeration threshold (3D)")
     ap.add_argument("--napari", action="store_true", help="with --layers: open the result in napari (if installed)")
     args = ap.parse_args(argv)
@@ -179,9 +180,9 @@ def predict(argv=None) -> int:
 # ------------------------------------------------------------------ segmentation and scores
 def evaluate(argv=None) -> int:
     from ._atomic import write_text
-    from .evaluate import (METHODS_3D, evaluate_blockwise, read_prediction, reference_scores,
-                           score_prediction)
-    from .recipe import THRESHOLDS
+    from .blockwise.score import evaluate_blockwise
+    from .evaluation.evaluate import METHODS_3D, read_prediction, reference_scores, score_prediction
+    from .segmentation.recipe import THRESHOLDS
 
     ap = argparse.ArgumentParser(prog=f"{_PROG} evaluate",
                                  description="Segment predicted affinities and score them against the ground truth.")
@@ -199,7 +200,7 @@ def evaluate(argv=None) -> int:
     ap.add_argument("--method", choices=METHODS_3D, default="waterz",
                     help="3D pipeline: waterz agglomeration (the paper's) or the 12-channel mutex watershed")
     ap.add_argument("--scoring", default="median",
-                    help="waterz scoring: median (the field's), median_release (the authors' string), mean, quantile_Q")
+                    help="agglomeration scoring: median (the field's), mean, quantile_Q")
     ap.add_argument("--fragments", choices=("volume", "slice"), default="volume",
                     help="3D fragments for isotropic data (volume) or per section for anisotropic data (slice)")
     ap.add_argument("--border-tolerance", type=int, default=1,
@@ -242,8 +243,9 @@ def evaluate(argv=None) -> int:
 
 
 def blockwise(argv=None) -> int:
-    from . import blockwise as bw
-    from .recipe import BLOCKWISE
+    from .blockwise import workers
+    from .blockwise.segment import segment_blockwise
+    from .segmentation.recipe import BLOCKWISE
 
     ap = argparse.ArgumentParser(prog=f"{_PROG} blockwise",
                                  description="Blockwise prediction and segmentation of volumes larger than memory.")
@@ -273,20 +275,19 @@ def blockwise(argv=None) -> int:
     s.add_argument("--launcher", help="command prefix that starts each worker elsewhere, e.g. "
                                       "'srun --ntasks 1 --cpus-per-task 4' (a cluster job per worker)")
     w = sub.add_parser("worker", help="(started by --launcher) process blocks for a running scheduler")
-    w.add_argument("kind", choices=bw.BLOCK_KINDS)
+    w.add_argument("kind", choices=workers.BLOCK_KINDS)
     w.add_argument("spec", help="the task's settings, JSON")
     args = ap.parse_args(argv)
     if args.command == "worker":
-        return bw.run_worker(args.kind, args.spec)
+        return workers.run_worker(args.kind, args.spec)
     if args.command == "predict":
         if not args.raw:
             ap.error("predict needs --raw PATH:KEY")
         return _predict_blockwise(args)
     recipe = BLOCKWISE.replace(scoring=args.scoring, mode=args.fragment_mode)
-    return _print_json(lambda: bw.segment_blockwise(args.affinities, args.out, threshold=args.threshold,
-                                                    block=args.block, context=args.context, workers=args.workers,
-                                                    recipe=recipe, overwrite=args.overwrite,
-                                                    launcher=args.launcher))
+    return _print_json(lambda: segment_blockwise(args.affinities, args.out, threshold=args.threshold,
+                                                 block=args.block, context=args.context, workers=args.workers,
+                                                 recipe=recipe, overwrite=args.overwrite, launcher=args.launcher))
 
 
 # ------------------------------------------------------------------ data
@@ -318,7 +319,7 @@ def fetch(argv=None) -> int:
 
 # ------------------------------------------------------------------ the companion's runs
 def reproduce(argv=None) -> int:
-    from . import reproduce as rep
+    from .companion import reproduce as rep
 
     parser = argparse.ArgumentParser(prog=f"{_PROG} reproduce", description="Run every notebook with papermill.")
     parser.add_argument("--notebooks", type=Path, default=Path("notebooks"))
@@ -342,7 +343,7 @@ def reproduce(argv=None) -> int:
 
 
 def report(argv=None) -> int:
-    from .report import render_report
+    from .companion.report import render_report
 
     ap = argparse.ArgumentParser(prog=f"{_PROG} report", description="The executed notebooks as web pages.")
     ap.add_argument("--runs", type=Path, default=Path("runs"))
@@ -358,8 +359,8 @@ def report(argv=None) -> int:
 
 
 def reference(argv=None) -> int:
-    from . import reference as ref
-    from .config import METHODS
+    from .companion import reference as ref
+    from .training.config import METHODS
 
     ap = argparse.ArgumentParser(prog=f"{_PROG} reference", description="Reference runs: the methods trained "
                                  "longer, kept small in data/reference/.")
@@ -381,12 +382,12 @@ def reference(argv=None) -> int:
                     help="write README.md's breadth section from the exported grids and stop")
     args = ap.parse_args(argv)
     if args.breadth_readme:
-        from . import breadth
+        from .companion import breadth
 
         print(f"breadth section -> {breadth.write_readme_block(CHECKOUT / 'README.md')}")
         return 0
     if args.breadth:
-        from . import breadth
+        from .companion import breadth
 
         spec = breadth.load_grids()
         for name in args.breadth:
@@ -411,10 +412,10 @@ def reference(argv=None) -> int:
 def sweep(argv=None) -> int:
     import yaml
 
-    from .sweep import run_sweep
+    from .companion.sweep import run_sweep
 
     ap = argparse.ArgumentParser(prog=f"{_PROG} sweep", description="Run a notebook over a grid of parameters.")
-    ap.add_argument("params", help="YAML sweep file (see affcons_lib.sweep)")
+    ap.add_argument("params", help="YAML sweep file (see affcons_lib.companion.sweep)")
     ap.add_argument("--kernel", default=None)
     args = ap.parse_args(argv)
     p = Path(args.params)

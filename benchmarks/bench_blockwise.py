@@ -12,7 +12,7 @@ theirs alone:
    with the in-memory tiled prediction of the same network (largest |difference|);
 2. ``python -m affcons_lib blockwise segment`` on ground-truth affinities blurred
    by noise (a realistic, dense boundary map): VOI against the same recipe in
-   memory (:func:`affcons_lib.evaluate.segment_3d`, same threshold): 0 when the
+   memory (:func:`affcons_lib.evaluation.evaluate.segment_3d`, same threshold): 0 when the
    fragments and the agglomeration are the in-memory ones.
 
 Prints, per volume, the peak resident memory of the scheduler and of the largest
@@ -38,7 +38,12 @@ import h5py
 import numpy as np
 import zarr
 
-from affcons_lib import affinity, data, evaluate, inference, metrics, train
+from affcons_lib.method import affinity
+from affcons_lib import data
+from affcons_lib.evaluation import evaluate, metrics
+from affcons_lib.training import inference, train
+from affcons_lib.training.checkpoint import load_checkpoint
+from affcons_lib.training.config import load_config
 
 BLOCK = (64, 256, 256)
 
@@ -72,7 +77,7 @@ def run_cli(args: list[str]) -> dict:
 
 def bench_predict(checkpoint, nets, raw, d, depth, workers):
     t = time.time()
-    pred = run_cli(["affcons_lib.predict", checkpoint, "--blockwise", "--raw", f"{d / 'raw.h5'}:volumes/raw",
+    pred = run_cli(["affcons_lib", "predict", checkpoint, "--blockwise", "--raw", f"{d / 'raw.h5'}:volumes/raw",
                     "--out", str(d / "affs.zarr"), "--block", *map(str, BLOCK), "--workers", str(workers)])
     t_block = time.time() - t
     lo, hi = pred["raw_range"]
@@ -105,11 +110,11 @@ def main():
 
     checkpoint = args.checkpoint
     if not checkpoint and not args.skip_predict:
-        cfg = train.load_config(None, ["widths=4,8,16", "patch=8,64,64", "iterations=20", "dataset=auto",
+        cfg = load_config(None, ["widths=4,8,16", "patch=8,64,64", "iterations=20", "dataset=auto",
                                        f"out_dir={work / 'train'}", "progress=false"])
         train.train(cfg)
         checkpoint = str(work / "train" / "last.pt")
-    nets = None if args.skip_predict else train.load_checkpoint(checkpoint)[0]
+    nets = None if args.skip_predict else load_checkpoint(checkpoint)[0]
 
     rows = []
     for depth in args.depths:
@@ -132,7 +137,7 @@ def main():
         gt_affs = np.clip(0.1 + 0.8 * gt_affs + rng.normal(0, 0.15, gt_affs.shape), 0, 1).astype(np.float32)
         zarr.create_array(store=str(d / "gt_affs.zarr"), data=gt_affs, chunks=(3,) + BLOCK, overwrite=True)
         t = time.time()
-        seg_info = run_cli(["affcons_lib.blockwise", "segment", str(d / "gt_affs.zarr"), "--out", str(d / "seg"),
+        seg_info = run_cli(["affcons_lib", "blockwise", "segment", str(d / "gt_affs.zarr"), "--out", str(d / "seg"),
                             "--threshold", str(args.threshold), "--block", *map(str, BLOCK),
                             "--workers", str(args.workers)])
         t_block = time.time() - t

@@ -1,4 +1,4 @@
-"""VOI + ARAND: affcons_lib.metrics against scikit-image on 64x512x512 pairs.
+"""VOI + ARAND: affcons_lib.evaluation.metrics against scikit-image on 64x512x512 pairs.
 
     python benchmarks/bench_metrics.py [--shape 64 512 512] [--repeat 3]
 
@@ -24,7 +24,7 @@ import time
 import numpy as np
 from skimage.metrics import adapted_rand_error, variation_of_information
 
-from affcons_lib import metrics
+from affcons_lib.evaluation import metrics
 
 
 def make_pair(shape, seed=0):

@@ -3,7 +3,7 @@
     python benchmarks/bench_models.py [--device cuda] [--repeat 3]
 
 Prints the time of one forward+backward pass of f(θ2), the GMAC/s it achieves
-(forward MACs from affcons_lib.complexity, backward counted as twice the forward,
+(forward MACs from affcons_lib.method.complexity, backward counted as twice the forward,
 the usual rule), and the GMAC/s of one large torch.nn.functional.conv3d
 forward+backward on the same device in the same run. The ratio says how much of the
 machine's convolution throughput the whole network reaches.
@@ -24,7 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from affcons_lib import affinity, complexity, models
+from affcons_lib.method import affinity, complexity, models
 
 
 def sync(device):

@@ -4,7 +4,7 @@
 
 For a 2D 1024x1024 image with the paper's 10 offsets and a 3D 32x256x256 volume
 with its 12 offsets, prints the best-of-3 time of
-affcons_lib.postprocess.mutex_watershed and of a plain ``numpy.argsort`` of the
+affcons_lib.segmentation.postprocess.mutex_watershed and of a plain ``numpy.argsort`` of the
 same edge weights, measured in this run, and their ratio, for two inputs:
 
 - structured: ground-truth affinities with noise (what a network gives);
@@ -21,7 +21,9 @@ import time
 
 import numpy as np
 
-from affcons_lib import affinity, data, postprocess
+from affcons_lib.method import affinity
+from affcons_lib import data
+from affcons_lib.segmentation import fragments, postprocess
 
 
 def noisy_affinities(labels, offsets, background_is_instance, seed=0):
@@ -78,7 +80,7 @@ def main():
         _, em = data.make_em_volume((64, 512, 512), n_neurites=150, seed=1)
         affs = noisy_affinities(affinity.widen_borders(em), affinity.OFFSETS_3D[:3], False)
         t0 = time.perf_counter()
-        frags = postprocess.fragments_from_affinities(affs)
+        frags = fragments.fragments(affs)
         t1 = time.perf_counter()
         segs = postprocess.agglomerate(affs, [0.3, 0.5, 0.7], fragments=frags)
         t2 = time.perf_counter()

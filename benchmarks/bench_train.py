@@ -9,7 +9,7 @@ timed in this run on the same batches:
   networks, supervised + entropy-filtered cross-consistency losses, Adam step);
 - the networks alone (forward of f(θ1) and f(θ2) with its cosine affinities, a trivial
   loss, backward, Adam step), whose share of the full iteration is the network share;
-- their throughput, GMAC/s (forward MACs from affcons_lib.complexity, backward counted
+- their throughput, GMAC/s (forward MACs from affcons_lib.method.complexity, backward counted
   as twice the forward), as a ratio to one large conv3d (32 -> 32 channels, 3x3x3, on a
   batch-2 x 8x64x64 input) forward+backward at the same precision: how much of what the
   cores do on a convolution they are good at the small networks reach.
@@ -18,7 +18,7 @@ Then bf16 / fp32 time ratios of the full step and of the networks. With
 ``--side-by-side N``: whole crac runs of N iterations (notebook 01's configuration,
 training only), two ways on the same cores: one process at all of them, one run after
 another, against one process per core at one thread each, all at once
-(affcons_lib.side_by_side); printed as runs per minute and their ratio. With
+(affcons_lib.companion.side_by_side); printed as runs per minute and their ratio. With
 ``--compile``: the networks alone again under ``torch.compile`` (what the fused kernels
 of inductor give at this scale, compile time apart). With
 ``--notebook EXECUTED.ipynb`` (a notebook papermill ran, e.g. ``make reproduce``'s
@@ -36,15 +36,19 @@ import time
 import torch
 import torch.nn.functional as F
 
-from affcons_lib import affinity, complexity, losses, models, train
-from affcons_lib.checkpoint import set_threads
+from affcons_lib.method import affinity, complexity, losses, models
+from affcons_lib.training import train
+from affcons_lib.training.checkpoint import set_threads
+from affcons_lib.training.checkpoint import build_models
+from affcons_lib.training.config import load_config
+from affcons_lib.training.sampling import PatchSampler, prepare_data
 
 
 def _one_run(overrides: dict, threads: int) -> float:
     """Seconds of one crac run of ``overrides`` in this process at ``threads`` threads."""
     set_threads(threads)
-    cfg = train.load_config(None, {**overrides, "threads": threads})
-    prepared = train.prepare_data(cfg)
+    cfg = load_config(None, {**overrides, "threads": threads})
+    prepared = prepare_data(cfg)
     t0 = time.perf_counter()
     train.train(cfg, prepared)
     return time.perf_counter() - t0
@@ -116,16 +120,16 @@ def main():
         notebook_breakdown(args.notebook)
         return
     threads = set_threads(args.threads)
-    cfg = train.load_config(None, {"patch": tuple(args.patch), "batch": args.batch, "widths": tuple(args.widths),
+    cfg = load_config(None, {"patch": tuple(args.patch), "batch": args.batch, "widths": tuple(args.widths),
                                    "method": "crac", "progress": False, "voxel_budget": 0.05, "min_size": 1000})
     device = torch.device(args.device)
-    prepared = train.prepare_data(cfg)
+    prepared = prepare_data(cfg)
     offsets, n_nearest = prepared.offsets, prepared.n_nearest
-    sampler = train.PatchSampler(prepared.raw_train, prepared.sparse_train, offsets, patch=cfg.patch,
+    sampler = PatchSampler(prepared.raw_train, prepared.sparse_train, offsets, patch=cfg.patch,
                                  sparse=True, background_is_instance=False, widen=True, n_nearest=n_nearest,
                                  min_labeled=cfg.min_labeled)
     torch.manual_seed(0)
-    nets = {k: v.to(device).train() for k, v in train.build_models(cfg).items()}
+    nets = {k: v.to(device).train() for k, v in build_models(cfg).items()}
     opt = torch.optim.Adam([p for n in nets.values() for p in n.parameters()], lr=1e-4)
     shape = (cfg.batch, 1, *cfg.patch)
     macs = (complexity.count(models.build("embedding3d", widths=cfg.widths), shape, offsets=offsets)["macs"]

@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from affcons_lib import affinity, checkpoint, config, evaluate, inference, models, sampling, train
+from affcons_lib.method import affinity, models
+from affcons_lib.training import checkpoint, config, inference, sampling, train
+from affcons_lib.evaluation import evaluate
 from affcons_lib._atomic import write_json
 
 PAPER = dict(config.SCALES["paper"])

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from affcons_lib import stats
+from affcons_lib.evaluation import stats
 
 MEASURES = ("test_error", "test_ap", "unlabeled_error", "unlabeled_ap", "voi")
 

@@ -27,11 +27,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from affcons_lib import sampling, stats, train
+from affcons_lib.training import sampling, train
+from affcons_lib.evaluation import stats
 from affcons_lib._atomic import atomic_path, write_json
-from affcons_lib.checkpoint import set_threads
-from affcons_lib.evaluate import affinity_scores
-from affcons_lib.predict import predict_part
+from affcons_lib.training.checkpoint import set_threads
+from affcons_lib.evaluation.evaluate import affinity_scores
+from affcons_lib.training.predict import predict_part
+from affcons_lib.training.config import load_config
+from affcons_lib.training.sampling import prepare_data
 
 #: notebook 01's annotation and scale; --set overrides any key
 BASE = dict(dataset="auto", dim=3, voxel_budget=0.05, min_size=1000, iterations=120, progress=False, log_every=10)
@@ -68,16 +71,16 @@ def main(argv=None):
         return
     seeds = [int(s) for s in args.seeds.split(",")]
     overrides = [f"{k}={v}" for k, v in BASE.items() if k not in {s.split('=', 1)[0] for s in args.set}] + args.set
-    base = train.load_config(None, overrides)
+    base = load_config(None, overrides)
     threads = set_threads(base.threads)
     t_start = time.time()
     rows = []
     for seed in seeds:
         setting = overrides + [f"annotation_seed={seed}", f"seed={seed}", f"checkpoint_every={base.iterations}"]
-        prepared = train.prepare_data(train.load_config(None, setting))
+        prepared = prepare_data(load_config(None, setting))
         view = sampling.crop_train_part(prepared, tuple(args.train_crop))
         for method in args.methods:
-            cfg = train.load_config(None, setting + [f"method={method}",
+            cfg = load_config(None, setting + [f"method={method}",
                                                      f"out_dir={Path(args.runs) / args.name / f'{method}_seed{seed}'}"])
             summary = train.train(cfg, prepared)
             (affs,), _, (labels,), offsets = predict_part(summary["checkpoint"], "test", prepared=prepared,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from affcons_lib.data import FIBSEM_FILE, ISBI_DIR, NUCLEI_DIR, data_dir, real_image_dir, real_isbi_dir, real_volume_path
+from affcons_lib.data import (FIBSEM_FILE, ISBI_DIR, NUCLEI_DIR, data_dir, real_image_dir, real_isbi_dir, real_volume_path)
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +30,56 @@ def isbi_dir():
     if p is None:
         pytest.skip(f"real ISBI 2012 sections not found at {data_dir() / ISBI_DIR} (set AFFCONS_DATA_DIR)")
     return p
+
+
+#: the smoke runs' order, longest first, so that two at a time finish together
+_SMOKE_ORDER = ("06_blockwise", "01_training", "02_size_distribution", "07_breadth", "04_complexity",
+                "00_data_and_affinities", "05_cpsn", "00b_crac_step", "03_entropy_maps", "08_own_annotation")
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(tmp_path_factory):
+    """Every notebook executed once at its smoke parameters (notebooks/smoke.yaml),
+    two at a time, each by papermill in a process of its own at one thread, with
+    its own runs, results and figures folders (notebook 01 with no reference runs in sight).
+    A notebook whose cells are marked NBVAL_CHECK_OUTPUT is then checked by nbval.
+    Returns {notebook name: (folder, the last completed process)}; the folder holds the
+    executed copy, ``work`` (runs, ``work/results``) and ``figures``.
+    tests/test_notebooks.py checks each run; tests/test_reference.py exports
+    notebook 01's as paired reference runs."""
+    import os
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    import yaml
+
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    smoke = yaml.safe_load((notebooks / "smoke.yaml").read_text())
+    base = tmp_path_factory.mktemp("smoke")
+    names = sorted(smoke, key=lambda n: _SMOKE_ORDER.index(n[:-6]) if n[:-6] in _SMOKE_ORDER else len(_SMOKE_ORDER))
+
+    def run(name):
+        folder = base / name[:-6]
+        folder.mkdir()
+        (folder / "parameters.yaml").write_text(yaml.safe_dump(smoke[name]))
+        env = {**os.environ, "AFFCONS_RUNS_DIR": str(folder / "work"), "AFFCONS_RESULTS_DIR": str(folder / "work" / "results"),
+               "AFFCONS_FIGURES_DIR": str(folder / "figures"), "AFFCONS_STATIC": "1", "OMP_NUM_THREADS": "1",
+               "NUMBA_NUM_THREADS": "1"}
+        if name == "01_training.ipynb":  # the runs tests/test_reference.py exports: none in sight yet
+            env["AFFCONS_REFERENCE_DIR"] = str(folder / "no_reference")
+        done = subprocess.run([sys.executable, "-m", "papermill", str(notebooks / name), str(folder / name), "-f",
+                               str(folder / "parameters.yaml"), "--cwd", str(notebooks), "-k", "python3",
+                               "--no-progress-bar"], capture_output=True, text=True, env=env)
+        if done.returncode == 0 and "NBVAL_CHECK_OUTPUT" in (notebooks / name).read_text():
+            # deterministic outputs: nbval executes the executed copy again and compares the
+            # outputs of the cells marked NBVAL_CHECK_OUTPUT (parameter counts, MACs, shapes)
+            env["AFFCONS_FIGURES_DIR"] = str(folder / "nbval_figures")
+            done = subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider",
+                                   "--rootdir", str(folder), str(folder / name)],
+                                  capture_output=True, text=True, cwd=str(notebooks), env=env)
+        return name, (folder, done)
+
+    with ThreadPoolExecutor(2) as pool:
+        return dict(pool.map(run, names))

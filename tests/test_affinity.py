@@ -2,18 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from affcons_lib.affinity import (
-    edge_slices,
-    N_NEAREST_2D,
-    N_NEAREST_3D,
-    OFFSETS_2D,
-    OFFSETS_3D,
-    affinities_from_embeddings,
-    affinities_from_labels,
-    affinity_entropy,
-    labeled_region_mask,
-    widen_borders,
-)
+from affcons_lib.method.affinity import (edge_slices, N_NEAREST_2D, N_NEAREST_3D, OFFSETS_2D, OFFSETS_3D, affinities_from_embeddings, affinities_from_labels, affinity_entropy, labeled_region_mask, widen_borders)
 
 
 def _reference_affinities(labels, offsets, background_is_instance=False):
@@ -142,7 +131,7 @@ def _plain_autograd_cosine(emb, offsets, low):
 def test_embeddings_gradient_is_plain_autograds(clip, offsets, shape, by_channel, monkeypatch):
     """Both ways of the forward (one product and sum; channel by channel, which
     the CPU takes from 2**17 voxels on) against autograd of the plain formula."""
-    import affcons_lib.affinity as affinity_module
+    import affcons_lib.method.affinity as affinity_module
 
     monkeypatch.setattr(affinity_module, "_BY_CHANNEL_FROM", 0 if by_channel else 2 ** 62)
     torch.manual_seed(0)

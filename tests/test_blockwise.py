@@ -15,8 +15,17 @@ import numpy as np
 import pytest
 import zarr
 
-from affcons_lib import (affinity, agglomeration, blockwise, data, evaluate, fragments, inference, metrics,
-                         postprocess, train)
+from affcons_lib.method import affinity
+from affcons_lib.segmentation import agglomeration, fragments, postprocess
+from affcons_lib.blockwise import predict as blockwise_predict, score as blockwise_score, segment as blockwise_segment
+from affcons_lib.data import open_volume
+from affcons_lib import data
+from affcons_lib.segmentation.recipe import Recipe
+from affcons_lib.evaluation import evaluate, metrics
+from affcons_lib.training import inference, train
+from affcons_lib.training.checkpoint import load_checkpoint
+from affcons_lib.training.config import load_config
+from affcons_lib.training.sampling import prepare_data
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -24,7 +33,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("ckpt")
-    cfg = train.load_config(None, ["widths=4,8", "patch=4,32,32", "dataset=synthetic", "iterations=2",
+    cfg = load_config(None, ["widths=4,8", "patch=4,32,32", "dataset=synthetic", "iterations=2",
                                    f"out_dir={out}", "progress=false"])
     train.train(cfg)
     return out / "last.pt"
@@ -41,7 +50,7 @@ def raw_h5(tmp_path_factory):
 
 
 def _in_memory(checkpoint, raw, result):
-    nets, cfg, _ = train.load_checkpoint(checkpoint)
+    nets, cfg, _ = load_checkpoint(checkpoint)
     lo, hi = result["raw_range"]
     scaled = np.clip((raw.astype(np.float32) - lo) / (hi - lo), 0, 1)
     return inference.predict_affinities(nets["embedding"], scaled, affinity.OFFSETS_3D, tile=tuple(result["tile"]),
@@ -50,7 +59,7 @@ def _in_memory(checkpoint, raw, result):
 
 def test_blockwise_prediction_equals_in_memory(checkpoint, raw_h5, tmp_path):
     path, raw = raw_h5
-    result = blockwise.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "affs.zarr",
+    result = blockwise_predict.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "affs.zarr",
                                          block=(8, 48, 48), tile=(8, 32, 32), workers=2)
     assert result["blocks"]["predict"] == {"blocks": 27, "done": 27, "skipped": 0}
     assert result["peak_mb_worker"] > 50 and result["peak_mb_main"] > 50  # noted by the workers themselves
@@ -62,7 +71,7 @@ def test_blockwise_prediction_equals_in_memory(checkpoint, raw_h5, tmp_path):
 def test_blockwise_prediction_reads_zarr_too(checkpoint, raw_h5, tmp_path):
     _, raw = raw_h5
     zarr.create_array(store=str(tmp_path / "raw.zarr"), data=raw, chunks=(8, 64, 64))
-    result = blockwise.predict_blockwise(checkpoint, tmp_path / "raw.zarr", tmp_path / "affs.zarr",
+    result = blockwise_predict.predict_blockwise(checkpoint, tmp_path / "raw.zarr", tmp_path / "affs.zarr",
                                          block=(24, 64, 64), tile=(8, 32, 32), workers=0, raw_range=(30, 217))
     assert result["raw_range"] == [30, 217]
     np.testing.assert_allclose(zarr.open_array(str(tmp_path / "affs.zarr"))[:], _in_memory(checkpoint, raw, result),
@@ -131,7 +140,7 @@ def test_graph_agglomeration_equals_waterz_without_ties():
 def test_whole_volume_block_equals_in_memory_recipe(em_affs, tmp_path):
     """One block: the blockwise path is the in-memory recipe, exactly."""
     path, affs = em_affs
-    blockwise.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=affs.shape[1:], workers=0)
+    blockwise_segment.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=affs.shape[1:], workers=0)
     seg = zarr.open_array(str(tmp_path / "seg" / "segmentation"))[:]
     ref = evaluate.segment_3d(affs, threshold=0.5)
     assert metrics.voi(seg, ref) == pytest.approx((0.0, 0.0), abs=1e-9)
@@ -141,7 +150,7 @@ def test_blockwise_segmentation_equals_in_memory(em_affs, tmp_path):
     """Eight blocks (chains cross their faces): the fragments are the whole
     volume's exactly, and so is the segmentation (median scoring)."""
     path, affs = em_affs
-    result = blockwise.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=(16, 128, 128),
+    result = blockwise_segment.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=(16, 128, 128),
                                          context=(0, 64, 64), workers=2)
     assert result["blocks"]["fragments"]["blocks"] == 8 and result["blocks"]["edges"]["done"] == 8
     assert result["context"][0] == fragments.context()[0]  # raised to what the fragments need
@@ -153,15 +162,15 @@ def test_blockwise_segmentation_equals_in_memory(em_affs, tmp_path):
     seg = zarr.open_array(str(tmp_path / "seg" / "segmentation"))[:]
     assert metrics.voi(seg, evaluate.segment_3d(affs, threshold=0.5)) == pytest.approx((0.0, 0.0), abs=1e-9)
     assert (seg > 0).all()
-    # a second run finds everything done
-    again = blockwise.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=(16, 128, 128),
-                                        context=(0, 64, 64), workers=2)
+    # a second run finds everything done (in this process: the tracking is the workers' count-free record)
+    again = blockwise_segment.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=(16, 128, 128),
+                                                context=(0, 64, 64), workers=0)
     assert all(c["done"] == 0 and c["skipped"] == c["blocks"] for c in again["blocks"].values())
     # another context would mix two fragment layouts in one output: refused, naming it; overwrite starts afresh
     with pytest.raises(ValueError, match=r"seg/fragments: exists, made with other settings \(context: \[21, 64, 64\]"):
-        blockwise.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=(16, 128, 128), context=(0, 32, 32),
+        blockwise_segment.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=(16, 128, 128), context=(0, 32, 32),
                                     workers=0)
-    fresh = blockwise.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=(16, 128, 128),
+    fresh = blockwise_segment.segment_blockwise(path, tmp_path / "seg", threshold=0.5, block=(16, 128, 128),
                                         context=(0, 32, 32), workers=0, overwrite=True)
     assert fresh["blocks"]["fragments"]["done"] == 8
 
@@ -169,7 +178,7 @@ def test_blockwise_segmentation_equals_in_memory(em_affs, tmp_path):
 def test_region_graph_counts_each_boundary_edge_once():
     frag = np.array([[[1, 1, 2], [1, 3, 2]]], dtype=np.uint64)  # (1, 2, 3)
     affs = np.ones((3,) + frag.shape, np.float32) * 0.5
-    u, v, sums, counts = blockwise.region_graph(frag, affs)
+    u, v, sums, counts = agglomeration.region_graph(frag, affs)
     got = {(int(a), int(b)): int(c) for a, b, c in zip(u, v, counts)}
     assert got == {(1, 2): 1, (1, 3): 2, (2, 3): 1}
     np.testing.assert_allclose(sums, 0.5 * counts)
@@ -187,10 +196,10 @@ def test_region_graphs_of_blocks_with_margins_add_up_to_the_whole():
             into[(a, b)] = (old[0] + x, old[1] + n)
         return into
 
-    whole = as_dict(*blockwise.region_graph(frag, affs))
-    pooled = as_dict(*blockwise.region_graph(frag[:, :, :5], affs[:, :, :, :5]))
-    as_dict(*blockwise.region_graph(frag[:, 3:, 4:], affs[:, :, 4:, 5:], interior=(0, 1, 1)), pooled)
-    as_dict(*blockwise.region_graph(frag[:, :4, 4:], affs[:, :, :4, 5:], interior=(0, 0, 1)), pooled)
+    whole = as_dict(*agglomeration.region_graph(frag, affs))
+    pooled = as_dict(*agglomeration.region_graph(frag[:, :, :5], affs[:, :, :, :5]))
+    as_dict(*agglomeration.region_graph(frag[:, 3:, 4:], affs[:, :, 4:, 5:], interior=(0, 1, 1)), pooled)
+    as_dict(*agglomeration.region_graph(frag[:, :4, 4:], affs[:, :, :4, 5:], interior=(0, 0, 1)), pooled)
     assert whole.keys() == pooled.keys() and all(0 not in k for k in whole)
     for k in whole:
         assert pooled[k][1] == whole[k][1] and pooled[k][0] == pytest.approx(whole[k][0])
@@ -199,30 +208,30 @@ def test_region_graphs_of_blocks_with_margins_add_up_to_the_whole():
 def test_bad_input(checkpoint, raw_h5, tmp_path):
     path, _ = raw_h5
     with pytest.raises(FileNotFoundError, match="none.h5"):
-        blockwise.open_volume(tmp_path / "none.h5", "raw")
+        open_volume(tmp_path / "none.h5", "raw")
     with pytest.raises(KeyError, match="volumes/raw"):
-        blockwise.open_volume(path, "volumes/nothing")
+        open_volume(path, "volumes/nothing")
     with h5py.File(tmp_path / "flat.h5", "w") as f:
         f["img"] = np.zeros((10, 10), np.uint8)
     with pytest.raises(ValueError, match="expected a 3D volume"):
-        blockwise.open_volume(tmp_path / "flat.h5", "img")
+        open_volume(tmp_path / "flat.h5", "img")
     with pytest.raises(ValueError, match="block"):
-        blockwise.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "a.zarr", block=(8, 0, 8))
+        blockwise_predict.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "a.zarr", block=(8, 0, 8))
     zarr.create_array(store=str(tmp_path / "taken.zarr"), shape=(12, 5, 5, 5), dtype=np.float32)
     with pytest.raises(ValueError, match="taken.zarr: exists with shape"):
-        blockwise.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "taken.zarr", block=(8, 32, 32),
+        blockwise_predict.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "taken.zarr", block=(8, 32, 32),
                                     tile=(8, 32, 32), workers=0)
     # a rerun with another raw range (or checkpoint, tiling) would mix two predictions: refused, naming it
     first = dict(block=(8, 32, 32), tile=(8, 32, 32), workers=0)
-    blockwise.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "p.zarr", raw_range=(30, 217), **first)
+    blockwise_predict.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "p.zarr", raw_range=(30, 217), **first)
     with pytest.raises(ValueError, match=r"p.zarr: exists, made with other settings \(raw_range: \[30, 217\] -> \[0, 255\]"):
-        blockwise.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "p.zarr", raw_range=(0, 255),
+        blockwise_predict.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "p.zarr", raw_range=(0, 255),
                                     **first)
-    again = blockwise.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "p.zarr", raw_range=(0, 255),
+    again = blockwise_predict.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "p.zarr", raw_range=(0, 255),
                                         overwrite=True, **first)
     assert again["blocks"]["predict"]["skipped"] == 0
     with pytest.raises(ValueError, match="threshold"):
-        blockwise.segment_blockwise(tmp_path / "taken.zarr", tmp_path / "s", threshold=1.5)
+        blockwise_segment.segment_blockwise(tmp_path / "taken.zarr", tmp_path / "s", threshold=1.5)
     r = subprocess.run([sys.executable, "-m", "affcons_lib", "blockwise", "segment", str(tmp_path / "none.zarr"),
                         "--out", str(tmp_path / "s")], capture_output=True, text=True, env=ENV)
     assert r.returncode == 2 and "none.zarr" in r.stderr
@@ -264,18 +273,18 @@ def test_graph_agglomeration_matches_reference(seed):
     counts = rng.integers(1, 20, len(u))
     sums = counts * rng.random(len(u))  # mean affinities in [0, 1), no ties
     threshold = float(rng.uniform(0.2, 0.9))
-    got = blockwise.agglomerate_graph(n, u, v, sums, counts, threshold)
+    got = agglomeration.agglomerate_graph(n, u, v, sums, counts, threshold)
     ref = reference_agglomeration(n, u, v, sums, counts, threshold)
     assert metrics.voi(got + 1, ref + 1) == pytest.approx((0.0, 0.0), abs=1e-12)
 
 
 def test_graph_agglomeration_bad_input():
     with pytest.raises(ValueError, match="one length"):
-        blockwise.agglomerate_graph(3, [0], [1, 2], [0.5], [1], 0.5)
+        agglomeration.agglomerate_graph(3, [0], [1, 2], [0.5], [1], 0.5)
     with pytest.raises(ValueError, match="distinct node ids"):
-        blockwise.agglomerate_graph(3, [0], [3], [0.5], [1], 0.5)
+        agglomeration.agglomerate_graph(3, [0], [3], [0.5], [1], 0.5)
     with pytest.raises(ValueError, match="positive edge counts"):
-        blockwise.agglomerate_graph(3, [0], [1], [0.5], [0], 0.5)
+        agglomeration.agglomerate_graph(3, [0], [1], [0.5], [0], 0.5)
 
 
 def test_launched_workers_give_the_same_segmentation(em_affs, tmp_path):
@@ -284,13 +293,13 @@ def test_launched_workers_give_the_same_segmentation(em_affs, tmp_path):
     path, affs = em_affs
     small = tmp_path / "small.zarr"
     zarr.create_array(store=str(small), data=affs[:, :16, :96, :96], chunks=(3, 8, 48, 48))
-    own = blockwise.segment_blockwise(small, tmp_path / "own", block=(8, 48, 48), workers=2)
-    launched = blockwise.segment_blockwise(small, tmp_path / "launched", block=(8, 48, 48), workers=2, launcher="env")
+    own = blockwise_segment.segment_blockwise(small, tmp_path / "own", block=(8, 48, 48), workers=2)
+    launched = blockwise_segment.segment_blockwise(small, tmp_path / "launched", block=(8, 48, 48), workers=2, launcher="env")
     assert launched["blocks"]["fragments"]["done"] == own["blocks"]["fragments"]["blocks"] == 8
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "launched" / "segmentation"))[:],
                                   zarr.open_array(str(tmp_path / "own" / "segmentation"))[:])
     with pytest.raises(ValueError, match="launcher='env': launched workers need workers >= 1"):
-        blockwise.segment_blockwise(small, tmp_path / "serial", block=(8, 48, 48), workers=0, launcher="env")
+        blockwise_segment.segment_blockwise(small, tmp_path / "serial", block=(8, 48, 48), workers=0, launcher="env")
 
 
 def _noisy_targets(gt, widen):
@@ -307,8 +316,8 @@ def _blockwise_matches_the_instrument(gt, block, tmp_path):
         affs = _noisy_targets(gt, widen)
         store = tmp_path / f"affs_{widen}.zarr"
         zarr.create_array(store=str(store), data=affs, chunks=(3,) + tuple(block))
-        blockwise.segment_blockwise(store, tmp_path / f"seg_{widen}", block=block, workers=0)
-        got = evaluate.evaluate_blockwise(tmp_path / f"seg_{widen}", str(labels))
+        blockwise_segment.segment_blockwise(store, tmp_path / f"seg_{widen}", block=block, workers=0)
+        got = blockwise_score.evaluate_blockwise(tmp_path / f"seg_{widen}", str(labels))
         ref = evaluate.evaluate_3d(affs, gt)
         assert got["voi"] <= 0.5, (widen, got["voi_split"], got["voi_merge"])
         assert abs(got["voi"] - ref["voi"]) <= 0.05, (widen, got["voi"], ref["voi"])
@@ -334,7 +343,7 @@ def test_evaluate_command_scores_a_blockwise_segmentation(tmp_path):
     with h5py.File(tmp_path / "gt.h5", "w") as f:
         f.create_dataset("labels", data=gt)
     zarr.create_array(store=str(tmp_path / "affs.zarr"), data=_noisy_targets(gt, False), chunks=(3, 8, 32, 32))
-    blockwise.segment_blockwise(tmp_path / "affs.zarr", tmp_path / "seg", block=(8, 32, 32), workers=0)
+    blockwise_segment.segment_blockwise(tmp_path / "affs.zarr", tmp_path / "seg", block=(8, 32, 32), workers=0)
     cmd = [sys.executable, "-m", "affcons_lib", "evaluate", "--segmentation", str(tmp_path / "seg"), "--labels",
            f"{tmp_path / 'gt.h5'}:labels", "--json", str(tmp_path / "scores.json")]
     out = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
@@ -342,7 +351,7 @@ def test_evaluate_command_scores_a_blockwise_segmentation(tmp_path):
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert scores["voi"] < 0.5 and len(scores["rows"]) == 9
     # the written segmentation (one threshold) scores as its row of the sweep
-    one = evaluate.evaluate_blockwise(tmp_path / "seg" / "segmentation", gt)
+    one = blockwise_score.evaluate_blockwise(tmp_path / "seg" / "segmentation", gt)
     row = next(r for r in scores["rows"] if r["threshold"] == 0.5)
     assert one["voi"] == pytest.approx(row["voi"], abs=1e-9)
     bad = subprocess.run(cmd[:6] + ["--labels", f"{tmp_path / 'gt.h5'}:nothing"], capture_output=True, text=True,
@@ -359,14 +368,14 @@ def test_blockwise_prediction_tiles_as_predict_part(checkpoint, tmp_path):
     raw, _ = data.make_em_volume((12, 69, 91), n_neurites=6, seed=4)  # odd: no divisor divides them
     raw = (raw * 200 + 20).astype(np.uint8)
     zarr.create_array(store=str(tmp_path / "raw.zarr"), data=raw, chunks=(6, 35, 45))
-    result = blockwise.predict_blockwise(checkpoint, tmp_path / "raw.zarr", tmp_path / "affs.zarr",
+    result = blockwise_predict.predict_blockwise(checkpoint, tmp_path / "raw.zarr", tmp_path / "affs.zarr",
                                          block=(6, 35, 45), workers=0, raw_range=(20, 220))
-    nets, cfg, _ = train.load_checkpoint(checkpoint)
+    nets, cfg, _ = load_checkpoint(checkpoint)
     tile, stride = inference.part_tiling(raw.shape, cfg.patch, nets["embedding"].divisor)
     assert tuple(result["tile"]) == tile and tile[1] > 69 and tile[2] > 91  # covered: padded, not cut
     np.testing.assert_allclose(zarr.open_array(str(tmp_path / "affs.zarr"))[:], _in_memory(checkpoint, raw, result),
                                atol=1e-6)
-    np.testing.assert_array_equal(blockwise._read_reflected(raw, (slice(0, 12), slice(60, 80), slice(80, 96))),
+    np.testing.assert_array_equal(blockwise_predict.read_reflected(raw, (slice(0, 12), slice(60, 80), slice(80, 96))),
                                   np.pad(raw, ((0, 0), (0, 11), (0, 5)), mode="reflect")[:, 60:80, 80:96])
 
 
@@ -375,11 +384,12 @@ def test_blockwise_prediction_tiles_as_predict_part(checkpoint, tmp_path):
 def test_trained_network_blockwise_equals_its_in_memory_evaluation(tmp_path):
     """The reference crac network on half the shared test part: blockwise prediction,
     segmentation and block-by-block scores against predict_part + evaluate_3d."""
-    from affcons_lib import predict, reference
+    from affcons_lib.training import predict
+    from affcons_lib.companion import reference
 
     weights = reference.reference_weights("crac")
-    _, cfg, _ = train.load_checkpoint(weights)
-    prepared = train.prepare_data(cfg)
+    _, cfg, _ = load_checkpoint(weights)
+    prepared = prepare_data(cfg)
     if "FIB-SEM" not in prepared.source:
         pytest.skip(f"the shared FIB-SEM volume is not here (the run's data: {prepared.source})")
     # half the test part in z (25 of 50 sections) and four blocks: the same checks at half the cost
@@ -388,11 +398,11 @@ def test_trained_network_blockwise_equals_its_in_memory_evaluation(tmp_path):
     pred = predict.predict_part(weights, prepared=half, with_entropy=False)
     zarr.create_array(store=str(tmp_path / "raw.zarr"), data=raw, chunks=(25, 125, 125))
     zarr.create_array(store=str(tmp_path / "labels.zarr"), data=labels, chunks=(25, 125, 125))
-    blockwise.predict_blockwise(weights, tmp_path / "raw.zarr", tmp_path / "affs.zarr", block=(25, 125, 125),
+    blockwise_predict.predict_blockwise(weights, tmp_path / "raw.zarr", tmp_path / "affs.zarr", block=(25, 125, 125),
                                 workers=0, raw_range=(0.0, 1.0))  # raw as prepare_data scaled it
     np.testing.assert_allclose(zarr.open_array(str(tmp_path / "affs.zarr"))[:], pred.affinities[0], atol=1e-4)
-    blockwise.segment_blockwise(tmp_path / "affs.zarr", tmp_path / "seg", block=(25, 125, 125), workers=0)
-    got = evaluate.evaluate_blockwise(tmp_path / "seg", str(tmp_path / "labels.zarr"))
+    blockwise_segment.segment_blockwise(tmp_path / "affs.zarr", tmp_path / "seg", block=(25, 125, 125), workers=0)
+    got = blockwise_score.evaluate_blockwise(tmp_path / "seg", str(tmp_path / "labels.zarr"))
     ref = evaluate.evaluate_3d(pred.affinities[0], labels)
     assert abs(got["voi"] - ref["voi"]) <= 0.05, (got["voi"], ref["voi"])
     one_object = sum(metrics.voi(np.ones_like(labels), metrics.ignore_borders(labels, 1)))
@@ -402,12 +412,12 @@ def test_trained_network_blockwise_equals_its_in_memory_evaluation(tmp_path):
 def test_a_sweep_scores_the_scoring_of_the_written_segmentation(tmp_path):
     _, gt = data.make_em_volume((16, 64, 64), n_neurites=8, anisotropy=1.0, seed=2)
     zarr.create_array(store=str(tmp_path / "affs.zarr"), data=_noisy_targets(gt, True), chunks=(3, 8, 32, 32))
-    median = blockwise.segment_blockwise(tmp_path / "affs.zarr", tmp_path / "seg", block=(8, 32, 32), workers=0)
-    first = evaluate.evaluate_blockwise(tmp_path / "seg", gt)
+    median = blockwise_segment.segment_blockwise(tmp_path / "affs.zarr", tmp_path / "seg", block=(8, 32, 32), workers=0)
+    first = blockwise_score.evaluate_blockwise(tmp_path / "seg", gt)
     # a rerun with the mean reuses fragments and edges, keeps its own tables, and is what is scored next
-    blockwise.segment_blockwise(tmp_path / "affs.zarr", tmp_path / "seg", block=(8, 32, 32), workers=0,
-                                recipe=evaluate.Recipe(scoring="mean"))
-    second = evaluate.evaluate_blockwise(tmp_path / "seg", gt)
+    blockwise_segment.segment_blockwise(tmp_path / "affs.zarr", tmp_path / "seg", block=(8, 32, 32), workers=0,
+                                recipe=Recipe(scoring="mean"))
+    second = blockwise_score.evaluate_blockwise(tmp_path / "seg", gt)
     assert {r["scoring"] for r in first["rows"]} == {"median"} and {r["scoring"] for r in second["rows"]} == {"mean"}
     assert len(second["rows"]) == len(first["rows"]) == len(median["thresholds"])
     ref = evaluate.evaluate_3d(_noisy_targets(gt, True), gt, scoring="mean")

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from affcons_lib import breadth
+from affcons_lib.companion import breadth
 
 SPEC = {"base": {"iterations": 2},
         "grids": {"budgets": {"tag": "vol", "data": {"dim": 3}, "budgets": [0.01, 0.1]},

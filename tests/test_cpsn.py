@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from affcons_lib import cpsn, train
+from affcons_lib.training import cpsn, train
+from affcons_lib.training.config import load_config
 
 TINY = ["widths=4,8", "patch=4,32,32", "batch=1", "dataset=synthetic", "progress=false", "log_every=1"]
 
@@ -51,7 +52,7 @@ def test_cpsn_input_layout():
 @pytest.fixture(scope="module")
 def snapshot_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("seg")
-    cfg = train.load_config(None, TINY + ["method=crac", "iterations=4", "snapshot_iters=2,4", f"out_dir={out}"])
+    cfg = load_config(None, TINY + ["method=crac", "iterations=4", "snapshot_iters=2,4", f"out_dir={out}"])
     train.train(cfg)
     return out
 
@@ -81,13 +82,13 @@ def test_train_cpsn_and_plug_into_crac(snapshot_run, tmp_path):
     errors = cpsn.predict_errors(net, img, aff)
     assert conf.shape == aff.shape and torch.equal(conf, errors < 0.5)  # "correct" = E < 0.5, every channel
     assert ((errors > 0) & (errors < 1)).all()
-    cfg = train.load_config(None, TINY + ["method=crac", "iterations=3", "cpsn_warmup=1",
+    cfg = load_config(None, TINY + ["method=crac", "iterations=3", "cpsn_warmup=1",
                                           f"cpsn_checkpoint={summary['checkpoint']}", f"out_dir={tmp_path / 'crac'}"])
     assert np.isfinite(train.train(cfg)["last_losses"]["total"])
     # the warm-up as a share of the run; one that never ends is said, not silent
     assert cfg.cpsn_warmup_iterations() == 1
-    assert train.load_config(None, ["iterations=300"]).cpsn_warmup_iterations() == 5  # the release's 5k of 300k
-    late = train.load_config(None, TINY + ["method=crac", "iterations=2", "cpsn_warmup=5000",
+    assert load_config(None, ["iterations=300"]).cpsn_warmup_iterations() == 5  # the release's 5k of 300k
+    late = load_config(None, TINY + ["method=crac", "iterations=2", "cpsn_warmup=5000",
                                            f"cpsn_checkpoint={summary['checkpoint']}", f"out_dir={tmp_path / 'late'}"])
     with pytest.warns(UserWarning, match="cpsn_warmup=5000.*after iteration 5000 of 2, that is never"):
         train.train(late)
@@ -158,12 +159,12 @@ def test_compare_filters_by_hand():
 
 
 def test_heldout_patches_cover_the_regions_and_honour_min_labeled():
-    from affcons_lib import affinity
+    from affcons_lib.method import affinity
 
     labels = np.zeros((4, 32, 32), np.int32)
     labels[:, :, :16], labels[:, :, 16:] = 1, 2
     sparse = np.where(labels == 1, 1, 0).astype(np.int32)  # the left body annotated
-    from affcons_lib.sampling import PreparedData
+    from affcons_lib.training.sampling import PreparedData
 
     raw = np.random.default_rng(0).random(labels.shape).astype(np.float32)
     prepared = PreparedData(raw, labels, sparse, raw, labels, affinity.OFFSETS_3D, "two bodies")

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from affcons_lib import affinity, checkpoint, models, train
-from affcons_lib.inference import predict_affinities
+from affcons_lib.method import affinity, models
+from affcons_lib.training import checkpoint, train
+from affcons_lib.training.inference import predict_affinities
+from affcons_lib.training.config import load_config
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible to torch")]
@@ -46,11 +48,11 @@ def test_cuda_training_resumes_as_exactly_as_it_reruns(method, tmp_path, monkeyp
     try:
         run = TINY + [f"method={method}", "iterations=4", "snapshot_iters=2"]
         for name in ("whole", "again"):
-            train.train(train.load_config(None, run + [f"out_dir={tmp_path / name}"]))
+            train.train(load_config(None, run + [f"out_dir={tmp_path / name}"]))
         # "killed" after iteration 2: its full state at 2 becomes last.pt of a run that resumes
         (tmp_path / "part").mkdir()
         shutil.copy(tmp_path / "whole" / "snapshot_0000002.pt", tmp_path / "part" / "last.pt")
-        train.train(train.load_config(None, run + ["resume=true", f"out_dir={tmp_path / 'part'}"]))
+        train.train(load_config(None, run + ["resume=true", f"out_dir={tmp_path / 'part'}"]))
     finally:
         torch.use_deterministic_algorithms(False)
     rerun = _largest_difference(tmp_path / "whole" / "last.pt", tmp_path / "again" / "last.pt")

@@ -145,7 +145,7 @@ def test_em_volume_deterministic_and_structured():
     per_id = [(labels == i).any(axis=(1, 2)).mean() for i in np.unique(labels)]
     assert np.median(per_id) > 0.5
     # membranes are dark: raw at label borders is darker than inside
-    from affcons_lib.affinity import widen_borders
+    from affcons_lib.method.affinity import widen_borders
 
     on_border = widen_borders(labels) == 0
     assert raw[on_border].mean() < raw[~on_border].mean() - 0.1

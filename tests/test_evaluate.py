@@ -14,8 +14,11 @@ import h5py
 import numpy as np
 import pytest
 
-from affcons_lib import affinity, data, evaluate, metrics
+from affcons_lib.method import affinity
+from affcons_lib import data
+from affcons_lib.evaluation import evaluate, metrics
 from affcons_lib.data import make_em_volume
+from affcons_lib.segmentation.recipe import THRESHOLDS, Recipe
 
 
 def noisy_targets(gt, widen, seed=0):
@@ -87,7 +90,7 @@ def test_border_tolerance_and_fragments_alone():
     # fragments alone over-segment: agglomeration must improve on them
     assert strict["fragments"]["voi_split"] > strict["voi_split"]
     assert strict["voi"] < strict["fragments"]["voi"]
-    assert [r["threshold"] for r in strict["rows"]] == list(evaluate.THRESHOLDS)
+    assert [r["threshold"] for r in strict["rows"]] == list(THRESHOLDS)
 
 
 def test_ignore_borders_by_hand():
@@ -143,7 +146,9 @@ def test_affinity_scores_floors_and_ceiling():
     """Perfect affinities: no wrong edge, every cut ranked first; a constant gets
     every cut wrong and ranks at chance (the share of cuts); the unlabeled region
     is the valid edges outside the labeled region."""
-    from affcons_lib import affinity, data, evaluate
+    from affcons_lib.method import affinity
+    from affcons_lib import data
+    from affcons_lib.evaluation import evaluate
 
     _, labels = data.make_em_volume((8, 64, 64), seed=0)
     target, valid = affinity.affinities_from_labels(affinity.widen_borders(labels), affinity.OFFSETS_3D)
@@ -158,3 +163,18 @@ def test_affinity_scores_floors_and_ceiling():
     assert region["edges"] == unlabeled.sum() < valid.sum()
     with pytest.raises(ValueError, match=r"affs: expected shape \(12, 8, 64, 64\)"):
         evaluate.affinity_scores(target[:3].astype(float), labels, affinity.OFFSETS_3D)
+
+
+def test_recipe_sweep_finds_the_ground_truth_from_its_own_targets():
+    """Targets of two touching boxes: some threshold gives them back exactly
+    (VOI 0), and that is the one the sweep picks; keep_all keeps one per threshold."""
+    gt = np.ones((8, 24, 24), np.uint32)
+    gt[:, :, 12:] = 2
+    affs = affinity.training_targets(gt, affinity.OFFSETS_3D[:3], widen=False)[0].astype(np.float32)
+    recipe = Recipe(border_tolerance=0)
+    sweep = evaluate.recipe_sweep(affs, gt, recipe, keep_all=True)
+    assert sweep.voi[sweep.best_index] == 0.0 and sweep.arand[sweep.best_index] == 0.0
+    assert len(np.unique(sweep.best_segmentation)) == 2
+    assert len(sweep.segmentations) == len(recipe.thresholds) == len(sweep.as_rows())
+    with pytest.raises(ValueError, match="scored_gt: shape"):
+        evaluate.recipe_sweep(affs, gt[:2], recipe)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from affcons_lib import affinity, data
-from affcons_lib.evaluate import evaluate_2d, evaluate_2d_many, fragments_2d, reference_scores_2d
+from affcons_lib.method import affinity
+from affcons_lib import data
+from affcons_lib.evaluation.evaluate import evaluate_2d, evaluate_2d_many, fragments_2d, reference_scores_2d
 
 OFFSETS = affinity.OFFSETS_2D
 

@@ -10,7 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from affcons_lib import affinity, explore  # noqa: E402
+from affcons_lib.method import affinity
+from affcons_lib.companion import explore
 
 
 def test_entropy_filter_by_hand():
@@ -120,7 +121,7 @@ def test_agglomeration_at_thresholds_trades_split_for_merge():
 
 
 def test_error_by_entropy_counts_wrong_edges_per_bin():
-    from affcons_lib import affinity
+    from affcons_lib.method import affinity
 
     # the sure edges (0.02, 0.98) are right, the unsure ones (0.45, 0.55) wrong
     affs = np.array([[0.02, 0.98, 0.45, 0.55, 0.98, 0.02]], np.float32)

@@ -11,7 +11,10 @@ import h5py
 import numpy as np
 import pytest
 
-from affcons_lib import data, layers, train
+from affcons_lib import data
+from affcons_lib.companion import layers
+from affcons_lib.training import train
+from affcons_lib.training.config import load_config
 
 TINY = dict(widths=(4, 8), patch=(4, 32, 32), batch=1, progress=False, log_every=1, iterations=2,
             checkpoint_every=2, min_size=1, sparsity=0.3, voxel_budget=None, precision="fp32", threads=1,
@@ -21,7 +24,7 @@ TINY = dict(widths=(4, 8), patch=(4, 32, 32), batch=1, progress=False, log_every
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    return train.train(train.load_config(None, {**TINY, "out_dir": str(out)}))["checkpoint"]
+    return train.train(load_config(None, {**TINY, "out_dir": str(out)}))["checkpoint"]
 
 
 def test_layers_of_a_volume_without_labels(tiny_run, tmp_path):

@@ -63,7 +63,7 @@ def test_cycle_finder_finds_one():
 
 
 def test_training_loop_module_is_short():
-    assert len((PACKAGE / "train.py").read_text().splitlines()) <= 350
+    assert len((PACKAGE / "training" / "train.py").read_text().splitlines()) <= 350
 
 
 def test_prepared_data_is_typed_not_a_dict():
@@ -81,7 +81,7 @@ def test_prepared_data_is_typed_not_a_dict():
 def test_each_training_loop_fits_in_a_screen():
     """train.train and cpsn.train_cpsn share loop.TrainingLoop; each reads top to
     bottom in 60 lines (docstring included)."""
-    for name, function in (("train.py", "train"), ("cpsn.py", "train_cpsn")):
+    for name, function in (("training/train.py", "train"), ("training/cpsn.py", "train_cpsn")):
         tree = ast.parse((PACKAGE / name).read_text())
         node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == function)
         assert node.end_lineno - node.lineno + 1 <= 60, f"{function}: {node.end_lineno - node.lineno + 1} lines"
@@ -108,4 +108,94 @@ def test_no_module_imports_another_modules_private_name():
             if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("affcons_lib")):
                 hits += [f"{p.relative_to(PACKAGE)}: {a.name}" for a in node.names
                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not hits, hits
+
+
+#: the subpackages, lowest first: a module may import from its own package and from
+#: those before it, never from one after it
+PACKAGES = ("data", "method", "segmentation", "evaluation", "training", "blockwise", "companion")
+#: top-level modules any package may use; they import no package
+HELPERS = ("affcons_lib._atomic", "affcons_lib._paths", "affcons_lib.distributed")
+
+
+def package_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] in PACKAGES else None
+
+
+def order_violations(graph) -> list[str]:
+    """Imports against the package order (and helpers importing packages)."""
+    bad = []
+    for m, deps in graph.items():
+        if m in HELPERS:
+            bad += [f"{m} -> {d}" for d in deps if d not in HELPERS]
+            continue
+        p = package_of(m)
+        if p is None:  # affcons_lib itself, cli, __main__: the top
+            continue
+        for d in deps:
+            q = package_of(d)
+            if q is None and d not in HELPERS:
+                bad.append(f"{m} -> {d} (the top level)")
+            elif q is not None and PACKAGES.index(q) > PACKAGES.index(p):
+                bad.append(f"{m} -> {d} ({q} comes after {p})")
+    return bad
+
+
+def test_every_module_lives_in_a_package():
+    """The top level holds the package order's helpers, the command line and nothing else."""
+    top = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert top == sorted(["__init__", "__main__", "cli", *(h.rsplit(".", 1)[1] for h in HELPERS)]), top
+    assert sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()) == sorted(PACKAGES)
+
+
+def test_imports_follow_the_package_order():
+    assert order_violations(module_graph()) == []
+
+
+def test_order_check_finds_an_upward_import():
+    graph = {"affcons_lib.segmentation.recipe": {"affcons_lib.evaluation.metrics"},
+             "affcons_lib.evaluation.metrics": {"affcons_lib.segmentation._radix"},
+             "affcons_lib._atomic": {"affcons_lib.training.loop"}}
+    assert order_violations(graph) == [
+        "affcons_lib.segmentation.recipe -> affcons_lib.evaluation.metrics (evaluation comes after segmentation)",
+        "affcons_lib._atomic -> affcons_lib.training.loop"]
+
+
+def test_each_package_says_what_it_holds_and_may_import():
+    for name in PACKAGES:
+        doc = ast.get_docstring(ast.parse((PACKAGE / name / "__init__.py").read_text())) or ""
+        assert "Imports" in doc and len(doc.splitlines()) >= 3, name
+
+
+def test_one_builder_each_for_relabelling_contingency_and_region_graph():
+    """Distinct ids and each voxel's index: only segmentation/labels.py computes
+    them (``return_inverse``); contingency tables are built only in
+    evaluation/metrics.py (``csr_array``); boundary edges between fragments only in
+    segmentation/agglomeration.py (``boundary_edges``, used by the in-memory region
+    graph and the blockwise edges alike)."""
+    def files_with(pattern):
+        return sorted(str(p.relative_to(PACKAGE)) for p in _library_modules() if pattern in p.read_text())
+
+    assert files_with("return_inverse") == ["segmentation/labels.py"]
+    assert files_with("csr_array(") == ["evaluation/metrics.py"]
+    assert files_with("def boundary_edges(") == ["segmentation/agglomeration.py"]
+    assert "boundary_edges(" in (PACKAGE / "blockwise" / "segment.py").read_text()
+
+
+def test_a_module_lists_only_its_own_names():
+    """``__all__`` names what a module defines: no name reached through two modules
+    (a package's ``__init__`` may gather its modules' names; only data's does)."""
+    hits = []
+    for p in _library_modules():
+        tree = ast.parse(p.read_text())
+        defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        top = [s for n in tree.body for s in ([n] + (n.body + [x for h in n.handlers for x in h.body]
+                                                     if isinstance(n, ast.Try) else []))]
+        defined |= {t.id for n in top if isinstance(n, (ast.Assign, ast.AnnAssign))
+                    for t in (n.targets if isinstance(n, ast.Assign) else [n.target]) if isinstance(t, ast.Name)}
+        listed = [e.value for n in tree.body if isinstance(n, ast.Assign)
+                  for t in n.targets if isinstance(t, ast.Name) and t.id == "__all__" for e in n.value.elts]
+        if p.name != "__init__.py":
+            hits += [f"{p.relative_to(PACKAGE)}: {name}" for name in listed if name not in defined]
     assert not hits, hits

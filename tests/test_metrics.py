@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from skimage.metrics import adapted_rand_error, variation_of_information
 
-from affcons_lib import metrics
+from affcons_lib.evaluation import metrics
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -129,3 +129,21 @@ def test_contingency_is_sparse():
 def test_bad_input(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_contingency_large_ids_and_many_pairs_take_other_routes_to_the_same_table():
+    """Ids past 2^31 (no pair key of one int64) and more pairs than the hash table
+    keeps go through dense ids and a counting sort: the same table."""
+    rng = np.random.default_rng(0)
+    seg = rng.integers(1, 6, (4, 30, 30)).astype(np.uint64)
+    gt = rng.integers(0, 4, (4, 30, 30)).astype(np.uint64)
+    small = metrics.contingency(seg, gt)
+    big = metrics.contingency(seg + (1 << 40), gt + (np.uint64(1) << np.uint64(35)) * (gt > 0),
+                              ignore_gt=(0,))
+    np.testing.assert_array_equal(big.table.toarray(), small.table.toarray())
+    assert big.seg_ids.tolist() == [s + (1 << 40) for s in small.seg_ids.tolist()]
+    noise = rng.integers(0, 1 << 20, seg.shape)  # nearly one pair per voxel
+    t = metrics.contingency(noise, gt)
+    assert t.n == np.count_nonzero(gt) and t.table.nnz == len(set(zip(noise[gt > 0], gt[gt > 0])))
+    s, g, c = t.cells()
+    assert c.sum() == t.n and set(g.tolist()) <= {1, 2, 3}

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from affcons_lib import affinity, complexity, models
+from affcons_lib.method import affinity, complexity, models
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from affcons_lib import checkpoint, cli, data, evaluate, objective, predict, train
+from affcons_lib.training import checkpoint, objective, predict, train
+from affcons_lib import cli, data
+from affcons_lib.evaluation import evaluate
+from affcons_lib.training.config import load_config
 
 TINY = dict(widths=(4, 8), patch=(4, 32, 32), iterations=4, checkpoint_every=2, log_every=1, progress=False,
             precision="fp32", min_size=1, min_labeled=0.0)
@@ -50,7 +53,7 @@ def test_a_loss_gone_nan_stops_training_and_keeps_the_last_finite_checkpoint(vol
         return step
 
     monkeypatch.setattr(train, "step_objective", poisoned)
-    cfg = train.load_config(None, dict(TINY, dataset=f"{volume}:stack", labels=f"{volume}:labels", method="crac",
+    cfg = load_config(None, dict(TINY, dataset=f"{volume}:stack", labels=f"{volume}:labels", method="crac",
                                        out_dir=str(tmp_path / "run")))
     with pytest.raises(FloatingPointError, match=r"iteration 3: loss term 'sup2' is nan .*last\.pt holds the last finite"):
         train.train(cfg)
@@ -60,7 +63,7 @@ def test_a_loss_gone_nan_stops_training_and_keeps_the_last_finite_checkpoint(vol
 
 
 def test_predict_and_evaluate_refuse_nonfinite_affinities(volume, tmp_path):
-    cfg = train.load_config(None, dict(TINY, dataset=f"{volume}:stack", labels=f"{volume}:labels",
+    cfg = load_config(None, dict(TINY, dataset=f"{volume}:stack", labels=f"{volume}:labels",
                                        method="sparse_only", iterations=2, out_dir=str(tmp_path / "run")))
     last = train.train(cfg)["checkpoint"]
     state = torch.load(last, weights_only=False)

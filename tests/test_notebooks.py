@@ -65,33 +65,17 @@ def test_papermill_reads_every_parameter(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_at_smoke_scale(path, tmp_path, monkeypatch):
-    import papermill as pm
-
+def test_notebook_runs_at_smoke_scale(path, smoke_runs):
     assert path.name in SMOKE, f"{path.name}: add its smoke parameters to notebooks/smoke.yaml"
-    monkeypatch.setenv("AFFCONS_FIGURES_DIR", str(tmp_path / "figures"))
-    monkeypatch.setenv("AFFCONS_RESULTS_DIR", str(tmp_path / "results"))  # not the repository's runs/
-    monkeypatch.setenv("AFFCONS_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("AFFCONS_STATIC", "1")  # sliders draw once (affcons_lib.explore)
-    out = tmp_path / path.name
-    pm.execute_notebook(str(path), str(out), parameters=SMOKE[path.name], cwd=str(path.parent),
-                        progress_bar=False, kernel_name="python3")
+    folder, done = smoke_runs[path.name]  # run two at a time (tests/conftest.py)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-4000:]  # papermill, then nbval where marked
+    out, figures = folder / path.name, folder / "figures"
     executed = json.loads(out.read_text())
     errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
-    figs = list((tmp_path / "figures").glob("*.png"))
+    figs = list(figures.glob("*.png"))
     assert figs, f"{path.name} wrote no figure"
     assert all(f.with_suffix(".pdf").exists() for f in figs)
-    if "NBVAL_CHECK_OUTPUT" in path.read_text():
-        # deterministic outputs: nbval re-executes the executed copy and compares the outputs
-        # of the cells marked NBVAL_CHECK_OUTPUT (parameter counts, MACs, table headers, shapes)
-        import subprocess
-        import sys
-
-        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "--nbval-lax", "-p", "no:cacheprovider",
-                                 "--rootdir", str(tmp_path), str(out)],
-                                capture_output=True, text=True, cwd=str(path.parent))
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 
 def test_some_notebooks_check_deterministic_outputs():

@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from affcons_lib import affinity, checkpoint, objective, train
-from affcons_lib.sampling import training_sampler
+from affcons_lib.method import affinity
+from affcons_lib.training import checkpoint, objective, train
+from affcons_lib.training.sampling import training_sampler
+from affcons_lib.training.config import TrainConfig, load_config
+from affcons_lib.training.sampling import prepare_data
 
 
 def supervised_direct(a, y, m, n_nearest, nearest_weight):
@@ -47,9 +50,9 @@ def confident_direct(h, region, alpha):
 
 @pytest.fixture(scope="module")
 def batch():
-    cfg = train.load_config(None, dict(dataset="synthetic", method="crac", widths=(4, 8), patch=(4, 32, 32),
+    cfg = load_config(None, dict(dataset="synthetic", method="crac", widths=(4, 8), patch=(4, 32, 32),
                                        iterations=100, alpha0=0.2, min_labeled=0.0, precision="fp32"))
-    prepared = train.prepare_data(cfg)
+    prepared = prepare_data(cfg)
     raw, target, mask, valid = training_sampler(cfg, prepared).sample(0, 1, 0, 2)
     return cfg, prepared, raw.unsqueeze(1), target, mask, valid
 
@@ -57,7 +60,7 @@ def batch():
 @pytest.mark.parametrize("cosine", ["clipped", "raw"])
 def test_step_objective_equals_the_equations(batch, cosine):
     cfg, prepared, x, target, mask, valid = batch
-    cfg = train.TrainConfig(**{**cfg.__dict__, "cosine": cosine})
+    cfg = TrainConfig(**{**cfg.__dict__, "cosine": cosine})
     torch.manual_seed(0)
     nets = checkpoint.build_models(cfg)
     t = 30  # alpha_t = 0.2 (1 - 0.3)^1.5: the filter drops about a tenth of U
@@ -96,7 +99,7 @@ def test_step_objective_equals_the_equations(batch, cosine):
 
 def test_sparse_only_objective_is_the_supervised_loss_alone(batch):
     cfg, prepared, x, target, mask, valid = batch
-    cfg = train.TrainConfig(**{**cfg.__dict__, "method": "sparse_only"})
+    cfg = TrainConfig(**{**cfg.__dict__, "method": "sparse_only"})
     torch.manual_seed(0)
     nets = checkpoint.build_models(cfg)
     with torch.no_grad():
@@ -112,7 +115,7 @@ def test_the_training_loop_logs_the_objective_of_its_first_batch(batch, tmp_path
     """train.train minimises step_objective: its first logged losses are those of
     the first batch through the freshly initialised networks."""
     cfg, prepared, *_ = batch
-    cfg = train.TrainConfig(**{**cfg.__dict__, "iterations": 1, "log_every": 1, "out_dir": str(tmp_path),
+    cfg = TrainConfig(**{**cfg.__dict__, "iterations": 1, "log_every": 1, "out_dir": str(tmp_path),
                                "progress": False, "augment": True})
     raw, target, mask, valid = training_sampler(cfg, prepared).sample(cfg.seed, 1, 0, cfg.batch)
     torch.manual_seed(cfg.seed)
@@ -127,7 +130,7 @@ def test_the_training_loop_logs_the_objective_of_its_first_batch(batch, tmp_path
 
 def test_cross_terms_one_direction_alone():
     """The ablation's directions: each keeps its own term exactly and zeroes the other."""
-    from affcons_lib import losses
+    from affcons_lib.method import losses
 
     g = torch.Generator().manual_seed(0)
     a1, a2 = torch.rand(2, 3, 4, 8, 8, generator=g), torch.rand(2, 3, 4, 8, 8, generator=g)
@@ -141,4 +144,4 @@ def test_cross_terms_one_direction_alone():
     with pytest.raises(ValueError, match="directions"):
         losses.cross_consistency_terms(a1, a2, unlabeled, alpha=0.1, n_nearest=1, directions="none")
     with pytest.raises(ValueError, match="cross_terms"):
-        train.load_config(None, {"cross_terms": "sideways"})
+        load_config(None, {"cross_terms": "sideways"})

@@ -17,7 +17,9 @@ import h5py
 import numpy as np
 import pytest
 
-from affcons_lib import checkpoint, config, data, runs_dir, sampling, viz
+from affcons_lib.training import checkpoint, config, sampling
+from affcons_lib import data, runs_dir
+from affcons_lib.companion import viz
 from affcons_lib.data import DataFormatError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,24 +53,24 @@ def test_train_predict_evaluate_separate_files_and_test_volume(tmp_path):
     keys = ["dataset=train-image.h5", "labels=train-labels.h5", "raw_key=stack", "labels_key=stack",
             "test_dataset=test-image.h5", "test_labels=test-labels.h5"]
     sets = sum([["--set", s] for s in keys + TINY + ["iterations=3", "out_dir=run", "progress=true"]], [])
-    printed = _cli("affcons_lib.train", *sets, cwd=tmp_path)
+    printed = _cli("affcons_lib", "train", *sets, cwd=tmp_path)
     # the start-of-training summary: the two volumes, the annotation, the patches
     assert "test: test-image.h5 (12, 64, 64)" in printed
     assert "train part (24, 64, 64); test part (12, 64, 64)" in printed
     assert "annotated:" in printed and "of the voxels" in printed and "labeled edges per random" in printed
-    _cli("affcons_lib.predict", "run/last.pt", "--out", "pred.h5", cwd=tmp_path)
+    _cli("affcons_lib", "predict", "run/last.pt", "--out", "pred.h5", cwd=tmp_path)
     with h5py.File(tmp_path / "pred.h5") as f:  # the test volume, whole, with its own labels
         assert f["affinities"].shape == (12, 12, 64, 64)
         np.testing.assert_array_equal(f["labels"][...], test_labels)
-    scores = json.loads(_cli("affcons_lib.evaluate", "pred.h5", "--thresholds", "0.5", cwd=tmp_path))
+    scores = json.loads(_cli("affcons_lib", "evaluate", "pred.h5", "--thresholds", "0.5", cwd=tmp_path))
     floors = {row["name"]: row["voi"] for row in scores["reference"]}
     assert 0 <= scores["voi"] < floors["every voxel alone"]
     # the same prediction scored against labels given on the command line
-    again = json.loads(_cli("affcons_lib.evaluate", "pred.h5", "--labels", "test-labels.h5:stack",
+    again = json.loads(_cli("affcons_lib", "evaluate", "pred.h5", "--labels", "test-labels.h5:stack",
                             "--thresholds", "0.5", "--no-floors", cwd=tmp_path))
     assert again["voi"] == pytest.approx(scores["voi"], abs=1e-12)
     # the run's checkpoint pointed at another volume by --set
-    _cli("affcons_lib.predict", "run/last.pt", "--out", "other.h5", "--set", "test_dataset=train-image.h5",
+    _cli("affcons_lib", "predict", "run/last.pt", "--out", "other.h5", "--set", "test_dataset=train-image.h5",
          "--set", "test_labels=train-labels.h5", cwd=tmp_path)
     with h5py.File(tmp_path / "other.h5") as f:
         assert f["affinities"].shape == (12, 24, 64, 64)
@@ -205,7 +207,8 @@ def test_one_thread_stays_one_after_numba_parallel_code():
     # parallel call used to raise torch to every core (a fresh process, as a launcher starts one)
     code = """
 import numpy as np, torch
-from affcons_lib import checkpoint, metrics
+from affcons_lib.evaluation import metrics
+from affcons_lib.training import checkpoint
 assert checkpoint.set_threads(1) == 1
 torch.randn(1000, 1000).sum()  # torch's OpenMP pool first, as in a training step
 rng = np.random.default_rng(0)

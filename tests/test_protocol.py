@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import t as student_t
 
-from affcons_lib.protocol import PROTOCOL, Protocol, gap_share
+from affcons_lib.evaluation.protocol import PROTOCOL, Protocol, gap_share
 
 
 def test_gap_share_exact_half():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from affcons_lib import stats
+from affcons_lib.evaluation import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -80,7 +80,7 @@ def test_time_to_claim_table_is_the_recorded_one():
 
 def test_breadth_section_is_generated_from_the_records():
     """The README's breadth tables are what the exported grids give, not typed."""
-    from affcons_lib import breadth
+    from affcons_lib.companion import breadth
 
     assert breadth.readme_block() in README
     assert breadth.readme_headline() in FIRST_SCREEN
@@ -88,7 +88,7 @@ def test_breadth_section_is_generated_from_the_records():
 
 def test_run_times_are_generated_from_the_records():
     """The README's run times per kind of CPU are what data/reproduce/ records say."""
-    from affcons_lib import reproduce
+    from affcons_lib.companion import reproduce
 
     block = reproduce.run_times_block()
     assert block in README

@@ -10,8 +10,10 @@ import pytest
 import torch
 import yaml
 
-from affcons_lib import checkpoint, cli, reference
-from affcons_lib.config import METHODS
+from affcons_lib.training import checkpoint
+from affcons_lib import cli
+from affcons_lib.companion import reference
+from affcons_lib.training.config import METHODS
 
 TINY = ["widths=4,8", "patch=4,32,32", "batch=1", "dataset=synthetic", "val_every=1", "iterations=2",
         "snapshot_iters=1,2"]
@@ -126,24 +128,25 @@ def test_committed_reference_runs_match_their_config(method):
 
 
 @pytest.mark.slow
-def test_paired_export_round_trip_and_notebook_shows_it(tmp_path, monkeypatch):
-    """make reference-paired: notebook 01 run (here at smoke scale), exported without
-    optimiser or machine paths, read back as Claim records marked 'reference'; a
-    second notebook 01 run shows those verdicts and draws their paired plots."""
+def test_paired_export_round_trip_and_notebook_shows_it(tmp_path, monkeypatch, smoke_runs):
+    """make reference-paired: notebook 01 run (here at smoke scale, the run
+    tests/test_notebooks.py checks), exported without optimiser or machine paths,
+    read back as Claim records marked 'reference'; a second notebook 01 run shows
+    those verdicts and draws their paired plots."""
     from pathlib import Path
 
     import papermill as pm
 
     notebooks = Path(__file__).resolve().parent.parent / "notebooks"
     params = yaml.safe_load((notebooks / "smoke.yaml").read_text())["01_training.ipynb"]
-    work = tmp_path / "work"
-    monkeypatch.setenv("AFFCONS_RUNS_DIR", str(work))
-    monkeypatch.setenv("AFFCONS_RESULTS_DIR", str(work / "results"))
+    smoke, done = smoke_runs["01_training.ipynb"]
+    assert done.returncode == 0, done.stderr[-3000:]
+    work = smoke / "work"
+    monkeypatch.setenv("AFFCONS_RUNS_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("AFFCONS_RESULTS_DIR", str(tmp_path / "work" / "results"))
     monkeypatch.setenv("AFFCONS_FIGURES_DIR", str(tmp_path / "figures"))
     monkeypatch.setenv("AFFCONS_STATIC", "1")
     monkeypatch.setenv("AFFCONS_REFERENCE_DIR", str(tmp_path / "reference"))
-    pm.execute_notebook(str(notebooks / "01_training.ipynb"), str(tmp_path / "a.ipynb"), parameters=params,
-                        cwd=str(notebooks), progress_bar=False, kernel_name="python3")
     with pytest.raises(FileNotFoundError, match="make reference-paired"):
         reference.paired_results()
     assert cli.main(["reference", "--out", str(tmp_path / "reference"), "--export-paired", str(work),
@@ -156,7 +159,7 @@ def test_paired_export_round_trip_and_notebook_shows_it(tmp_path, monkeypatch):
     dest = tmp_path / "reference" / "paired"
     for f in dest.rglob("*"):
         if f.suffix in (".json", ".csv"):
-            assert str(tmp_path) not in f.read_text(), f
+            assert str(tmp_path) not in f.read_text() and str(smoke) not in f.read_text(), f
     nets, cfg, ckpt = checkpoint.load_checkpoint(dest / "crac_seed0" / "weights.pt")
     assert "optimizer" not in ckpt and set(nets) == {"embedding", "affinity"}
     # a reader's run shows them: the verdict line and Figure 1.5

@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nbformat  # noqa: E402
 import pytest  # noqa: E402
 
-from affcons_lib import cli, report  # noqa: E402
+from affcons_lib import cli
+from affcons_lib.companion import report
 
 
 def _png() -> str:
@@ -107,7 +108,7 @@ def test_reproduce_records_results_and_run_times(tmp_path, monkeypatch):
     nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                          "language": "python"}})
     nb.cells = [nbformat.v4.new_code_cell("answer = 1", metadata={"tags": ["parameters"]}),
-                nbformat.v4.new_code_cell("from affcons_lib import viz\nviz.record_results('00_x', {'answer': answer})")]
+                nbformat.v4.new_code_cell("from affcons_lib.companion import viz\nviz.record_results('00_x', {'answer': answer})")]
     (tmp_path / "nb").mkdir()
     nbformat.write(nb, tmp_path / "nb" / "00_x.ipynb")
     monkeypatch.delenv("AFFCONS_RESULTS_DIR", raising=False)
@@ -130,7 +131,7 @@ def test_reproduce_records_results_and_run_times(tmp_path, monkeypatch):
 def test_run_times_table_reads_each_record(tmp_path):
     """One row per record with notebook 01 and a provenance; its verdict counts only the
     measures both methods beat the floor of."""
-    from affcons_lib import reproduce
+    from affcons_lib.companion import reproduce
 
     prov = dict(cpu="Some CPU", cores=2, threads="2", native_bf16=False, commit="0123456789abcdef")
     for sub, minutes in (("", 10.0), ("fp32", 12.0)):

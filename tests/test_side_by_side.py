@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from affcons_lib import side_by_side
+from affcons_lib.companion import side_by_side
 
 TINY = dict(dataset="synthetic", widths=(4, 8), patch=(4, 32, 32), batch=1, iterations=3, progress=False,
             log_every=1, checkpoint_every=3, voxel_budget=0.2, min_size=50)

@@ -12,8 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from affcons_lib import config, data, train
-from affcons_lib.sampling import PatchSampler
+from affcons_lib.training import config, train
+from affcons_lib import data
+from affcons_lib.training.sampling import PatchSampler
+from affcons_lib.training.config import load_config
+from affcons_lib.training.sampling import prepare_data
 
 TINY = dict(widths=(4, 8), patch=(4, 32, 32), batch=1, progress=False, log_every=1, iterations=3,
             checkpoint_every=3, min_size=1, sparsity=0.3, voxel_budget=None, precision="fp32", threads=1)
@@ -32,21 +35,21 @@ def test_sparse_file_trains_exactly_as_the_drawn_annotation(tmp_path):
     """Acceptance (#40): a label file written from a draw trains as the draw in memory."""
     path, labels = _write_volume(tmp_path)
     drawn = dict(TINY, dataset=str(path), raw_key="raw", labels_key="labels", annotation_seed=3, method="crac")
-    prepared = train.prepare_data(train.load_config(None, drawn))
+    prepared = prepare_data(load_config(None, drawn))
     sparse = np.concatenate([prepared.sparse_train[0], np.zeros_like(prepared.labels_test[0])])  # nothing to test on
     with h5py.File(tmp_path / "painted.h5", "w") as f:
         f["labels"] = sparse
     given = dict(drawn, labels=f"{tmp_path / 'painted.h5'}:labels", labels_key=None, labels_are_sparse=True)
-    cfg_given = train.load_config(None, given)
-    prepared_given = train.prepare_data(cfg_given)
+    cfg_given = load_config(None, given)
+    prepared_given = prepare_data(cfg_given)
     assert prepared_given.sparse_given and not prepared_given.dense_test
     np.testing.assert_array_equal(prepared_given.sparse_train[0], prepared.sparse_train[0])
-    a = train.train(train.load_config(None, {**drawn, "out_dir": str(tmp_path / "drawn")}), prepared)
-    b = train.train(train.load_config(None, {**given, "out_dir": str(tmp_path / "given")}), prepared_given)
+    a = train.train(load_config(None, {**drawn, "out_dir": str(tmp_path / "drawn")}), prepared)
+    b = train.train(load_config(None, {**given, "out_dir": str(tmp_path / "given")}), prepared_given)
     la, lb = (pd.read_csv(Path(s["checkpoint"]).parent / "losses.csv") for s in (a, b))
     pd.testing.assert_frame_equal(la.drop(columns=["seconds"], errors="ignore"),
                                   lb.drop(columns=["seconds"], errors="ignore"))
-    from affcons_lib.predict import score_run
+    from affcons_lib.training.predict import score_run
 
     with pytest.raises(ValueError, match="sparse annotation.*test_dataset"):
         score_run(b["checkpoint"], prepared_given)
@@ -100,19 +103,19 @@ def test_one_painted_section_of_a_stack_trains_in_2d(tmp_path):
     is segmented section by section and written as layers."""
     import tifffile
 
-    from affcons_lib import layers
+    from affcons_lib.companion import layers
 
     raw, dense = data.make_em_volume((10, 64, 64), seed=2)
     painted = np.zeros_like(dense)
     painted[3] = np.where(np.isin(dense[3], np.unique(dense[3])[1::2]), dense[3], 0)
     tifffile.imwrite(tmp_path / "image.tif", (raw * 255).astype(np.uint8))
     tifffile.imwrite(tmp_path / "labels.tif", painted.astype(np.uint32))
-    cfg = train.load_config(None, dict(TINY, dim=2, patch=(32, 32), dataset=str(tmp_path / "image.tif"),
+    cfg = load_config(None, dict(TINY, dim=2, patch=(32, 32), dataset=str(tmp_path / "image.tif"),
                                        labels=str(tmp_path / "labels.tif"), labels_are_sparse=True, method="crac",
                                        min_labeled=0.0, out_dir=str(tmp_path / "run")))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prepared = train.prepare_data(cfg)
+        prepared = prepare_data(cfg)
     assert prepared.collection and prepared.background == "boundary" and len(prepared.raw_train) == 8
     assert prepared.sparse_given and not prepared.sparse_train[0].any() and prepared.sparse_train[3].any()
     ckpt = train.train(cfg, prepared)["checkpoint"]
@@ -123,6 +126,6 @@ def test_one_painted_section_of_a_stack_trains_in_2d(tmp_path):
     empty = tmp_path / "empty.tif"
     tifffile.imwrite(empty, np.zeros_like(painted, np.uint32))
     with pytest.raises(ValueError, match="empty.tif.*no annotated instance"):
-        train.prepare_data(train.load_config(None, dict(TINY, dim=2, patch=(32, 32),
+        prepare_data(load_config(None, dict(TINY, dim=2, patch=(32, 32),
                                                         dataset=str(tmp_path / "image.tif"), labels=str(empty),
                                                         labels_are_sparse=True, method="crac")))

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from affcons_lib import metrics, stats
+from affcons_lib.evaluation import metrics, stats
 
 
 def test_paired_difference_hand_computed():

@@ -2,14 +2,14 @@ import json
 
 import pytest
 
-from affcons_lib.sweep import _rows, run_sweep
+from affcons_lib.companion.sweep import _rows, run_sweep
 
 NOTEBOOK = {
     "cells": [
         {"id": "params", "cell_type": "code", "metadata": {"tags": ["parameters"]}, "execution_count": None, "outputs": [],
          "source": "a = 1\nb = 2\n"},
         {"id": "record", "cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [],
-         "source": "from affcons_lib import viz\n"
+         "source": "from affcons_lib.companion import viz\n"
                    "viz.record_results('toy', {'a': a, 'scores': [{'method': 'x', 'v': a * b}, {'method': 'y', 'v': a + b}]})\n"},
     ],
     "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},

@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from affcons_lib import affinity, cli, losses, metrics, models, train
-from affcons_lib.inference import default_stride, predict_affinities, tile_starts
+from affcons_lib.method import affinity, losses, models
+from affcons_lib import cli
+from affcons_lib.evaluation import metrics
+from affcons_lib.training import train
+from affcons_lib.training.inference import default_stride, predict_affinities, tile_starts
+from affcons_lib.training.checkpoint import load_checkpoint
+from affcons_lib.training.config import load_config
+from affcons_lib.training.sampling import PatchSampler, prepare_data
 
 TINY = ["widths=4,8", "patch=4,32,32", "batch=1", "dataset=synthetic", "progress=false", "log_every=1"]
 
@@ -132,7 +138,7 @@ def test_cross_consistency_detach_option():
 def test_config_yaml_and_typed_overrides(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("method: sparse_only\npatch: [8, 64, 64]\niterations: 7\n")
-    cfg = train.load_config(p, ["lr=0.001", "detach_targets=false", "widths=8,16,32", "voxel_budget=none"])
+    cfg = load_config(p, ["lr=0.001", "detach_targets=false", "widths=8,16,32", "voxel_budget=none"])
     assert cfg.method == "sparse_only" and cfg.patch == (8, 64, 64) and cfg.iterations == 7
     assert cfg.lr == 0.001 and cfg.detach_targets is False and cfg.widths == (8, 16, 32)
 
@@ -154,20 +160,20 @@ def test_config_yaml_and_typed_overrides(tmp_path):
 )
 def test_config_errors(overrides, match):
     with pytest.raises(ValueError, match=match):
-        train.load_config(None, overrides)
+        load_config(None, overrides)
 
 
 def test_learning_rate_schedules():
-    const = train.load_config(None, ["iterations=100", "lr=0.01"])
+    const = load_config(None, ["iterations=100", "lr=0.01"])
     assert [const.learning_rate(t) for t in (1, 50, 100)] == [0.01, 0.01, 0.01]
-    cos = train.load_config(None, ["iterations=100", "lr=0.01", "lr_schedule=cosine", "warmup=0.1"])
+    cos = load_config(None, ["iterations=100", "lr=0.01", "lr_schedule=cosine", "warmup=0.1"])
     assert cos.warmup_iterations() == 10
     # linear warm-up to lr at iteration 10, then half a cosine down to 0 at the last iteration
     assert cos.learning_rate(1) == pytest.approx(0.001) and cos.learning_rate(10) == pytest.approx(0.01)
     assert cos.learning_rate(55) == pytest.approx(0.005) and cos.learning_rate(100) == pytest.approx(0.0, abs=1e-12)
     lrs = [cos.learning_rate(t) for t in range(10, 101)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
-    assert train.load_config(None, ["iterations=100", "warmup=25"]).warmup_iterations() == 25
+    assert load_config(None, ["iterations=100", "warmup=25"]).warmup_iterations() == 25
 
 
 def test_autocast_runs_the_networks_in_bf16_and_fp32_unchanged():
@@ -196,9 +202,9 @@ def test_bf16_training_learns_and_logs_float32_losses(tmp_path):
     base = TINY + ["method=crac", "iterations=4", "lr_schedule=cosine", "warmup=1"]
     summaries = {}
     for precision in ("fp32", "bf16"):
-        cfg = train.load_config(None, base + [f"precision={precision}", f"out_dir={tmp_path / precision}"])
+        cfg = load_config(None, base + [f"precision={precision}", f"out_dir={tmp_path / precision}"])
         summaries[precision] = train.train(cfg)
-        nets, cfg2, _ = train.load_checkpoint(tmp_path / precision / "last.pt")
+        nets, cfg2, _ = load_checkpoint(tmp_path / precision / "last.pt")
         assert cfg2.precision == precision and summaries[precision]["precision"] == precision
         assert all(p.dtype == torch.float32 for n in nets.values() for p in n.parameters())  # weights stay fp32
     a, b = summaries["fp32"]["last_losses"], summaries["bf16"]["last_losses"]
@@ -210,11 +216,11 @@ def test_unknown_key_in_yaml(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("iterashuns: 3\n")
     with pytest.raises(ValueError, match="iterashuns"):
-        train.load_config(p)
+        load_config(p)
 
 
 def test_patch_larger_than_volume_fails_at_once(tmp_path):
-    cfg = train.load_config(None, TINY + ["patch=4,512,512", f"out_dir={tmp_path}"])
+    cfg = load_config(None, TINY + ["patch=4,512,512", f"out_dir={tmp_path}"])
     with pytest.raises(ValueError, match="larger than the training data"):
         train.train(cfg)
 
@@ -225,7 +231,7 @@ def test_sampler_never_yields_empty_patches():
 
     raw, dense = make_em_volume((8, 64, 64), n_neurites=20, seed=0)
     sparse = annotate_instances(dense, "random", fraction=0.1, seed=0)
-    s = train.PatchSampler(raw, sparse, affinity.OFFSETS_3D, patch=(4, 32, 32), sparse=True,
+    s = PatchSampler(raw, sparse, affinity.OFFSETS_3D, patch=(4, 32, 32), sparse=True,
                            background_is_instance=False, widen=True, n_nearest=3, min_labeled=0.05)
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -247,7 +253,7 @@ def test_default_tile_covers_a_plane_in_one_tile_when_asked():
     """A 250-wide plane and a divisor of 4: rounding down gives tiles of 248, two of
     them overlapping almost entirely; ``cover`` rounds up to one tile of 252 (the
     input is padded), but never beyond ``max_inplane``."""
-    from affcons_lib.inference import default_tile, part_tiling
+    from affcons_lib.training.inference import default_tile, part_tiling
 
     assert default_tile((50, 250, 250), (8, 64, 64), 4) == (16, 248, 248)
     assert default_tile((50, 250, 250), (8, 64, 64), 4, cover=True) == (16, 252, 252)
@@ -262,7 +268,7 @@ def test_small_tiles_go_in_pairs_with_the_same_values(monkeypatch):
     """PyTorch convolves a lone small 3D tile with its slow reference kernel;
     predict_region then sends tiles in pairs (the last, odd one with a copy of
     itself). The affinities must be those of one tile at a time."""
-    from affcons_lib import inference
+    from affcons_lib.training import inference
 
     torch.manual_seed(0)
     net = models.build("embedding3d", widths=(4, 8)).eval()
@@ -315,10 +321,10 @@ def test_tiled_prediction_equals_whole_for_pointwise_model():
 @pytest.mark.parametrize("method", ["sparse_only", "crac", "full_supervision", "crac cosine=raw"])
 def test_train_runs_each_method(method, tmp_path):
     method, *extra = method.split()
-    cfg = train.load_config(None, TINY + [f"method={method}", "iterations=3", f"out_dir={tmp_path}", *extra])
+    cfg = load_config(None, TINY + [f"method={method}", "iterations=3", f"out_dir={tmp_path}", *extra])
     summary = train.train(cfg)
     assert (tmp_path / "last.pt").is_file() and (tmp_path / "losses.csv").is_file()
-    nets, cfg2, ckpt = train.load_checkpoint(tmp_path / "last.pt")
+    nets, cfg2, ckpt = load_checkpoint(tmp_path / "last.pt")
     assert ckpt["iteration"] == 3 and cfg2.method == method
     assert ("affinity" in nets) == (method == "crac")
     assert np.isfinite(summary["last_losses"]["total"])
@@ -326,10 +332,10 @@ def test_train_runs_each_method(method, tmp_path):
 
 
 def test_2d_training_and_evaluation(tmp_path):
-    from affcons_lib.evaluate import evaluate_2d
-    from affcons_lib.predict import predict_part
+    from affcons_lib.evaluation.evaluate import evaluate_2d
+    from affcons_lib.training.predict import predict_part
 
-    cfg = train.load_config(None, ["dim=2", "dataset=synthetic", "widths=4,8", "patch=32,32", "batch=1",
+    cfg = load_config(None, ["dim=2", "dataset=synthetic", "widths=4,8", "patch=32,32", "batch=1",
                                    "iterations=2", "progress=false", f"out_dir={tmp_path}", "sparsity=0.3"])
     train.train(cfg)
     (affs,), (ent,), (labels,), offsets = predict_part(tmp_path / "last.pt", "test")  # lists: one image
@@ -396,10 +402,9 @@ def test_cli_help_and_errors(tmp_path, capsys):
         with pytest.raises(SystemExit) as done:
             cli.main([command, "--help"])
         assert done.value.code == 0 and f"usage: python -m affcons_lib {command}" in capsys.readouterr().out, command
-    # from a shell: the package's entry and the earlier form (a module's name)
-    for entry in (["affcons_lib", "evaluate"], ["affcons_lib.predict"]):
-        out = subprocess.run([sys.executable, "-m", *entry, "--help"], capture_output=True, text=True)
-        assert out.returncode == 0 and "usage: python -m affcons_lib " in out.stdout, entry
+    # from a shell: the package's entry
+    out = subprocess.run([sys.executable, "-m", "affcons_lib", "evaluate", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "usage: python -m affcons_lib evaluate" in out.stdout
     out = subprocess.run([sys.executable, "-m", "affcons_lib", "nope"], capture_output=True, text=True)
     assert out.returncode == 2 and "COMMAND one of train, cpsn" in out.stderr and "'nope'" in out.stderr
     out = subprocess.run([sys.executable, "-m", "affcons_lib", "train", "--set", "sparsity=-1"],
@@ -411,7 +416,7 @@ def test_cli_help_and_errors(tmp_path, capsys):
 
 
 def test_validation_log(tmp_path):
-    cfg = train.load_config(None, TINY + ["iterations=2", "val_every=1", f"out_dir={tmp_path}", "method=sparse_only"])
+    cfg = load_config(None, TINY + ["iterations=2", "val_every=1", f"out_dir={tmp_path}", "method=sparse_only"])
     train.train(cfg)
     import pandas as pd
 
@@ -419,9 +424,10 @@ def test_validation_log(tmp_path):
     assert list(val.iteration) == [1, 2]
     # the last row is the score of the saved weights, recomputed here by another road: the
     # prediction command's predict_part, then evaluate_3d and affinity_scores themselves
-    from affcons_lib import evaluate, predict
+    from affcons_lib.evaluation import evaluate
+    from affcons_lib.training import predict
 
-    prepared = train.prepare_data(cfg)
+    prepared = prepare_data(cfg)
     (affs,), _, (labels,), offsets = predict.predict_part(tmp_path / "last.pt", "test", prepared=prepared,
                                                           with_entropy=False)
     seg = evaluate.evaluate_3d(affs, labels, offsets=offsets)
@@ -475,20 +481,20 @@ def _write_cvppp(root, n=3):
 
 @pytest.mark.parametrize("layout", ["bbbc039", "cvppp"])
 def test_train_on_image_folders(layout, tmp_path):
-    from affcons_lib.evaluate import evaluate_2d_many
-    from affcons_lib.predict import predict_part
+    from affcons_lib.evaluation.evaluate import evaluate_2d_many
+    from affcons_lib.training.predict import predict_part
 
     folder = tmp_path / layout
     (_write_bbbc039 if layout == "bbbc039" else _write_cvppp)(folder)
     out = tmp_path / "run"
-    cfg = train.load_config(None, ["dim=2", f"dataset={folder}", "widths=4,8", "patch=32,32", "batch=2",
+    cfg = load_config(None, ["dim=2", f"dataset={folder}", "widths=4,8", "patch=32,32", "batch=2",
                                    "iterations=2", "progress=false", f"out_dir={out}", "sparsity=0.3",
                                    "method=crac", "min_labeled=0.0"])
-    prepared = train.prepare_data(cfg)
+    prepared = prepare_data(cfg)
     assert prepared.collection and len(prepared.raw_train) > 1 and len(prepared.raw_test) == 1
     assert prepared.in_channels == (3 if layout == "cvppp" else 1)
     train.train(cfg, prepared)
-    nets, cfg2, _ = train.load_checkpoint(out / "last.pt")
+    nets, cfg2, _ = load_checkpoint(out / "last.pt")
     assert nets["embedding"].in_channels == prepared.in_channels
     affs, ent, labels, offsets = predict_part(out / "last.pt", "test", prepared=prepared)
     assert isinstance(affs, list) and affs[0].shape == (10,) + labels[0].shape
@@ -515,7 +521,7 @@ def test_rng_state_round_trip_and_old_checkpoints():
     """The random state travels as CPU tensors (a checkpoint mapped to a GPU
     must still restore: resuming on CUDA once crashed there), and checkpoints
     written before the GPU state was kept (a bare CPU tensor) still resume."""
-    from affcons_lib import checkpoint
+    from affcons_lib.training import checkpoint
 
     torch.manual_seed(3)
     state = checkpoint.rng_state()
@@ -527,9 +533,9 @@ def test_rng_state_round_trip_and_old_checkpoints():
 
 
 def test_batches_from_worker_processes_equal_in_process_ones(tmp_path):
-    cfg = train.load_config(None, TINY + ["batch=2"])
-    prepared = train.prepare_data(cfg)
-    sampler = train.PatchSampler(prepared.raw_train, prepared.sparse_train, prepared.offsets,
+    cfg = load_config(None, TINY + ["batch=2"])
+    prepared = prepare_data(cfg)
+    sampler = PatchSampler(prepared.raw_train, prepared.sparse_train, prepared.offsets,
                                  patch=cfg.patch, sparse=True, background_is_instance=False, widen=True,
                                  n_nearest=prepared.n_nearest, min_labeled=0.0)
     here = list(sampler.batches(3, 5, 9, 0, 2, workers=0))
@@ -542,7 +548,7 @@ def test_batches_from_worker_processes_equal_in_process_ones(tmp_path):
         next(sampler.batches(0, 1, 2, 0, 1, workers=-1))
     # a whole run with workers trains the same weights as one without
     for workers in (0, 2):
-        train.train(train.load_config(None, TINY + ["method=crac", "iterations=3", f"workers={workers}",
+        train.train(load_config(None, TINY + ["method=crac", "iterations=3", f"workers={workers}",
                                                     f"out_dir={tmp_path / str(workers)}"]))
     a, b = _weights(tmp_path / "0" / "last.pt"), _weights(tmp_path / "2" / "last.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -552,36 +558,36 @@ def test_command_line_annotates_as_notebook_01():
     """One default: random complete instances of at least 1000 voxels (100 pixels in
     2D) up to 5 % of the instance voxels; sparsity given alone means a share of the
     instances, as it always did."""
-    cfg = train.load_config(None, [])
+    cfg = load_config(None, [])
     assert cfg.voxel_budget == 0.05 and cfg.min_size is None and cfg.min_instance_size() == 1000
-    assert train.load_config(None, ["dim=2", "patch=128,128"]).min_instance_size() == 100
+    assert load_config(None, ["dim=2", "patch=128,128"]).min_instance_size() == 100
     assert "at least 1000 voxels, up to 0.05 of the instance voxels" in cfg.annotation_rule()
-    share = train.load_config(None, ["sparsity=0.2"])
+    share = load_config(None, ["sparsity=0.2"])
     assert share.voxel_budget is None and "0.2 of the instances" in share.annotation_rule()
-    both = train.load_config(None, ["sparsity=0.2", "voxel_budget=0.01"])
+    both = load_config(None, ["sparsity=0.2", "voxel_budget=0.01"])
     assert both.voxel_budget == 0.01
     with pytest.raises(ValueError, match="config.min_size"):
-        train.load_config(None, ["min_size=0"])
+        load_config(None, ["min_size=0"])
     # the annotation a run draws is notebook 01's for the same seed
-    notebook = train.load_config(None, {"voxel_budget": 0.05, "min_size": 1000, "sparsity": 0.1,
+    notebook = load_config(None, {"voxel_budget": 0.05, "min_size": 1000, "sparsity": 0.1,
                                         "dataset": "synthetic"})
-    a = train.prepare_data(train.load_config(None, ["dataset=synthetic"])).sparse_train[0]
-    b = train.prepare_data(notebook).sparse_train[0]
+    a = prepare_data(load_config(None, ["dataset=synthetic"])).sparse_train[0]
+    b = prepare_data(notebook).sparse_train[0]
     np.testing.assert_array_equal(a, b)
 
 
 def test_resume_refuses_another_config_and_names_the_difference(tmp_path):
     base = TINY + ["iterations=2", "checkpoint_every=1", "method=sparse_only", f"out_dir={tmp_path}"]
-    train.train(train.load_config(None, base))
+    train.train(load_config(None, base))
     assert torch.load(tmp_path / "last.pt", weights_only=False)["schema"] == 1
     with pytest.raises(ValueError, match=r"cannot resume.*lr: 0\.001 -> 0\.01"):
-        train.train(train.load_config(None, base + ["resume=true", "iterations=3", "lr=0.01"]))
+        train.train(load_config(None, base + ["resume=true", "iterations=3", "lr=0.01"]))
     # what may change on a resume (here the log interval) does not stop it
-    summary = train.train(train.load_config(None, base[:-1] + [f"out_dir={tmp_path}", "resume=true", "log_every=2",
+    summary = train.train(load_config(None, base[:-1] + [f"out_dir={tmp_path}", "resume=true", "log_every=2",
                                                                 "iterations=2"]))
     assert summary["iterations"] == 2
     state = torch.load(tmp_path / "last.pt", weights_only=False)
     state["schema"] = 99
     torch.save(state, tmp_path / "last.pt")
     with pytest.raises(ValueError, match="schema 99 is newer"):
-        train.train(train.load_config(None, base + ["resume=true"]))
+        train.train(load_config(None, base + ["resume=true"]))

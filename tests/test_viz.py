@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from affcons_lib import viz  # noqa: E402
+from affcons_lib.companion import viz
 
 
 def test_matched_labels_renames_equal_segments():
@@ -47,7 +47,7 @@ def test_paired_plot_joins_each_seed_and_marks_means():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from affcons_lib import viz
+    from affcons_lib.companion import viz
 
     rows = [dict(method=m, seed=s, test_error=v) for s, vals in enumerate([(0.3, 0.2), (0.35, 0.3), (0.4, 0.33)])
             for m, v in zip(("sparse_only", "crac"), vals)]

@@ -37,8 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .._paths import project_root
-from .readers import (CREMI_LABELS, CREMI_RAW, HDF5_SUFFIXES, ISBI_LABELS, ISBI_VOLUME, read_bbbc039, read_cremi,
-                      read_cvppp, read_image_pair, read_isbi2012, read_raw_and_labels, split_path_key)
+from .readers import (CREMI_LABELS, CREMI_RAW, HDF5_SUFFIXES, ISBI_LABELS, ISBI_VOLUME, read_bbbc039, read_cremi, read_cvppp, read_image_pair, read_isbi2012, read_raw_and_labels, split_path_key)
 from .synthetic import make_em_volume, make_nuclei_image
 
 __all__ = [

@@ -31,7 +31,7 @@ import numpy as np
 from .._atomic import atomic_path
 from .datasets import CREMI_SPARSE_DIR
 
-__all__ = ["FetchError", "RemoteFile", "Source", "SOURCES", "download", "fetch", "neuroproof_to_cremi", "main"]
+__all__ = ["FetchError", "RemoteFile", "Source", "SOURCES", "download", "fetch", "neuroproof_to_cremi"]
 
 
 class FetchError(RuntimeError):
@@ -398,9 +398,3 @@ def fetch(name: str, dest="data", *, sources: dict[str, Source] | None = None, q
     if src.after is not None:
         last = src.after(dest)
     return last
-
-
-if __name__ == "__main__":  # the earlier form of `python -m affcons_lib fetch`: the one command line
-    from affcons_lib.cli import main
-
-    raise SystemExit(main(["fetch", *__import__("sys").argv[1:]]))

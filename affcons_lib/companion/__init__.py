@@ -1,0 +1,12 @@
+"""The companion's own tooling: the notebooks' helpers, figures, records and reports.
+
+- :mod:`.side_by_side` and :mod:`.breadth`: paired runs, one grid or many;
+- :mod:`.reference`: the long reference runs and their curves;
+- :mod:`.reproduce`, :mod:`.report`, :mod:`.sweep`: executing the notebooks, the
+  records, the README's generated parts;
+- :mod:`.viz`, :mod:`.explore`, :mod:`.layers`: figures, questions a reader asks of
+  one prediction, a prediction written for a viewer.
+
+Imports: anything in the library; nothing in the library imports it (but the
+command line, :mod:`affcons_lib.cli`).
+"""

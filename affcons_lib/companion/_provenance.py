@@ -1,0 +1,56 @@
+"""What made a record: commit, date, package versions, CPU and its bf16 support.
+Every record the companion commits (``data/reproduce/``, ``data/reference/breadth/``)
+carries it, so a number can be traced to the code and the machine that made it."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .._paths import CHECKOUT
+
+__all__ = ["provenance"]
+
+
+#: what a record's commit is about: an uncommitted change here makes it ``-dirty``
+_CODE = ("affcons_lib", "notebooks", "benchmarks", "pyproject.toml", "Makefile", "environment.yml")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def provenance(threads: int | str | None = None, minutes: float | None = None) -> dict:
+    """The commit (``-dirty`` when the code has uncommitted changes: the library, notebooks,
+    benchmarks or set-up; the figures and records a run writes do not count), the UTC date,
+    Python, torch and numpy versions, the CPU model, its core count, whether it
+    computes bf16 natively (then ``precision="auto"`` runs bf16), the threads and
+    the minutes the record's runs took."""
+    import numpy
+    import torch
+
+    from ..method.models import resolve_precision
+
+    root = CHECKOUT
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        # the code that makes the numbers; not figures/ and data/, which the runs themselves write
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *_CODE], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        commit += "-dirty" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return dict(commit=commit, date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                python=platform.python_version(), torch=torch.__version__, numpy=numpy.__version__,
+                cpu=_cpu_model(), cores=os.cpu_count(), threads=threads,
+                native_bf16=resolve_precision("auto", torch.device("cpu")) == "bf16", minutes=minutes)

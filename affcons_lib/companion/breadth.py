@@ -1,0 +1,352 @@
+"""The paper's claim at its breadth: paired runs over annotation budgets, in 3D and
+2D, and the method's parts one at a time, all under :data:`~affcons_lib.evaluation.protocol.PROTOCOL`.
+
+    python -m affcons_lib reference --breadth GRID [GRID ...] [--workers 2]
+    make reference-breadth
+
+The grids are declared in ``data/reference/breadth/config.yaml`` before any run:
+each names its data, its annotation budgets (``voxel_budget``: a share of the
+instance voxels) or its ablation ``variants`` (config keys that change), and the
+base setting (notebook 01's defaults). A run is one (method, budget, variant,
+draw); draw ``d`` is the training seed and the annotation draw, so runs of one draw
+are paired. ``full_supervision`` ignores the annotation, so one run per draw serves
+every budget of a data set; runs that two grids share (the ablation's ``crac`` and
+``sparse_only`` at its budget) are trained once.
+
+Each run is trained, scored as notebook 01 scores (:func:`~affcons_lib.training.predict.score_run`:
+the segmentation score and the four affinity-level measures) and written as one
+JSON row (atomically, so an interrupted grid resumes where it stopped); runs go to
+``workers`` processes at one thread each. :func:`export` gathers the rows of a grid
+into ``data/reference/breadth/<grid>/`` (``scores.csv``, ``claims.json`` with the
+protocol's verdicts and gap shares per setting, the run's provenance).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import yaml
+
+from .._atomic import write_json, write_text
+from .._paths import CHECKOUT
+from ._provenance import provenance
+from ._readme import replace_between
+from ..training.config import load_config
+from ..evaluation.protocol import PROTOCOL, Protocol
+from .side_by_side import run_side_by_side
+
+__all__ = ["BREADTH_DIR", "Run", "load_grids", "grid_runs", "run_grid", "instrument", "export",
+           "load_breadth", "grid_minutes", "verdict_table", "holds_count", "readme_block", "readme_headline",
+           "write_readme_block"]
+
+#: Where the declared grids and their exported records live.
+BREADTH_DIR = CHECKOUT / "data" / "reference" / "breadth"
+CONFIG = BREADTH_DIR / "config.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One training run of a grid: its method, annotation budget (None for dense
+    labels), ablation variant ("crac" for the method as published), draw, and the
+    config keys that make it."""
+
+    data: str  # the data set's tag (its rows are shared between grids)
+    method: str
+    budget: float | None
+    variant: str
+    draw: int
+    overrides: tuple  # (key, value) pairs of TrainConfig
+
+    @property
+    def key(self) -> str:
+        budget = "dense" if self.budget is None else f"b{self.budget:g}"
+        return f"{self.method}_{budget}_{self.variant}_d{self.draw}"
+
+
+def load_grids(path=CONFIG) -> dict:
+    """The declared grids (``grids``), the base setting (``base``) and the protocol's draws."""
+    spec = yaml.safe_load(Path(path).read_text())
+    for name, grid in spec["grids"].items():
+        if ("budgets" in grid) == ("variants" in grid):
+            raise ValueError(f"{path}: grid {name!r}: expected either budgets or variants")
+    return spec
+
+
+def grid_runs(spec: dict, name: str, protocol: Protocol = PROTOCOL) -> list[Run]:
+    """Every run of grid ``name``, ordered draw by draw (a grid cut short still has
+    complete draws for every setting)."""
+    if name not in spec["grids"]:
+        raise ValueError(f"grid {name!r}: expected one of {sorted(spec['grids'])}")
+    grid = spec["grids"][name]
+    base = {**spec["base"], **grid["data"]}
+    runs = []
+    for draw in protocol.draws:
+        seeded = {**base, "seed": draw, "annotation_seed": draw}
+        if "budgets" in grid:
+            for budget in grid["budgets"]:
+                for method in ("sparse_only", "crac"):
+                    runs.append(Run(grid["tag"], method, budget, method, draw,
+                                    tuple({**seeded, "method": method, "voxel_budget": budget}.items())))
+        else:
+            budget = grid["budget"]
+            for method in ("sparse_only", "crac"):
+                runs.append(Run(grid["tag"], method, budget, method, draw,
+                                tuple({**seeded, "method": method, "voxel_budget": budget}.items())))
+            for variant, keys in grid["variants"].items():
+                runs.append(Run(grid["tag"], "crac", budget, variant, draw,
+                                tuple({**seeded, "method": "crac", "voxel_budget": budget, **keys}.items())))
+        # the dense run of the draw (an ablation shares it with the budget grid of its data): the gap's upper end
+        runs.append(Run(grid["tag"], "full_supervision", None, "full_supervision", draw,
+                        tuple({**seeded, "method": "full_supervision"}.items())))
+    return runs
+
+
+def _overrides(run: Run, work) -> dict:
+    """The configuration of ``run``: its keys, its directory under ``work``, and notebook
+    01's logging (one checkpoint at the end, about 30 loss lines)."""
+    overrides = dict(run.overrides)
+    iterations = load_config(None, overrides).iterations
+    return {**overrides, "out_dir": str(Path(work) / run.data / "runs" / run.key), "progress": False,
+            "checkpoint_every": iterations, "log_every": max(1, iterations // 30)}
+
+
+def run_grid(spec: dict, name: str, work="runs/breadth", workers: int = 2, log=print) -> tuple[list[dict], int]:
+    """Run (or resume) grid ``name``: rows already written are kept, the rest are
+    trained and scored side by side (:func:`affcons_lib.companion.side_by_side.run_side_by_side`,
+    ``workers`` processes at one thread each), each row written as its run finishes.
+    Returns every row of the grid and how many runs this call trained."""
+    runs = grid_runs(spec, name)
+    rows_dir = Path(work) / spec["grids"][name]["tag"] / "rows"
+    todo, seen = [], set()
+    for r in runs:
+        if r.key not in seen and not (rows_dir / f"{r.key}.json").is_file():
+            todo.append(r)
+        seen.add(r.key)
+    log(f"grid {name}: {len(seen)} runs, {len(seen) - len(todo)} already done, {len(todo)} to train "
+        f"({workers} processes at 1 thread)")
+
+    def write_row(i, row):
+        r = todo[i]
+        row = dict(data=r.data, method=r.method, budget=r.budget, variant=r.variant,
+                   **{k: v for k, v in row.items() if k != "checkpoint"})  # a path of this machine: not a record
+        rows_dir.mkdir(parents=True, exist_ok=True)
+        write_json(rows_dir / f"{r.key}.json", row)
+
+    if todo:
+        run_side_by_side([_overrides(r, work) for r in todo], workers=workers, train_crop=(96, 96),
+                         names=[r.key for r in todo], log=log, on_row=write_row)
+    return [json.loads((rows_dir / f"{r.key}.json").read_text()) for r in runs], len(todo)
+
+
+def _settings(spec: dict, name: str) -> list[tuple[str, dict]]:
+    """(label, {method: (budget, variant)}) of each compared setting of a grid."""
+    grid = spec["grids"][name]
+    if "budgets" in grid:
+        return [(f"{b:g}", {"sparse_only": (b, "sparse_only"), "crac": (b, "crac"),
+                            "full_supervision": (None, "full_supervision")}) for b in grid["budgets"]]
+    b = grid["budget"]
+    base = {"sparse_only": (b, "sparse_only"), "full_supervision": (None, "full_supervision")}
+    return [(v, {**base, "crac": (b, v)}) for v in ("crac", *grid["variants"])]
+
+
+def instrument(spec: dict, name: str) -> list[dict]:
+    """The floors and the ceiling of grid ``name``'s score table, on its test part
+    with the same pipeline (:func:`~affcons_lib.evaluation.evaluate.reference_scores` in 3D,
+    :func:`~affcons_lib.evaluation.evaluate.reference_scores_2d` in 2D)."""
+    from ..evaluation.evaluate import reference_scores, reference_scores_2d
+    from ..training.sampling import prepare_data
+
+    cfg = load_config(None, {**spec["base"], **spec["grids"][name]["data"]})
+    prepared = prepare_data(cfg)
+    if prepared.dim == 3:
+        return reference_scores(prepared.labels_test[0])
+    return reference_scores_2d(prepared.labels_test, prepared.offsets, background=prepared.background)
+
+
+def export(spec: dict, name: str, rows: list[dict], dest=None, *, minutes: float | None = None,
+           protocol: Protocol = PROTOCOL) -> Path:
+    """Write ``scores.csv`` and ``claims.json`` of grid ``name`` under ``dest``
+    (default ``data/reference/breadth/<name>``): per setting (a budget or a
+    variant), the protocol's claims (``crac`` against ``sparse_only``; with a dense
+    run, ``full_supervision`` against both) as Claim records with ``data``, ``dim``,
+    ``voxel_budget`` and ``variant``, the gap shares, the floors and the provenance."""
+    import pandas as pd
+
+    from ..evaluation import stats
+
+    grid = spec["grids"][name]
+    dest = Path(dest) if dest is not None else BREADTH_DIR / name
+    by = {(r["method"], r["budget"], r["variant"], int(r["seed"])): r for r in rows}
+    settings = []
+    for label, chosen in _settings(spec, name):
+        picked = [by[(method, *which, d)] for method, which in chosen.items() if which is not None
+                  for d in protocol.draws if (method, *which, d) in by]
+        comparisons = [c for c in protocol.comparisons if set(c) <= {r["method"] for r in picked}]
+        claims = protocol.claims(picked, "reference", comparisons)
+        floors = stats.affinity_floors(picked)
+        beyond = stats.beyond_floors(picked, floors) if floors else None
+        meta = dict(data=grid["tag"], dim=grid["data"]["dim"], voxel_budget=chosen["crac"][0],
+                    variant=chosen["crac"][1])
+        shares = protocol.gap_shares(picked) if "full_supervision" in {r["method"] for r in picked} else []
+        settings.append(dict(setting=label, **meta, claims=[{**c.as_record(), **meta} for c in claims],
+                             gap_shares=[g.as_record() for g in shares], floors=floors, beyond_floors=beyond,
+                             summary=stats.claim_summary(claims, "crac beats sparse_only", beyond=beyond),
+                             means={m: {k: float(pd.DataFrame([r for r in picked if r["method"] == m])[k].mean())
+                                        for k in (*protocol.measures, "fragments_voi") if k in picked[0]}
+                                    for m in dict.fromkeys(r["method"] for r in picked)}))
+    dest.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame(rows).drop(columns=["data"], errors="ignore")
+    write_text(dest / "scores.csv", table.to_csv(index=False))
+    record = dict(grid=name, declared=grid, base=spec["base"], protocol=protocol.rule(),
+                  provenance=provenance(threads=1, minutes=minutes), instrument=instrument(spec, name),
+                  settings=settings)
+    write_json(dest / "claims.json", record, default=str)
+    return dest
+
+
+AFFINITY_AND_VOI = ("test_error", "test_ap", "unlabeled_error", "unlabeled_ap", "voi")
+
+
+def verdict_table(record, claim: str = "crac beats sparse_only", measures=AFFINITY_AND_VOI):
+    """A grid's verdicts, one row per setting (a budget or a variant): each
+    measure's paired difference "mean [low, high] verdict" ("(at the floor)" where
+    either method is no better than its floor), and the share of the gap closed on
+    the first measure where the record has one. A pandas DataFrame."""
+    import math
+
+    import pandas as pd
+
+    a, b = claim.split(" beats ")
+    out = []
+    for s in record["settings"]:
+        row = {"setting": s["setting"]}
+        beyond = s.get("beyond_floors") or {}
+        for m in measures:
+            c = next((c for c in s["claims"] if c["claim"] == claim and c["measure"].lstrip("-") == m), None)
+            floor = m in beyond and not {a, b} <= set(beyond[m])
+            row[m] = "—" if c is None else (f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] {c['verdict']}"
+                                            + (" (at the floor)" if floor else ""))
+        g = next((g for g in s.get("gap_shares", []) if g["measure"] == measures[0]), None)
+        if g is not None:
+            bounded = math.isfinite(g["low"]) and math.isfinite(g["high"])
+            row[f"gap closed ({measures[0]})"] = (f"{g['share']:.0%} [{g['low']:.0%}, {g['high']:.0%}]" if bounded
+                                                  else f"{g['share']:.0%} (interval unbounded)")
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def holds_count(setting: dict, claim: str = "crac beats sparse_only") -> tuple[int, int]:
+    """(measures where ``claim`` holds, affinity-level measures counted) of one
+    setting: those where both methods beat their floor."""
+    a, b = claim.split(" beats ")
+    beyond = setting.get("beyond_floors") or {}
+    counted = [c for c in setting["claims"] if c["claim"] == claim and c["measure"].lstrip("-") in AFFINITY_AND_VOI[:4]
+               and {a, b} <= set(beyond.get(c["measure"].lstrip("-"), (a, b)))]
+    return sum(c["verdict"] == "holds" for c in counted), len(counted)
+
+
+README_START = ("<!-- breadth: generated by `python -m affcons_lib reference --breadth-readme` from "
+                "data/reference/breadth; do not edit -->")
+README_END = "<!-- breadth: end -->"
+GRID_TITLES = {"budgets_3d": "FIB-SEM, 3D: annotation budget", "budgets_2d": "ISBI 2012, 2D: annotation budget",
+               "ablation_3d": "FIB-SEM, 3D, 5 %: the method with one part changed"}
+
+
+def readme_block(root=None) -> str:
+    """The README's breadth section, generated from the exported grids: per grid a
+    table of "crac beats sparse_only" per setting, a line of what holds, and where
+    the runs ran. Grids not exported yet are named as such."""
+    lines = [README_START]
+    for name, title in GRID_TITLES.items():
+        try:
+            _, record = load_breadth(name, root)
+        except FileNotFoundError:
+            lines += ["", f"**{title}**: not run yet (`make reference-breadth`)."]
+            continue
+        table = verdict_table(record)
+        p = record["provenance"]
+        held = [(s["setting"], *holds_count(s)) for s in record["settings"]]
+        said = "; ".join(f"{label}: {h} of {n}" for label, h, n in held)
+        ref = {r["name"]: r for r in record.get("instrument", [])}
+        ceiling = next((r for n, r in ref.items() if n.endswith("(ceiling)")), None)
+        seen = (f" Instrument: VOI one object {ref['one object']['voi']:.2f}, ceiling {ceiling['voi']:.3f}."
+                if ceiling is not None and "one object" in ref else "")
+        lines += ["", f"**{title}** — `crac` beats `sparse_only` holds on (affinity-level measures above their "
+                      f"floors) {said}.{seen} Ten paired draws per setting; {p['cpu']}, one thread per run, "
+                      f"{'bf16' if p['native_bf16'] else 'fp32'}, {p['minutes']:.0f} min for the grid, commit "
+                      f"{p['commit'][:8]}.", ""]
+        header = list(table.columns)
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "---|" * len(header))
+        lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    lines += ["", README_END]
+    return "\n".join(lines)
+
+
+HEADLINE_START = ("<!-- breadth headline: generated by `python -m affcons_lib reference --breadth-readme`; "
+                  "do not edit -->")
+HEADLINE_END = "<!-- breadth headline: end -->"
+SHORT_TITLES = {"budgets_3d": "3D (FIB-SEM), by annotation budget",
+                "budgets_2d": "2D (ISBI 2012 EM), by annotation budget",
+                "ablation_3d": "the method's parts (3D, 5 %), one changed at a time"}
+
+
+def readme_headline(root=None) -> str:
+    """The README's first-screen lines on the breadth grids: per grid, on how many
+    affinity-level measures above their floors "crac beats sparse_only" holds at
+    each setting over all ten draws, its VOI verdict, and the share of the gap
+    closed on the test affinity error."""
+    lines = [HEADLINE_START]
+    for name, title in SHORT_TITLES.items():
+        try:
+            _, record = load_breadth(name, root)
+        except FileNotFoundError:
+            lines.append(f"- **{title}**: not run yet.")
+            continue
+        parts = []
+        for s in record["settings"]:
+            held, counted = holds_count(s)
+            g = next((g for g in s.get("gap_shares", []) if g["measure"] == "test_error"), None)
+            share = ""
+            if g is not None:
+                bounded = math.isfinite(g["low"]) and math.isfinite(g["high"])
+                share = (f", gap closed {g['share']:.0%} [{g['low']:.0%}, {g['high']:.0%}]" if bounded
+                         else f", gap closed {g['share']:.0%} (unbounded)")
+            label = f"{float(s['setting']):.0%}" if "budgets" in name else f"`{s['setting']}`"
+            voi = next((c["verdict"] for c in s["claims"] if c["claim"] == "crac beats sparse_only"
+                        and c["measure"] == "voi"), None)
+            parts.append(f"{label} {held} of {counted}" + (f" (VOI: {voi})" if voi else "") + share)
+        lines.append(f"- **{title}**: holds on " + "; ".join(parts) + ".")
+    lines.append(HEADLINE_END)
+    return "\n".join(lines)
+
+
+def write_readme_block(readme, root=None) -> Path:
+    """Replace the breadth sections of ``readme`` (between their markers) by
+    :func:`readme_headline` and :func:`readme_block`."""
+    readme = Path(readme)
+    text = replace_between(readme.read_text(), README_START, README_END, readme_block(root), readme)
+    text = replace_between(text, HEADLINE_START, HEADLINE_END, readme_headline(root), readme)
+    return write_text(readme, text)
+
+
+def grid_minutes(name: str, this_call: float, trained: int, root=None) -> float:
+    """The wall time a grid took: this call's where it trained runs, else (a
+    re-export of rows trained before) the minutes its previous record states."""
+    previous = Path(root or BREADTH_DIR) / name / "claims.json"
+    if not trained and previous.is_file():
+        return float(json.loads(previous.read_text())["provenance"].get("minutes") or this_call)
+    return this_call
+
+
+def load_breadth(name: str, root=None) -> tuple:
+    """(scores DataFrame, claims record) of an exported grid, in seconds."""
+    import pandas as pd
+
+    folder = Path(root or BREADTH_DIR) / name
+    if not (folder / "claims.json").is_file():
+        raise FileNotFoundError(f"{folder}: no exported grid {name!r} (make reference-breadth writes it)")
+    return pd.read_csv(folder / "scores.csv"), json.loads((folder / "claims.json").read_text())

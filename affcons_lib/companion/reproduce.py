@@ -1,0 +1,177 @@
+"""Run every notebook in order with papermill: ``make reproduce``.
+
+    python -m affcons_lib reproduce [--notebooks notebooks] [--runs runs]
+                                    [--figures figures] [--only PREFIX ...] [-p NAME VALUE ...]
+
+Executed copies and the notebooks' runs go to ``--runs`` (``$AFFCONS_RUNS_DIR``);
+with ``--record DIR`` the numbers the notebooks recorded (``viz.record_results``)
+and each notebook's run time are copied to ``DIR`` at the end (``make reproduce``:
+``data/reproduce/``, committed with the figures, so the README's verdicts name the
+files they come from);
+notebooks save their figures through :func:`affcons_lib.companion.viz.save_figure`, which
+writes to ``$AFFCONS_FIGURES_DIR`` (set here to ``--figures``). ``-p`` passes a
+parameter to every notebook that declares it in its ``parameters`` cell; ``--only``
+runs the notebooks whose names start with a prefix given (``--only 01``). Each
+notebook shows a progress bar of its cells; kernels talk over local sockets
+(IPC), so no warning about unencrypted TCP fills the log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from .._paths import CHECKOUT
+
+
+def declared_parameters(nb_path: Path) -> set[str]:
+    """Names assigned in the notebook's cell tagged ``parameters``."""
+    import ast
+
+    nb = json.loads(nb_path.read_text())
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            src = "".join(cell.get("source", []))
+            names = set()
+            for node in ast.parse(src).body:
+                targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+                names |= {t.id for t in targets if isinstance(t, ast.Name)}
+            return names
+    return set()
+
+
+def parse_value(text: str):
+    """A command-line value as JSON where it parses (numbers, lists, true), else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _ipc_kernel_manager():
+    """A kernel manager whose kernel listens on local IPC sockets, not TCP ports:
+    nothing leaves the machine, and ipykernel has no unencrypted-TCP warning to print."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+
+    return IPCKernelManager
+
+
+def run_all(notebooks: Path, runs: Path, figures: Path, params: dict, kernel: str | None = None,
+            record: Path | None = None, only=()) -> int:
+    import papermill as pm
+
+    paths = sorted(notebooks.glob("[0-9]*.ipynb"))
+    if only:
+        paths = [p for p in paths if p.name.startswith(tuple(only))]
+        if not paths:
+            raise SystemExit(f"--only {' '.join(only)}: no notebook in {notebooks}/ starts with that")
+    if not paths:
+        print(f"no notebooks in {notebooks}/ yet: nothing to run")
+        return 0
+    runs.mkdir(parents=True, exist_ok=True)
+    figures.mkdir(parents=True, exist_ok=True)
+    os.environ["AFFCONS_FIGURES_DIR"] = str(figures.resolve())
+    os.environ["AFFCONS_RUNS_DIR"] = str(runs.resolve())
+    os.environ["AFFCONS_STATIC"] = "1"  # sliders draw one figure at their value (affcons_lib.companion.explore)
+    results = Path(os.environ.get("AFFCONS_RESULTS_DIR") or runs / "results")
+    manager = _ipc_kernel_manager()
+    timings = {}
+    for path in paths:
+        declared = declared_parameters(path)
+        unknown = set(params) - declared
+        use = {k: v for k, v in params.items() if k in declared}
+        if unknown:
+            print(f"{path.name}: ignoring parameters it does not declare: {', '.join(sorted(unknown))}")
+        t0 = time.time()
+        print(f"[{paths.index(path) + 1}/{len(paths)}] running {path.name} {use or ''}", flush=True)
+        pm.execute_notebook(str(path), str(runs / path.name), parameters=use, cwd=str(path.parent),
+                            kernel_name=kernel, progress_bar=True, kernel_manager_class=manager)
+        timings[path.stem] = time.time() - t0
+        print(f"  done in {timings[path.stem]:.0f} s -> {runs / path.name}")
+    if record is not None:
+        _record(results, Path(record), timings, params)
+    return 0
+
+
+def _record(results: Path, dest: Path, timings: dict, params: dict) -> None:
+    """Copy the recorded numbers (``results/*.json``) and the run times to ``dest``."""
+    from .._atomic import write_json, write_text
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in sorted(results.glob("*.json")):
+        write_text(dest / f.name, f.read_text())
+    from ._provenance import provenance
+
+    minutes = sum(timings.values()) / 60
+    # the parameters each notebook ran with: its own defaults, replaced by those given (-p)
+    write_json(dest / "run_times.json", {"seconds": timings, "total_minutes": minutes,
+                                         "parameters": params or "each notebook's defaults",
+                                         "threads": os.environ.get("OMP_NUM_THREADS"),
+                                         "provenance": provenance(os.environ.get("OMP_NUM_THREADS"), minutes)})
+    print(f"recorded numbers and run times -> {dest}")
+
+
+#: where make reproduce (and make reproduce-fp32, in fp32/) record their numbers and times
+RECORD_DIR = CHECKOUT / "data" / "reproduce"
+RUN_TIMES_START = "<!-- run times: generated by `python -m affcons_lib reproduce --readme` from data/reproduce/ -->"
+RUN_TIMES_END = "<!-- run times: end -->"
+
+
+def run_times_block(root=None) -> str:
+    """The README's run-time tables: one row per record of ``root`` (``run_times.json``
+    there and in its sub-folders) naming the CPU, whether it computes bf16 natively,
+    notebook 01's precision, draws and minutes, its central verdicts and the whole
+    run's minutes; then each notebook's minutes per record. From the records alone."""
+    root = Path(root or RECORD_DIR)
+    lines = [RUN_TIMES_START, "",
+             "| record | CPU (cores, threads) | bf16 native | notebook 01: precision, paired draws | notebook 01 "
+             "minutes | `crac` beats `sparse_only`: affinity-level measures above their floors, VOI | "
+             "every notebook, minutes | commit |",
+             "|---|---|---|---|---|---|---|---|"]
+    per_notebook = {}  # record -> {notebook: seconds}
+    for times_path in sorted(root.glob("**/run_times.json"), key=lambda p: (len(p.parts), p)):  # the main record first
+        here = times_path.parent
+        times, claims_path = json.loads(times_path.read_text()), here / "01_claims.json"
+        prov = times.get("provenance")
+        if prov is None or "01_training" not in times["seconds"] or not claims_path.is_file():
+            continue  # a record from before records named their machine, or without notebook 01
+        claims = json.loads(claims_path.read_text())
+        draws = len({r["seed"] for r in json.loads((here / "01_training.json").read_text())["scores"]})
+        central = [c for c in claims["claims"] if c["claim"] == "crac beats sparse_only"]
+        beyond = claims.get("beyond_floors") or {}
+        counted = [c for c in central if c["measure"] != "voi"
+                   and set(beyond.get(c["measure"].lstrip("-"), ())) >= {"crac", "sparse_only"}]
+        voi = next((c for c in central if c["measure"] == "voi"), None)
+        verdict = (f"holds on {sum(c['verdict'] == 'holds' for c in counted)} of {len(counted)}; VOI "
+                   + (f"{voi['mean']:+.3f} [{voi['low']:+.3f}, {voi['high']:+.3f}] {voi['verdict']}" if voi else "-"))
+        every = (f"{times['total_minutes']:.1f} ({len(times['seconds'])} notebooks)"
+                 if len(times["seconds"]) > 1 else "-")
+        name = f"`{here.relative_to(root.parent.parent).as_posix()}/`"
+        per_notebook[name] = times["seconds"]
+        lines.append(f"| {name} | {prov['cpu']} ({prov['cores']}, "
+                     f"{prov['threads']}) | {'yes' if prov['native_bf16'] else 'no'} | {claims['precision']}, {draws} | "
+                     f"{times['seconds']['01_training'] / 60:.1f} | {verdict} | {every} | "
+                     f"`{prov['commit'][:8]}{'-dirty' if prov['commit'].endswith('-dirty') else ''}` |")
+    notebooks = sorted({n for seconds in per_notebook.values() for n in seconds})
+    lines += ["", "| notebook | " + " | ".join(f"minutes, {name}" for name in per_notebook) + " |",
+              "|---|" + "---|" * len(per_notebook)]
+    lines += [f"| `{n}` | " + " | ".join(f"{seconds[n] / 60:.1f}" if n in seconds else "-"
+                                         for seconds in per_notebook.values()) + " |" for n in notebooks]
+    return "\n".join(lines + ["", RUN_TIMES_END])
+
+
+def write_readme_block(readme, root=None) -> Path:
+    """Replace the run-time table of ``readme`` (between its markers) by :func:`run_times_block`."""
+    from .._atomic import write_text
+    from ._readme import replace_between
+
+    readme = Path(readme)
+    return write_text(readme, replace_between(readme.read_text(), RUN_TIMES_START, RUN_TIMES_END,
+                                              run_times_block(root), readme))
