@@ -4,7 +4,9 @@
 #   make test        set up .venv, then run the test suite
 # and for readers:
 #   make lab         set up .venv, then JupyterLab on the notebooks (Ctrl-C stops it)
-#   make report      the executed notebooks as web pages: runs/report/index.html
+#   make book        the executed notebooks and notebooks/book/ as a web book: runs/book/html/index.html,
+#                    checked in headless Chromium (installed from Debian's packages if missing)
+#   make report      the same (the name of earlier releases)
 #   make reference   retrain the reference runs of data/reference/ (about 55 minutes)
 #   make reference-breadth   the budget and ablation grids of data/reference/breadth/ (see its README)
 SHELL := /bin/bash
@@ -25,7 +27,7 @@ LAB_PORT ?= 8888
 LAB_TOKEN ?=
 LAB_TOKEN_FLAG := $(if $(LAB_TOKEN),--IdentityProvider.token=$(LAB_TOKEN),)
 
-.PHONY: setup reproduce reproduce-fp32 test lab report bench reference reference-paired reference-breadth clean
+.PHONY: setup reproduce reproduce-fp32 test lab book report bench reference reference-paired reference-breadth clean
 
 # setuptools warns on every editable install that a folder named like the package
 # could shadow it; here that folder is the package itself (UserWarnings of the build only).
@@ -85,9 +87,20 @@ BREADTH_GRIDS ?= budgets_3d budgets_2d ablation_3d
 reference-breadth: setup
 	$(PY) -m affcons_lib reference --breadth $(BREADTH_GRIDS) --workers 2 --work runs/breadth
 
-# The executed notebooks of runs/ (from make reproduce) as web pages with an index.
-report: setup
-	$(PY) -m affcons_lib report --runs runs --out runs/report
+# The book: the executed notebooks of runs/ (from make reproduce, not executed again) and the
+# pages of notebooks/book/, built offline by Sphinx + MyST-NB, then every page opened in
+# headless Chromium (it renders, its figures show, its links resolve).
+CHROMIUM := /usr/bin/chromium
+$(VENV)/.browser: $(VENV)/.installed
+	PYTHONWARNINGS=ignore::UserWarning $(PY) -m pip install -q -e '.[browser]' 2> >(grep -v "is ignored: it is neither" >&2)
+	@test -x $(CHROMIUM) -a -x /usr/bin/chromedriver || { echo "installing Debian's chromium and chromium-driver"; \
+		$$(command -v sudo) apt-get install -y -q --no-install-recommends chromium chromium-driver > /dev/null; }
+	touch $@
+
+book: $(VENV)/.browser
+	$(PY) -m affcons_lib book --runs runs --out runs/book --check
+
+report: book
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -10,7 +10,7 @@
     python -m affcons_lib blockwise segment AFFS.zarr --out SEG [--threshold 0.5] [--workers 4]
     python -m affcons_lib fetch NAME [--dest data] | --list
     python -m affcons_lib reproduce [--only PREFIX ...] [-p NAME VALUE ...] [--record DIR] [--readme]
-    python -m affcons_lib report [--runs runs] [--out runs/report]
+    python -m affcons_lib book [--runs runs] [--out runs/book] [--check] | --documents | --method-figure
     python -m affcons_lib reference [--methods ...] | --breadth GRID ... | --export-paired WORK | ...
     python -m affcons_lib sweep SWEEP.yaml
 
@@ -28,7 +28,6 @@ import sys
 import time
 from pathlib import Path
 
-from ._paths import CHECKOUT
 
 __all__ = ["COMMANDS", "main"]
 
@@ -333,29 +332,60 @@ def reproduce(argv=None) -> int:
     parser.add_argument("-p", nargs=2, action="append", metavar=("NAME", "VALUE"), default=[],
                         help="parameter for every notebook that declares it (VALUE parsed as JSON if it can be)")
     parser.add_argument("--readme", action="store_true",
-                        help="write README.md's run-time table from data/reproduce/ and stop")
+                        help="write the generated parts of README.md and the book's pages from the records and stop "
+                             "(as `book --documents`)")
     args = parser.parse_args(argv)
     if args.readme:
-        print(f"run times -> {rep.write_readme_block(CHECKOUT / 'README.md')}")
+        from .companion import documents
+
+        print("generated parts -> " + (", ".join(str(p) for p in documents.write_documents()) or "unchanged"))
         return 0
     params = {k: rep.parse_value(v) for k, v in args.p}
     return rep.run_all(args.notebooks, args.runs, args.figures, params, args.kernel, args.record, args.only)
 
 
-def report(argv=None) -> int:
-    from .companion.report import render_report
+def book(argv=None) -> int:
+    from .companion import book as bk, documents, viz
 
-    ap = argparse.ArgumentParser(prog=f"{_PROG} report", description="The executed notebooks as web pages.")
-    ap.add_argument("--runs", type=Path, default=Path("runs"))
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--results", type=Path, default=None, help="recorded results (default RUNS/results)")
+    ap = argparse.ArgumentParser(prog=f"{_PROG} book", description="The executed notebooks and the pages of "
+                                 "notebooks/book/ as a web book (Sphinx, MyST-NB; nothing executed, nothing fetched).")
+    ap.add_argument("--runs", type=Path, default=Path("runs"), help="where make reproduce left the executed notebooks")
+    ap.add_argument("--out", type=Path, default=Path("runs/book"))
+    ap.add_argument("--check", action="store_true",
+                    help="then open every page in headless Chromium: it renders, its figures show, its links resolve")
+    ap.add_argument("--documents", action="store_true",
+                    help="write the generated parts of README.md and notebooks/book/*.md from the records and stop")
+    ap.add_argument("--method-figure", action="store_true", help="draw figures/method.svg and stop")
     args = ap.parse_args(argv)
+    if args.documents or args.method_figure:
+        if args.method_figure:
+            print(f"method picture -> {viz.method_figure()}")
+        if args.documents:
+            changed = documents.write_documents()
+            print("generated parts -> " + (", ".join(str(p) for p in changed) or "unchanged"))
+        return 0
     try:
-        index = render_report(args.runs, args.out, args.results)
-    except (FileNotFoundError, ValueError) as err:
-        ap.exit(2, f"report: {err}\n")
-    print(f"report: open {index}")
+        index = bk.build_book(args.runs, args.out)
+    except (FileNotFoundError, RuntimeError) as err:
+        return _error(err)
+    print(f"book: open {index}")
+    if args.check:
+        problems = bk.check_site(index.parent)
+        for line in problems:
+            print(f"  {line}", file=sys.stderr)
+        print(f"book: {'every page rendered, every figure shown, every link resolved' if not problems else f'{len(problems)} problems'} "
+              "(headless Chromium)")
+        return 1 if problems else 0
     return 0
+
+
+def report(argv=None) -> int:
+    """``report``, the name of earlier releases: the book."""
+    ap = argparse.ArgumentParser(prog=f"{_PROG} report", description="The book (earlier name); see `book --help`.")
+    ap.add_argument("--runs", type=Path, default=Path("runs"))
+    ap.add_argument("--out", type=Path, default=Path("runs/book"))
+    args = ap.parse_args(argv)
+    return book(["--runs", str(args.runs), "--out", str(args.out)])
 
 
 def reference(argv=None) -> int:
@@ -379,12 +409,13 @@ def reference(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="with --breadth: processes at one thread each")
     ap.add_argument("--work", default="runs/breadth", help="with --breadth: where runs and rows go (not committed)")
     ap.add_argument("--breadth-readme", action="store_true",
-                    help="write README.md's breadth section from the exported grids and stop")
+                    help="write the generated parts of README.md and the book's pages from the records and stop "
+                         "(as `book --documents`)")
     args = ap.parse_args(argv)
     if args.breadth_readme:
-        from .companion import breadth
+        from .companion import documents
 
-        print(f"breadth section -> {breadth.write_readme_block(CHECKOUT / 'README.md')}")
+        print("generated parts -> " + (", ".join(str(p) for p in documents.write_documents()) or "unchanged"))
         return 0
     if args.breadth:
         from .companion import breadth
@@ -430,7 +461,7 @@ def sweep(argv=None) -> int:
 
 #: every command: its name on the command line and the function that runs it
 COMMANDS = {"train": train, "cpsn": cpsn, "predict": predict, "evaluate": evaluate, "blockwise": blockwise,
-            "fetch": fetch, "reproduce": reproduce, "report": report, "reference": reference, "sweep": sweep}
+            "fetch": fetch, "reproduce": reproduce, "book": book, "report": report, "reference": reference, "sweep": sweep}
 
 
 def main(argv=None) -> int:

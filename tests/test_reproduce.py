@@ -1,70 +1,16 @@
-"""make report: executed notebooks to HTML pages that hold their figures, and an
-index that links every page."""
+"""make reproduce: every notebook run, its numbers and run times recorded with their
+provenance, and the figures a reader browses without running anything."""
 
 from __future__ import annotations
 
-import base64
 import json
-import io
 import re
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import nbformat  # noqa: E402
-import pytest  # noqa: E402
+import nbformat
+import pytest
 
 from affcons_lib import cli
-from affcons_lib.companion import report
-
-
-def _png() -> str:
-    fig, ax = plt.subplots(figsize=(1, 1))
-    ax.plot([0, 1], [1, 0])
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def _executed(path, title, n_figures):
-    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                         "language": "python"}})
-    nb.cells.append(nbformat.v4.new_markdown_cell(f"# {title}\n\ntext"))
-    code = nbformat.v4.new_code_cell("plot()")
-    code.outputs = [nbformat.v4.new_output("display_data", data={"image/png": _png(), "text/plain": "<Figure>"})
-                    for _ in range(n_figures)]
-    code.outputs.append(nbformat.v4.new_output("stream", name="stdout", text="VOI 2.5\n"))
-    nb.cells.append(code)
-    nbformat.write(nb, path)
-
-
-def test_report_pages_hold_their_figures(tmp_path):
-    _executed(tmp_path / "00_first.ipynb", "0 · First", 2)
-    _executed(tmp_path / "01_second.ipynb", "1 · Second", 1)
-    index = report.render_report(tmp_path)
-    text = index.read_text()
-    links = re.findall(r'href="([^"]+)"', text)
-    assert links == ["00_first.html", "01_second.html"]
-    assert "0 · First" in text and "2 figures" in text and "1 figure," in text
-    for link, n in zip(links, (2, 1)):
-        page = (index.parent / link).read_text()
-        assert len(re.findall(r"<img [^>]*src=\"data:image/png;base64,", page)) == n  # embedded: stands alone
-        assert "VOI 2.5" in page
-
-
-def test_report_refuses_unexecuted_or_missing_notebooks(tmp_path):
-    with pytest.raises(FileNotFoundError, match="make reproduce"):
-        report.render_report(tmp_path)
-    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1")]), tmp_path / "00_x.ipynb")
-    with pytest.raises(ValueError, match="00_x.ipynb: no outputs"):
-        report.render_report(tmp_path)
-    assert not (tmp_path / "report" / "index.html").exists()
-
-
-# --- the figures a reader browses without running anything -------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,12 +37,12 @@ def test_committed_figures_are_the_ones_the_notebooks_save():
     assert sum(p.stat().st_size for p in pngs.values()) < 6 * 2**20
 
 
-def test_readme_shows_committed_figures():
-    text = (ROOT / "README.md").read_text()
-    shown = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", text)
-    assert len(shown) >= 5, "the README shows the key figures"
+def test_readers_page_shows_committed_figures():
+    text = (ROOT / "notebooks" / "book" / "readers.md").read_text()
+    shown = re.findall(r"!\[[^\]]*\]\(\.\./\.\./(figures/[^)]+)\)", text)
+    assert len(shown) >= 5, "the readers' page shows the key figures"
     for rel in shown:
-        assert (ROOT / rel).is_file(), f"README.md shows {rel}, which is not in the repository"
+        assert (ROOT / rel).is_file(), f"readers.md shows {rel}, which is not in the repository"
 
 
 def test_reproduce_records_results_and_run_times(tmp_path, monkeypatch):
@@ -154,16 +100,3 @@ def test_run_times_table_reads_each_record(tmp_path):
                               "VOI -0.100 [-0.200, -0.050] holds |")
     assert "| `data/reproduce/fp32/` |" in rows[1] and "| 12.0 |" in rows[1]
     assert "| `01_training` | 10.0 | 12.0 |" in block  # each notebook's minutes per record
-
-
-def test_report_index_opens_with_what_the_runs_found(tmp_path):
-    _executed(tmp_path / "01_training.ipynb", "1 · `crac` against `sparse_only`", 1)
-    results = tmp_path / "results"
-    results.mkdir()
-    (results / "01_claims.json").write_text(json.dumps({"central": "crac beats sparse_only: holds on 3 of 3"}))
-    (results / "01_training_findings.json").write_text(json.dumps({"findings": ["VOI of `crac` 2.9 < 3.1"]}))
-    text = report.render_report(tmp_path).read_text()
-    found, notebooks = text.index("What the runs found"), text.index("The notebooks")
-    assert found < text.index("crac beats sparse_only: holds on 3 of 3") < notebooks
-    assert found < text.index("VOI of <code>crac</code> 2.9 &lt; 3.1") < notebooks
-    assert "`" not in text and "<code>sparse_only</code>" in text  # titles as text, no literal backticks

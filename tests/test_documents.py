@@ -1,0 +1,114 @@
+"""The front page and the book say what the records say: their generated parts are what
+affcons_lib.companion.documents writes from data/ now, the front page is short, its words
+are defined, and it types no measured number."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+
+from affcons_lib.companion import breadth, documents
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+BOOK = ROOT / "notebooks" / "book"
+
+
+def test_generated_parts_are_what_the_records_give():
+    """Regenerate every part from data/ and compare with what is committed."""
+    assert documents.stale_parts() == [], "run `python -m affcons_lib book --documents` and commit"
+
+
+def test_the_front_page_is_short_and_opens_with_the_verdicts():
+    lines = README.splitlines()
+    assert len(lines) <= 200
+    first_screen = "\n".join(lines[:60])
+    assert documents.CLAIMS_START in first_screen and breadth.HEADLINE_START in first_screen
+    for comparison in documents.COMPARISONS:
+        assert f"| {comparison} | notebook 01 defaults:" in first_screen
+
+
+def test_claims_rows_are_computed_from_the_records(tmp_path):
+    """The scale cell and the verdicts follow the record: another record, other rows."""
+    import json
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(ROOT / "data" / "reproduce", data / "reproduce")
+    shutil.copytree(ROOT / "data" / "reference" / "paired", data / "reference" / "paired",
+                    ignore=shutil.ignore_patterns("*.pt", "*.csv"))
+    (data / "reference" / "time_to_claim").mkdir()
+    (data / "reproduce" / "fp32" / "01_claims.json").unlink()  # no repeats: no verdict marked unstable
+    record = json.loads((data / "reproduce" / "01_claims.json").read_text())
+    record["iterations"] = 77
+    record["claims"] = [dict(c, verdict="does not hold") if c["claim"] == "crac beats sparse_only" else c
+                        for c in record["claims"]]
+    (data / "reproduce" / "01_claims.json").write_text(json.dumps(record))
+    block = documents.claims_block(data)
+    row = next(line for line in block.splitlines() if line.startswith("| crac beats sparse_only | notebook 01"))
+    assert "× 77 iterations" in row and row.count("does not hold") == 5 and "unstable" not in row
+
+
+def test_notebook_01_has_repeats_to_check_stability_against():
+    assert len(documents.notebook_01_repeats()) >= 2
+
+
+def test_time_to_claim_table_is_the_recorded_one():
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "time_to_claim.py"), "--table", "--out",
+                          str(ROOT / "data" / "reference" / "time_to_claim")], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() in (BOOK / "time_to_claim.md").read_text()
+
+
+def _glossary_terms() -> set[str]:
+    return {line[3:].strip() for line in (BOOK / "glossary.md").read_text().splitlines() if line.startswith("## ")}
+
+
+def test_every_glossary_link_names_a_term():
+    """Links to glossary.md#anchor (front page, pages, notebooks) land on a term's heading."""
+    anchors = {re.sub(r"[^\w\- ]", "", t.lower()).strip().replace(" ", "-") for t in _glossary_terms()}
+    sources = [ROOT / "README.md", *BOOK.glob("*.md")]
+    texts = [p.read_text() for p in sources]
+    for path in sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+        assert "book/glossary.md" in text, f"{path.name} does not link the glossary"
+        texts.append(text)
+    for text in texts:
+        for anchor in re.findall(r"glossary\.md#([\w\-]+)", text):
+            assert anchor in anchors, anchor
+
+
+def test_the_front_pages_terms_are_in_the_glossary():
+    terms = {t.lower() for t in _glossary_terms()}
+    for used in ("affinity", "labeled region", "floor", "ceiling", "instrument", "VOI", "ARAND", "boundary AP",
+                 "waterz", "paired draw", "entropy filter", "CPSN", "bf16", "sparse instance annotation"):
+        assert any(used.lower() in t for t in terms), f"the glossary does not define {used}"
+
+
+#: Numbers the front page may type, each for a reason: the paper's year and the names of
+#: its tables and figures, the branches' names, the dimensionality, the confidence
+#: level and the zero a verdict's interval is read against.
+ALLOWED_NUMBERS = {"2023):", "f(θ1)", "f(θ2)", "2D", "2D,", "(3D", "3D", "95", "0", "1)?", "2)", "3–6)?"}
+
+
+def _prose(text: str) -> str:
+    """``text`` without its generated parts, code, inline code and link targets."""
+    text = re.sub(r"<!-- (\w[\w ]*): generated.*?<!-- \1: end -->", "", text, flags=re.S)
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    text = re.sub(r"`[^`]*`", "", text)
+    return re.sub(r"\]\([^)]*\)", "]", text)
+
+
+def test_the_front_page_types_no_measured_number():
+    typed = [w for w in re.findall(r"\S*\d\S*", _prose(README)) if w not in ALLOWED_NUMBERS]
+    assert typed == [], f"numbers typed in README.md's prose (generate them from a record): {typed}"
+
+
+def test_prose_filter_finds_a_typed_number():
+    assert re.findall(r"\S*\d\S*", _prose("VOI fell to 2.31 `x=1` [a](b1.md)\n<!-- t: generated -->9<!-- t: end -->"))\
+        == ["2.31"]
