@@ -1,5 +1,6 @@
 """affcons_lib: sparsely supervised instance segmentation with cross-representation
-affinity consistency (Liu et al., ICCV 2023). One module per idea; see README.md."""
+affinity consistency (Liu et al., ICCV 2023). Subpackages that show the architecture;
+see README.md and notebooks/book/library.md."""
 
 from ._paths import runs_dir
 

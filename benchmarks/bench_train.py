@@ -25,7 +25,7 @@ of inductor give at this scale, compile time apart). With
 ``runs/notebooks/01_training.ipynb``): where its time went, cell by cell, with nothing
 else timed. The precision only
 changes the networks' arithmetic; whether bf16 runs reach the scores of fp32 runs is a
-paired experiment (README, "Time to claim"), not a timing.
+paired experiment (notebooks/book/time_to_claim.md), not a timing.
 """
 
 from __future__ import annotations

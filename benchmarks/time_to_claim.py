@@ -3,7 +3,7 @@ affinity level, with the minutes they took and the verdicts they give.
 
     python benchmarks/time_to_claim.py NAME [--set key=value ...] [--seeds 0,1,2,3,4]
         [--methods sparse_only crac] [--out data/reference/time_to_claim]
-    python benchmarks/time_to_claim.py --table                  # the README's time-to-claim table
+    python benchmarks/time_to_claim.py --table                  # the book's time-to-claim table
     python benchmarks/time_to_claim.py --compare A:B [C:D ...]   # setting A against B, paired by method and seed
 
 Each seed is a training seed and an annotation draw (notebook 01's: random complete
@@ -52,7 +52,7 @@ def main(argv=None):
     ap.add_argument("--summarize", metavar="CSV", help="no training: summarise the runs of CSV (this script's columns)")
     ap.add_argument("--minutes", type=float, help="with --summarize: the minutes those runs took")
     ap.add_argument("--threads", type=int, default=1, help="with --summarize: the threads those runs had")
-    ap.add_argument("--table", action="store_true", help="no training: the README's table of every NAME.json in --out")
+    ap.add_argument("--table", action="store_true", help="no training: the book's time-to-claim table of every NAME.json in --out")
     ap.add_argument("--compare", nargs="+", metavar="A:B",
                     help="no training: runs of setting A against the same method and seed of setting B (NAME.csv "
                          "under --out), pooled over the pairs A:B given, e.g. bf16 against fp32")
@@ -112,7 +112,7 @@ def compare(out, pairs):
 
 
 def table(out) -> str:
-    """The time-to-claim table of the README: one row per recorded setting (NAME.json
+    """The time-to-claim table of the book (notebooks/book/time_to_claim.md): one row per recorded setting (NAME.json
     under ``out``), crac - sparse_only on each affinity-level measure (negative
     favours crac), and on how many it holds where both methods beat the floor."""
     import json

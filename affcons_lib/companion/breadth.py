@@ -254,7 +254,7 @@ GRID_TITLES = {"budgets_3d": "FIB-SEM, 3D: annotation budget", "budgets_2d": "IS
 
 
 def readme_block(root=None) -> str:
-    """The README's breadth section, generated from the exported grids: per grid a
+    """The breadth section of the results page, generated from the exported grids: per grid a
     table of "crac beats sparse_only" per setting, a line of what holds, and where
     the runs ran. Grids not exported yet are named as such."""
     lines = [README_START]
@@ -293,7 +293,7 @@ SHORT_TITLES = {"budgets_3d": "3D (FIB-SEM), by annotation budget",
 
 
 def readme_headline(root=None) -> str:
-    """The README's first-screen lines on the breadth grids: per grid, on how many
+    """The front page's lines on the breadth grids (also on the results page): per grid, on how many
     affinity-level measures above their floors "crac beats sparse_only" holds at
     each setting over all ten draws, its VOI verdict, and the share of the gap
     closed on the test affinity error."""

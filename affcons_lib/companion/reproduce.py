@@ -6,7 +6,7 @@
 Executed copies and the notebooks' runs go to ``--runs`` (``$AFFCONS_RUNS_DIR``);
 with ``--record DIR`` the numbers the notebooks recorded (``viz.record_results``)
 and each notebook's run time are copied to ``DIR`` at the end (``make reproduce``:
-``data/reproduce/``, committed with the figures, so the README's verdicts name the
+``data/reproduce/``, committed with the figures, so the front page's verdicts name the
 files they come from);
 notebooks save their figures through :func:`affcons_lib.companion.viz.save_figure`, which
 writes to ``$AFFCONS_FIGURES_DIR`` (set here to ``--figures``). ``-p`` passes a
@@ -125,7 +125,7 @@ RUN_TIMES_END = "<!-- run times: end -->"
 
 
 def run_times_block(root=None) -> str:
-    """The README's run-time tables: one row per record of ``root`` (``run_times.json``
+    """The run-time tables (the book's time-to-claim page): one row per record of ``root`` (``run_times.json``
     there and in its sub-folders) naming the CPU, whether it computes bf16 natively,
     notebook 01's precision, draws and minutes, its central verdicts and the whole
     run's minutes; then each notebook's minutes per record. From the records alone."""

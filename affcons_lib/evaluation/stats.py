@@ -101,7 +101,7 @@ def paired_difference(a, b, confidence: float = 0.95) -> PairedDifference:
 
 # ------------------------------------------------------------------ claims
 #: The affinity-level measures, the primary comparison: they need no segmentation and
-#: no threshold chosen on the ground truth (notebook 01, README "The 3D instrument").
+#: no threshold chosen on the ground truth (notebook 01; the book, notebooks/book/instrument.md).
 AFFINITY_MEASURES = ("test_error", "test_ap", "unlabeled_error", "unlabeled_ap")
 #: Measures where higher is better; every other one is compared as it is (lower is better).
 HIGHER_IS_BETTER = frozenset({"test_ap", "unlabeled_ap", "aji", "dice", "pq", "f1", "sbd"})
@@ -259,7 +259,7 @@ def stable_verdicts(*runs) -> dict:
 
 def markdown_row(claims, claim: str, scale: str, measures=AFFINITY_MEASURES + ("voi",),
                  beyond: dict | None = None, verdicts: dict | None = None) -> str:
-    """One row of the README's verdict table: ``| claim | scale | one cell per measure |``,
+    """One row of the claims table (front page, book): ``| claim | scale | one cell per measure |``,
     each cell "mean [low, high] verdict", "(at the floor)" where :func:`beyond_floors`
     says either method is no better than the trivial answer, "—" where not measured.
     ``verdicts`` (from :func:`stable_verdicts`) replaces a verdict by the one over

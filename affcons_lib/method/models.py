@@ -285,7 +285,7 @@ def resolve_precision(precision: str, device) -> str:
     or AMX, a CUDA GPU that supports it) and fp32 elsewhere, where autocast would only
     emulate bf16 and run slower. On this project's CPUs bf16 made a small-scale crac
     step 1.5x faster and reached the fp32 runs' scores within +-0.006 over 10 paired
-    runs (README, "Time to claim")."""
+    runs (the book, notebooks/book/time_to_claim.md)."""
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision: expected 'auto', 'fp32' or 'bf16', got {precision!r}")
     if precision != "auto":

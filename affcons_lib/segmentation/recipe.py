@@ -23,7 +23,7 @@ THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.91, 0.1))
 
 #: ``ascent``: crop-invariant (:mod:`affcons_lib.segmentation.fragments`), in memory and
 #: blockwise alike. One method: the earlier seeded growth was not crop-invariant and
-#: scored no better (README, "The instrument").
+#: scored no better (the book, notebooks/book/instrument.md).
 FRAGMENT_METHODS = ("ascent",)
 
 #: ``graph``: the library's agglomeration (:mod:`affcons_lib.segmentation.agglomeration`), in
