@@ -11,7 +11,7 @@ from .._atomic import atomic_path, write_json
 from .._paths import runs_dir
 from ..segmentation.labels import dense_ids
 
-__all__ = ["METHOD_FIGURE", "method_figure", "figures_dir", "save_figure", "label_cmap", "show_labels", "matched_labels", "results_dir", "record_results", "show_findings", "paired_plot", "paired_panels", "MEASURE_LABELS", "METHOD_COLOURS", "budget_figure"]
+__all__ = ["AFFINITY_CMAP", "ENTROPY_CMAP", "DIFFERENCE_CMAP", "METHOD_FIGURE", "method_figure", "figures_dir", "save_figure", "label_cmap", "show_labels", "matched_labels", "results_dir", "record_results", "show_findings", "paired_plot", "paired_panels", "MEASURE_LABELS", "METHOD_COLOURS", "budget_figure"]
 
 
 def figures_dir() -> Path:
@@ -158,8 +158,9 @@ def mark_references(ax, reference_rows, metric: str = "voi") -> None:
     ax.legend(fontsize=8, loc="best")
 
 
-#: One colour map per meaning, across the notebooks.
-AFFINITY_CMAP, ENTROPY_CMAP = "viridis", "magma"
+#: One colour map per meaning, across the notebooks: affinities, their entropy, and the
+#: difference between two affinity maps (labels use :func:`label_cmap`).
+AFFINITY_CMAP, ENTROPY_CMAP, DIFFERENCE_CMAP = "viridis", "magma", "cividis"
 
 
 def show_affinities_and_entropy(fig, top_axes, bottom_axes, affs, entropy, names) -> None:
