@@ -160,7 +160,9 @@ def mark_references(ax, reference_rows, metric: str = "voi") -> None:
 
 #: One colour map per meaning, across the notebooks: affinities, their entropy, and the
 #: difference between two affinity maps (labels use :func:`label_cmap`).
-AFFINITY_CMAP, ENTROPY_CMAP, DIFFERENCE_CMAP = "viridis", "magma", "cividis"
+AFFINITY_CMAP = "viridis"
+ENTROPY_CMAP = "magma"
+DIFFERENCE_CMAP = "cividis"
 
 
 def show_affinities_and_entropy(fig, top_axes, bottom_axes, affs, entropy, names) -> None:
