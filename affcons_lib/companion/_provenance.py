@@ -16,7 +16,8 @@ __all__ = ["provenance"]
 
 
 #: what a record's commit is about: an uncommitted change here makes it ``-dirty``
-_CODE = ("affcons_lib", "notebooks", "benchmarks", "pyproject.toml", "Makefile", "environment.yml")
+_CODE = ("affcons_lib", "notebooks", "benchmarks", "pyproject.toml", "Makefile", "environment.yml",
+         ":(exclude)notebooks/book")  # the book's pages are text about the runs, not code
 
 
 def _cpu_model() -> str:
