@@ -408,10 +408,22 @@ def reference(argv=None) -> int:
                     help="run (or resume) these grids of data/reference/breadth/config.yaml, export them and stop")
     ap.add_argument("--workers", type=int, default=2, help="with --breadth: processes at one thread each")
     ap.add_argument("--work", default="runs/breadth", help="with --breadth: where runs and rows go (not committed)")
+    ap.add_argument("--instrument", action="store_true",
+                    help="score the 3D instrument on known inputs (floors, ceiling, noisy targets) on the real "
+                         "FIB-SEM test part, write OUT/instrument.json and stop")
     ap.add_argument("--breadth-readme", action="store_true",
                     help="write the generated parts of README.md and the book's pages from the records and stop "
                          "(as `book --documents`)")
     args = ap.parse_args(argv)
+    if args.instrument:
+        from .data import real_volume_path
+
+        volume = real_volume_path()
+        if volume is None:
+            return _error("--instrument needs the real FIB-SEM volume (AFFCONS_DATA_DIR; "
+                          "`python -m affcons_lib fetch fibsem`)")
+        print(f"instrument -> {ref.export_instrument(volume, Path(args.out) / 'instrument.json')}")
+        return 0
     if args.breadth_readme:
         from .companion import documents
 

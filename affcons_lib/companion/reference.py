@@ -43,7 +43,8 @@ from .._paths import CHECKOUT, runs_dir
 from ..training.config import METHODS, load_config
 
 __all__ = ["REFERENCE_DIR", "reference_dir", "WEIGHTS_CHOICES", "reference_weights", "use_reference", "export_weights",
-           "export_summary", "export_run", "learning_curves", "export_paired", "paired_results", "rescore_paired"]
+           "export_summary", "export_run", "learning_curves", "export_paired", "paired_results", "rescore_paired",
+           "INSTRUMENT_RECORD", "noisy_targets", "instrument_table", "export_instrument"]
 
 #: Where the committed reference runs live (beside the package, in the repository).
 REFERENCE_DIR = CHECKOUT / "data" / "reference"
@@ -271,3 +272,63 @@ def rescore_paired(root=None, *, log=print) -> Path:
     write_text(root / "scores.csv", pd.DataFrame(rows).to_csv(index=False))
     write_text(root / "claims.json", json.dumps(record, indent=1, default=float) + "\n")
     return root
+
+
+#: What the 3D instrument gives on inputs whose answer is known (the book's instrument page).
+INSTRUMENT_RECORD = REFERENCE_DIR / "instrument.json"
+
+
+def noisy_targets(gt, widen: bool, seed: int = 0):
+    """Ground-truth affinity targets with noise, ``clip(0.9 t + 0.05 + N(0, 0.1))``: what
+    a good network might give (borders widened as in training when ``widen``)."""
+    import numpy as np
+
+    from ..method import affinity
+
+    labels = affinity.widen_borders(gt) if widen else gt
+    targets, _ = affinity.affinities_from_labels(labels, affinity.OFFSETS_3D)
+    noise = np.random.default_rng(seed).normal(0, 0.1, targets.shape)
+    return np.clip(0.9 * targets + 0.05 + noise, 0, 1).astype(np.float32)
+
+
+def instrument_table(gt) -> list[dict]:
+    """VOI of the 3D instrument on ``gt`` for inputs whose answer is known, by method
+    (the recipe, ``waterz``; the 3D mutex watershed): the floors, the ceiling, noisy
+    targets with and without widened borders, and every affinity 1 or 0. Rows of
+    ``{"input", "method", "voi", "voi_split", "voi_merge", "arand"}``."""
+    import numpy as np
+
+    from ..evaluation import evaluate
+    from ..method import affinity
+
+    keys = ("voi", "voi_split", "voi_merge", "arand")
+    rows = []
+    for method in evaluate.METHODS_3D:
+        named = {r["name"]: r for r in evaluate.reference_scores(gt, method=method)}
+        inputs = {"one object (floor)": named["one object"], "every voxel alone (floor)": named["every voxel alone"],
+                  "ground-truth targets, widened borders (ceiling)": named["ground-truth targets (ceiling)"]}
+        for widen, name in ((True, "noisy targets, widened borders"), (False, "noisy targets, unwidened labels")):
+            inputs[name] = evaluate.evaluate_3d(noisy_targets(gt, widen), gt, method=method)
+        for value in (1.0, 0.0):
+            affs = np.full((len(affinity.OFFSETS_3D),) + gt.shape, value, np.float32)
+            inputs[f"every affinity {value:g}"] = evaluate.evaluate_3d(affs, gt, method=method)
+        rows += [dict(input=name, method=method, **{k: float(r[k]) for k in keys}) for name, r in inputs.items()]
+    return rows
+
+
+def export_instrument(volume_path, out=INSTRUMENT_RECORD, test_slices: int = 50) -> Path:
+    """Score :func:`instrument_table` on the test part of ``volume_path`` (its last
+    ``test_slices`` slices, as the notebooks score) and write it with its provenance."""
+    import time
+
+    from ..data import read_cremi
+    from ..segmentation.recipe import Recipe
+    from ._provenance import provenance
+
+    gt = read_cremi(volume_path)[1][-test_slices:]
+    start = time.time()
+    rows = instrument_table(gt)
+    record = {"source": f"{Path(volume_path).name}, last {test_slices} slices {tuple(int(n) for n in gt.shape)}",
+              "border_tolerance": Recipe().border_tolerance, "rows": rows,
+              "provenance": provenance(minutes=(time.time() - start) / 60)}
+    return write_text(out, json.dumps(record, indent=2) + "\n")
