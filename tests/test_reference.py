@@ -13,6 +13,7 @@ import yaml
 from affcons_lib.training import checkpoint
 from affcons_lib import cli
 from affcons_lib.companion import reference
+from affcons_lib.data import make_em_volume
 from affcons_lib.training.config import METHODS
 
 TINY = ["widths=4,8", "patch=4,32,32", "batch=1", "dataset=synthetic", "val_every=1", "iterations=2",
@@ -169,3 +170,17 @@ def test_paired_export_round_trip_and_notebook_shows_it(tmp_path, monkeypatch, s
                    for o in c.get("outputs", []))
     assert record["central"] in text
     assert (tmp_path / "figures" / "01_reference_pairs.png").is_file()
+
+
+def test_instrument_table_on_known_inputs():
+    """The instrument's record: floors above everything, noisy targets near the ceiling,
+    every affinity 1 is one object, and the mutex watershed leaves all-0 voxels alone."""
+    _, gt = make_em_volume((12, 48, 48), anisotropy=1.0, seed=3)
+    rows = {(r["method"], r["input"]): r for r in reference.instrument_table(gt)}
+    for method in ("waterz", "mutex_watershed"):
+        one = rows[method, "one object (floor)"]["voi"]
+        assert rows[method, "every affinity 1"]["voi"] == pytest.approx(one)
+        assert rows[method, "every voxel alone (floor)"]["voi"] > one
+        assert rows[method, "noisy targets, unwidened labels"]["voi"] < 0.5 < one
+        assert rows[method, "ground-truth targets, widened borders (ceiling)"]["voi"] < one
+    assert rows["mutex_watershed", "every affinity 0"]["voi_split"] > rows["waterz", "every affinity 0"]["voi_split"]
