@@ -193,7 +193,8 @@ def plain_words_block(root: Path = CHECKOUT / "data") -> str:
     upper = [(other, *_held(nb, f"full_supervision beats {other}")) for other in ("sparse_only", "crac")]
     lines = [PLAIN_START, "",
              f"- **At notebook 01's defaults** ({pairs} paired draws) `crac` beats `sparse_only` on {held} of the "
-             f"{counted} affinity-level measures that both beat the floor of; `full_supervision`, the upper bound, "
+             f"{counted} affinity-level measures on which both methods beat the floor; `full_supervision`, the upper "
+             "bound, "
              "beats " + " and ".join(f"`{o}` on {h} of {n}" for o, h, n in upper) + "."]
     grids = {}
     for name in ("budgets_3d", "budgets_2d", "ablation_3d"):
