@@ -19,13 +19,7 @@ from affcons_lib import data
 from affcons_lib.evaluation import evaluate, metrics
 from affcons_lib.data import make_em_volume
 from affcons_lib.segmentation.recipe import THRESHOLDS, Recipe
-
-
-def noisy_targets(gt, widen, seed=0):
-    labels = affinity.widen_borders(gt) if widen else gt
-    t, _ = affinity.affinities_from_labels(labels, affinity.OFFSETS_3D)
-    rng = np.random.default_rng(seed)
-    return np.clip(0.9 * t + 0.05 + rng.normal(0, 0.1, t.shape), 0, 1).astype(np.float32)
+from affcons_lib.companion.reference import noisy_targets
 
 
 def check_instrument(gt):

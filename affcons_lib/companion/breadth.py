@@ -238,7 +238,8 @@ def verdict_table(record, claim: str = "crac beats sparse_only", measures=AFFINI
 
 def holds_count(setting: dict, claim: str = "crac beats sparse_only") -> tuple[int, int]:
     """(measures where ``claim`` holds, affinity-level measures counted) of one
-    setting: those where both methods beat their floor."""
+    setting of a grid, or of any record with ``claims`` and ``beyond_floors``: the
+    measures on which both methods beat their floor."""
     a, b = claim.split(" beats ")
     beyond = setting.get("beyond_floors") or {}
     counted = [c for c in setting["claims"] if c["claim"] == claim and c["measure"].lstrip("-") in AFFINITY_AND_VOI[:4]

@@ -174,23 +174,14 @@ _ABLATION_WORDS = {"no_entropy_filter": "without the entropy filter",
                    "release": "as the authors' release trains"}
 
 
-def _held(record: dict, claim: str = "crac beats sparse_only") -> tuple[int, int]:
-    """(measures where ``claim`` holds, affinity-level measures above both floors)."""
-    a, b = claim.split(" beats ")
-    beyond = record.get("beyond_floors") or {}
-    counted = [c for c in record["claims"] if c["claim"] == claim and c["measure"] != "voi"
-               and {a, b} <= set(beyond.get(c["measure"].lstrip("-"), (a, b)))]
-    return sum(c["verdict"] == "holds" for c in counted), len(counted)
-
-
 def plain_words_block(root: Path = CHECKOUT / "data") -> str:
     """The verdicts in plain words, counted from the records: notebook 01, the budgets in
     3D and 2D, the method's parts, and the longer paired reference runs."""
     root = Path(root)
     nb = json.loads((root / "reproduce" / "01_claims.json").read_text())
     pairs = max(c["pairs"] for c in nb["claims"])
-    held, counted = _held(nb)
-    upper = [(other, *_held(nb, f"full_supervision beats {other}")) for other in ("sparse_only", "crac")]
+    held, counted = breadth.holds_count(nb)
+    upper = [(other, *breadth.holds_count(nb, f"full_supervision beats {other}")) for other in ("sparse_only", "crac")]
     lines = [PLAIN_START, "",
              f"- **At notebook 01's defaults** ({pairs} paired draws) `crac` beats `sparse_only` on {held} of the "
              f"{counted} affinity-level measures on which both methods beat the floor; `full_supervision`, the upper "
@@ -222,7 +213,7 @@ def plain_words_block(root: Path = CHECKOUT / "data") -> str:
         said += [f"it vanishes {words(lost)}"] if lost else []
         lines.append("- **One part changed at a time**: " + "; ".join(said) + ".")
     paired = json.loads((root / "reference" / "paired" / "claims.json").read_text())
-    held_p, counted_p = _held(paired)
+    held_p, counted_p = breadth.holds_count(paired)
     lines.append(f"- **Longer training, fewer draws** (the paired reference runs: {len(paired['parameters']['seeds'])} "
                  f"draws, {paired['iterations']} iterations): `crac` beats `sparse_only` on {held_p} of {counted_p}"
                  + (": more draws settle the claim sooner than more iterations." if held_p < held else "."))
