@@ -35,6 +35,8 @@ from affcons_lib.evaluation.evaluate import affinity_scores
 from affcons_lib.training.predict import predict_part
 from affcons_lib.training.config import load_config
 from affcons_lib.training.sampling import prepare_data
+from affcons_lib.companion import documents
+from affcons_lib.companion.provenance import provenance
 
 #: notebook 01's annotation and scale; --set overrides any key
 BASE = dict(dataset="auto", dim=3, voxel_budget=0.05, min_size=1000, iterations=120, progress=False, log_every=10)
@@ -58,7 +60,7 @@ def main(argv=None):
                          "under --out), pooled over the pairs A:B given, e.g. bf16 against fp32")
     args = ap.parse_args(argv)
     if args.table:
-        print(table(args.out))
+        print(documents.time_to_claim_table(args.out))
         return
     if args.compare:
         compare(args.out, [pair.split(":") for pair in args.compare])
@@ -101,40 +103,11 @@ def main(argv=None):
 def compare(out, pairs):
     """Print the paired difference A - B of every affinity-level measure, one pair
     per method and seed present in both settings, pooled over ``pairs``."""
-    merged = pd.concat(pd.read_csv(Path(out) / f"{a}.csv").merge(pd.read_csv(Path(out) / f"{b}.csv"),
-                                                                   on=["method", "seed"], suffixes=("_a", "_b"))
-                       for a, b in pairs)
-    print(f"{' + '.join(f'{a} - {b}' for a, b in pairs)}: {len(merged)} paired runs (method and seed)")
-    for measure in stats.AFFINITY_MEASURES:
-        print(f"  {measure}: {stats.paired_difference(merged[measure + '_a'], merged[measure + '_b'])}")
-    ratio = (merged.train_seconds_a / merged.train_seconds_b).groupby(merged.method).mean()
-    print("  training time A / B: " + ", ".join(f"{m} {r:.2f}" for m, r in ratio.items()))
-
-
-def table(out) -> str:
-    """The time-to-claim table of the book (notebooks/book/time_to_claim.md): one row per recorded setting (NAME.json
-    under ``out``), crac - sparse_only on each affinity-level measure (negative
-    favours crac), and on how many it holds where both methods beat the floor."""
-    import json
-
-    lines = ["| setting | seeds | minutes (threads) | test error | test AP (negated) | unlabeled error | "
-             "unlabeled AP (negated) | holds |", "|---|---|---|---|---|---|---|---|"]
-    for path in sorted(Path(out).glob("*.json"), key=lambda p: (json.loads(p.read_text())["minutes"], p.name)):
-        rec = json.loads(path.read_text())
-        claims = [c for c in rec["claims"] if c["claim"] == "crac beats sparse_only"]
-        if not claims:
-            continue
-        beyond = rec["beyond_floors"]
-        cells, holds, counted = [], 0, 0
-        for c in claims:
-            floor = set(beyond[c["measure"].lstrip("-")]) < {"crac", "sparse_only"}
-            counted += not floor
-            holds += c["verdict"] == "holds" and not floor
-            cells.append(f"{c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}] {c['verdict']}"
-                         + (" (at the floor)" if floor else ""))
-        lines.append(f"| `{rec['name']}`: {', '.join(rec['set']) or 'defaults'} | {len(rec['seeds'])} | "
-                     f"{rec['minutes']:.1f} ({rec['threads']}) | " + " | ".join(cells) + f" | {holds} of {counted} |")
-    return "\n".join(lines)
+    d = documents.setting_difference(out, pairs)
+    print(f"{' + '.join(f'{a} - {b}' for a, b in pairs)}: {d['pairs']} paired runs (method and seed)")
+    for measure, difference in d["difference"].items():
+        print(f"  {measure}: {difference}")
+    print("  training time A / B: " + ", ".join(f"{m} {r:.2f}" for m, r in d["time_ratio"].items()))
 
 
 def report(args, rows, seeds, threads, minutes):
@@ -162,7 +135,7 @@ def report(args, rows, seeds, threads, minutes):
     write_json(out / f"{args.name}.json", {
         "name": args.name, "set": args.set, "seeds": seeds, "methods": args.methods, "threads": threads,
         "minutes": minutes, "means": means.to_dict("index"), "floors": floors, "beyond_floors": beyond,
-        "claims": [c.as_record() for c in claims]})
+        "claims": [c.as_record() for c in claims], "provenance": provenance(threads, minutes)})
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 - :mod:`.side_by_side` and :mod:`.breadth`: paired runs, one grid or many;
 - :mod:`.reference`: the long reference runs and their curves;
 - :mod:`.reproduce`, :mod:`.sweep`: executing the notebooks and recording their numbers;
+- :mod:`.provenance`: what made a record (commit, versions, CPU, precision);
 - :mod:`.documents` and :mod:`.book`: the generated parts of the front page and the
   book's pages, and the book itself (Sphinx, MyST-NB, checked in headless Chromium);
 - :mod:`.viz`, :mod:`.explore`, :mod:`.layers`: figures, questions a reader asks of

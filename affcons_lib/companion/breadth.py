@@ -32,7 +32,7 @@ import yaml
 
 from .._atomic import write_json, write_text
 from .._paths import CHECKOUT
-from ._provenance import provenance
+from .provenance import provenance
 from ..training.config import load_config
 from ..evaluation.protocol import PROTOCOL, Protocol
 from .side_by_side import run_side_by_side

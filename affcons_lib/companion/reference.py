@@ -323,7 +323,7 @@ def export_instrument(volume_path, out=INSTRUMENT_RECORD, test_slices: int = 50)
 
     from ..data import read_cremi
     from ..segmentation.recipe import Recipe
-    from ._provenance import provenance
+    from .provenance import provenance
 
     gt = read_cremi(volume_path)[1][-test_slices:]
     start = time.time()

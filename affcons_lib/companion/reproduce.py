@@ -107,7 +107,7 @@ def _record(results: Path, dest: Path, timings: dict, params: dict) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for f in sorted(results.glob("*.json")):
         write_text(dest / f.name, f.read_text())
-    from ._provenance import provenance
+    from .provenance import provenance
 
     minutes = sum(timings.values()) / 60
     # the parameters each notebook ran with: its own defaults, replaced by those given (-p)

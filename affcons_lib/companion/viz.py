@@ -111,7 +111,7 @@ def record_results(name: str, results: dict) -> Path:
     whether it computes bf16 natively, torch's threads)."""
     import torch
 
-    from ._provenance import provenance
+    from .provenance import provenance
 
     out_dir = results_dir()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .._paths import CHECKOUT
 
-__all__ = ["provenance"]
+__all__ = ["provenance", "provenance_line"]
 
 
 #: what a record's commit is about: an uncommitted change here makes it ``-dirty``
@@ -55,3 +55,12 @@ def provenance(threads: int | str | None = None, minutes: float | None = None) -
                 python=platform.python_version(), torch=torch.__version__, numpy=numpy.__version__,
                 cpu=_cpu_model(), cores=os.cpu_count(), threads=threads,
                 native_bf16=resolve_precision("auto", torch.device("cpu")) == "bf16", minutes=minutes)
+
+
+def provenance_line(record: dict) -> str:
+    """A record's provenance in one line, for a benchmark's printed output:
+    ``commit 1a2b3c4d, 2026-12-07T05:00:26+00:00, AMD EPYC (2 cores, 1 threads, bf16 native), torch 2.13.0``."""
+    return (f"commit {record['commit'][:8]}{'-dirty' if record['commit'].endswith('-dirty') else ''}, "
+            f"{record['date']}, {record['cpu']} ({record['cores']} cores, {record['threads']} threads, "
+            f"bf16 {'native' if record['native_bf16'] else 'not native'}), python {record['python']}, "
+            f"torch {record['torch']}, numpy {record['numpy']}")
