@@ -57,7 +57,8 @@ _REDIRECT = ('<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" '
 def stage(runs: Path, src: Path, pages: Path = PAGES, figures: Path = CHECKOUT / "figures",
           data_readme: Path = CHECKOUT / "data" / "README.md") -> list[Path]:
     """Lay out the book's sources in ``src``: the pages, the executed notebooks of
-    ``runs`` (``NN_*.ipynb``), the figures and the data page, as the repository holds them. Returns the
+    ``runs`` (``NN_*.ipynb``), the figures, the data page and the benchmark records, as the
+    repository holds them. Returns the
     notebooks staged; raises ``FileNotFoundError`` naming ``runs`` when it holds none."""
     runs, src = Path(runs), Path(src)
     notebooks = sorted(p for p in runs.glob("[0-9]*.ipynb"))
@@ -73,6 +74,8 @@ def stage(runs: Path, src: Path, pages: Path = PAGES, figures: Path = CHECKOUT /
         shutil.copytree(figures, src / "figures", ignore=shutil.ignore_patterns("*.pdf", "*.md"))
     (src / "data").mkdir()
     shutil.copy2(data_readme, src / "data" / "README.md")  # the data page: formats and the fetch step
+    # benchmark records the pages include as they are (literalinclude), not retyped
+    shutil.copytree(CHECKOUT / "benchmarks" / "results", src / "benchmarks" / "results")
     (src / "conf.py").write_text(_CONF)
     return notebooks
 

@@ -241,7 +241,11 @@ def instrument_block(path: Path = CHECKOUT / "data" / "reference" / "instrument.
              f"VOI on {record['source']}, border tolerance {record['border_tolerance']}; {p['cpu']}, commit "
              f"`{p['commit'][:8]}`.", "",
              "| input | " + " | ".join(titles.get(m, m) for m in methods) + " |", "|---|" + "---|" * len(methods)]
-    lines += [f"| {name} | " + " | ".join(f"{voi[(name, m)]:.2f}" for m in methods) + " |" for name in inputs]
+    lines += [f"| {name} | " + " | ".join(f"{voi[(name, m)]:.2f}" if (name, m) in voi else "-" for m in methods)
+              + " |" for name in inputs]
+    if "ignored_share" in record:
+        lines += ["", f"The border tolerance ignores {record['ignored_share']:.0%} of the labeled voxels of this "
+                      "test part."]
     return "\n".join(lines + ["", INSTRUMENT_END])
 
 

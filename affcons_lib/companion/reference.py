@@ -294,7 +294,8 @@ def noisy_targets(gt, widen: bool, seed: int = 0):
 def instrument_table(gt) -> list[dict]:
     """VOI of the 3D instrument on ``gt`` for inputs whose answer is known, by method
     (the recipe, ``waterz``; the 3D mutex watershed): the floors, the ceiling, noisy
-    targets with and without widened borders, and every affinity 1 or 0. Rows of
+    targets with and without widened borders, and every affinity 1 or 0; and the recipe's
+    ceiling with every voxel scored (no border tolerance). Rows of
     ``{"input", "method", "voi", "voi_split", "voi_merge", "arand"}``."""
     import numpy as np
 
@@ -313,12 +314,18 @@ def instrument_table(gt) -> list[dict]:
             affs = np.full((len(affinity.OFFSETS_3D),) + gt.shape, value, np.float32)
             inputs[f"every affinity {value:g}"] = evaluate.evaluate_3d(affs, gt, method=method)
         rows += [dict(input=name, method=method, **{k: float(r[k]) for k in keys}) for name, r in inputs.items()]
+    # the recipe's ceiling when every voxel is scored: what the border tolerance is for
+    untolerant = next(r for r in evaluate.reference_scores(gt, border_tolerance=0)
+                      if r["name"] == "ground-truth targets (ceiling)")
+    rows.append(dict(input="ground-truth targets, widened borders, every voxel scored (border tolerance 0)",
+                     method="waterz", **{k: float(untolerant[k]) for k in keys}))
     return rows
 
 
 def export_instrument(volume_path, out=INSTRUMENT_RECORD, test_slices: int = 50) -> Path:
     """Score :func:`instrument_table` on the test part of ``volume_path`` (its last
-    ``test_slices`` slices, as the notebooks score) and write it with its provenance."""
+    ``test_slices`` slices, as the notebooks score) and write it with its provenance and
+    the share of labeled voxels the border tolerance ignores."""
     import time
 
     from ..data import read_cremi
@@ -328,7 +335,12 @@ def export_instrument(volume_path, out=INSTRUMENT_RECORD, test_slices: int = 50)
     gt = read_cremi(volume_path)[1][-test_slices:]
     start = time.time()
     rows = instrument_table(gt)
+    from ..evaluation.metrics import ignore_borders
+
+    tolerance = Recipe().border_tolerance
+    labeled = gt > 0
+    ignored = float((labeled & (ignore_borders(gt, tolerance) == 0)).sum() / labeled.sum())
     record = {"source": f"{Path(volume_path).name}, last {test_slices} slices {tuple(int(n) for n in gt.shape)}",
-              "border_tolerance": Recipe().border_tolerance, "rows": rows,
+              "border_tolerance": tolerance, "ignored_share": ignored, "rows": rows,
               "provenance": provenance(minutes=(time.time() - start) / 60)}
     return write_text(out, json.dumps(record, indent=2) + "\n")
