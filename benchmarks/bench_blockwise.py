@@ -1,7 +1,7 @@
 """Blockwise prediction and segmentation (daisy) against the in-memory versions,
 and their peak memory beside the volume size.
 
-    python benchmarks/bench_blockwise.py [--depths 64 128] [--workers 2] [--checkpoint CKPT]
+    python benchmarks/bench_blockwise.py [--depths 64 128] [--workers 2] [--checkpoint CKPT] [--record OUT.json]
 
 For each depth Z, a Z x 512 x 512 volume (the shared FIB-SEM volume tiled by
 mirroring; generated EM-like data without it) is written to a chunked HDF5 file.
@@ -18,7 +18,9 @@ theirs alone:
 Prints, per volume, the peak resident memory of the scheduler and of the largest
 worker: it depends on the block, not on the volume; and the graph step's memory
 per edge of the fragment graph (its peak above what the scheduler held before,
-over the number of edges): the size of graph one machine can agglomerate. The network is a small one
+over the number of edges): the size of graph one machine can agglomerate. With
+``--record``, the rows and the run's provenance are also written as JSON (the book's
+blockwise page shows ``benchmarks/results/bench_blockwise.json``). The network is a small one
 trained for a few iterations here (or ``--checkpoint``): equality of the two
 predictions does not depend on its quality.
 """
@@ -93,7 +95,7 @@ def bench_predict(checkpoint, nets, raw, d, depth, workers):
     print(f"  predict: blockwise {t_block:.0f} s, in memory {t_mem:.0f} s, max |difference| {diff:.2e}; "
           f"peak memory: scheduler {pred['peak_mb_main']:.0f} MiB, largest worker {pred['peak_mb_worker']:.0f} MiB")
 
-    return pred, diff
+    return pred, diff, t_block, t_mem
 
 
 def main():
@@ -104,7 +106,9 @@ def main():
     ap.add_argument("--threshold", type=float, default=0.5)
     ap.add_argument("--keep", help="work directory to keep (default: a temporary one)")
     ap.add_argument("--skip-predict", action="store_true", help="segmentation only (no network needed)")
+    ap.add_argument("--record", help="also write the rows and the provenance of this run as JSON")
     args = ap.parse_args()
+    started = time.time()
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench_blockwise_"))
     work.mkdir(parents=True, exist_ok=True)
 
@@ -116,7 +120,7 @@ def main():
         checkpoint = str(work / "train" / "last.pt")
     nets = None if args.skip_predict else load_checkpoint(checkpoint)[0]
 
-    rows = []
+    rows, records = [], []
     for depth in args.depths:
         raw, labels, source = tiled_volume(depth)
         d = work / f"z{depth}"
@@ -127,9 +131,9 @@ def main():
 
         # 1. prediction
         pred = {"peak_mb_main": float("nan"), "peak_mb_worker": float("nan")}
-        diff = float("nan")
+        diff = t_predict = t_predict_mem = float("nan")
         if not args.skip_predict:
-            pred, diff = bench_predict(checkpoint, nets, raw, d, depth, args.workers)
+            pred, diff, t_predict, t_predict_mem = bench_predict(checkpoint, nets, raw, d, depth, args.workers)
 
         # 2. segmentation of noisy ground-truth affinities
         gt_affs, _ = affinity.affinities_from_labels(affinity.widen_borders(labels), affinity.OFFSETS_3D[:3])
@@ -156,6 +160,14 @@ def main():
               f"{seg_info['graph_bytes_per_edge']:.0f} bytes per edge")
         rows.append((raw.shape, pred["peak_mb_main"], pred["peak_mb_worker"], seg_info["peak_mb_main"],
                      seg_info["peak_mb_worker"], diff, split + merge, seg_info["graph_bytes_per_edge"]))
+        records.append(dict(shape=list(raw.shape), source=source, block=list(BLOCK), workers=args.workers,
+                            predict_max_difference=diff, predict_seconds=t_predict,
+                            predict_in_memory_seconds=t_predict_mem, predict_peak_mib=pred["peak_mb_main"],
+                            predict_worker_peak_mib=pred["peak_mb_worker"], segment_voi=split + merge,
+                            segment_seconds=t_block, segment_in_memory_seconds=t_mem,
+                            segment_peak_mib=seg_info["peak_mb_main"], segment_worker_peak_mib=seg_info["peak_mb_worker"],
+                            graph_edges=seg_info["graph_edges"], graph_bytes_per_edge=seg_info["graph_bytes_per_edge"],
+                            fragments=seg_info["fragments_in_graph"]))
         del gt_affs, seg, ref_seg
 
     print("\nvolume               predict: scheduler / worker MiB   segment: scheduler / worker MiB   "
@@ -167,6 +179,15 @@ def main():
         voxels = np.prod(rows[-1][0]) / np.prod(rows[0][0])
         print(f"largest worker, segment: {rows[-1][4] / rows[0][4]:.2f}x for {voxels:.0f}x the voxels")
     print(f"(work directory: {work})")
+    if args.record:
+        from affcons_lib._atomic import write_json
+        from affcons_lib.companion.provenance import provenance
+
+        command = "python benchmarks/bench_blockwise.py " + " ".join(sys.argv[1:])
+        # JSON has no NaN: a step not run (--skip-predict) is null
+        records = [{k: None if isinstance(v, float) and v != v else v for k, v in r.items()} for r in records]
+        write_json(args.record, {"command": command, "rows": records,
+                                 "provenance": provenance(args.workers, (time.time() - started) / 60)})
 
 
 if __name__ == "__main__":
