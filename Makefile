@@ -102,8 +102,18 @@ book: $(VENV)/.browser
 
 report: book
 
+# Each benchmark's output, which starts with its command and provenance, is kept as a
+# record per kind of CPU: benchmarks/results/NAME_CPU.txt (the book includes them).
+define bench_one
+$(PY) benchmarks/$(1).py $(2) > benchmarks/results/.$(1).partial && \
+	mv benchmarks/results/.$(1).partial benchmarks/results/$(1)_$$cpu.txt && cat benchmarks/results/$(1)_$$cpu.txt
+endef
 bench: setup
-	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+	cpu=$$($(PY) -c "from affcons_lib.companion.provenance import cpu_slug; print(cpu_slug())"); \
+	$(call bench_one,bench_metrics,) && \
+	$(call bench_one,bench_postprocess,--skip-waterz) && \
+	$(call bench_one,bench_models,) && \
+	$(call bench_one,bench_train,--compile --side-by-side 40)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

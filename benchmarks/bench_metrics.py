@@ -62,6 +62,9 @@ def main():
     ap.add_argument("--shape", type=int, nargs=3, default=[64, 512, 512])
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
+    from affcons_lib.companion.provenance import print_header
+
+    print_header("benchmarks/bench_metrics.py")
     ratios = {}
     for name, (seg, gt) in (("EM-like", make_pair(tuple(args.shape))), ("uniform random", random_pair(tuple(args.shape)))):
         print(f"{name}: volume {tuple(args.shape)} = {seg.size / 1e6:.1f} M voxels, "

@@ -50,6 +50,9 @@ def main():
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--shape", type=int, nargs=3, default=[18, 160, 160])
     args = ap.parse_args()
+    from affcons_lib.companion.provenance import print_header
+
+    print_header("benchmarks/bench_models.py", torch.get_num_threads())
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

@@ -58,6 +58,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-waterz", action="store_true")
     args = ap.parse_args()
+    from affcons_lib.companion.provenance import print_header
+
+    print_header("benchmarks/bench_postprocess.py")
     print(f"affogato importable: {postprocess.HAVE_AFFOGATO} (this benchmark times our numba implementation)")
 
     rng = np.random.default_rng(0)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from affcons_lib._atomic import write_json
-from affcons_lib.companion.provenance import provenance
+from affcons_lib.companion.provenance import cpu_slug, provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,8 +52,7 @@ def main(argv=None):
               "pytest_minutes": pytest_minutes, "summary": summary[-1],
               "slowest": [{"seconds": float(s), "phase": phase, "test": test} for s, phase, test in slowest],
               "provenance": provenance(os.environ.get("OMP_NUM_THREADS"), minutes)}
-    cpu = re.sub(r"[^a-z0-9]+", "_", record["provenance"]["cpu"].lower()).strip("_")
-    path = write_json(Path(args.out) / f"suite_{cpu}.json", record)
+    path = write_json(Path(args.out) / f"suite_{cpu_slug()}.json", record)
     print(f"{path}: {minutes:.1f} min in all, {pytest_minutes:.1f} min of pytest ({summary[-1]})")
 
 

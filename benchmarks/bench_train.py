@@ -186,12 +186,9 @@ def main():
             best = min(best, time.perf_counter() - t0)
         return best
 
-    import sys
+    from affcons_lib.companion.provenance import print_header
 
-    from affcons_lib.companion.provenance import provenance, provenance_line
-
-    print("# python " + " ".join(["benchmarks/bench_train.py", *sys.argv[1:]]))
-    print("# " + provenance_line(provenance(threads)))
+    print_header("benchmarks/bench_train.py", threads)
     print(f"device {device} ({threads} CPU thread{'s' if threads > 1 else ''}), batch {cfg.batch} x "
           f"{tuple(cfg.patch)}, widths {tuple(cfg.widths)}, data: {prepared.source}; best of {args.iters}")
     times = {}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .._paths import CHECKOUT
 
-__all__ = ["provenance", "provenance_line"]
+__all__ = ["provenance", "provenance_line", "print_header", "cpu_slug"]
 
 
 #: what a record's commit is about: an uncommitted change here makes it ``-dirty``
@@ -64,3 +64,20 @@ def provenance_line(record: dict) -> str:
             f"{record['date']}, {record['cpu']} ({record['cores']} cores, {record['threads']} threads, "
             f"bf16 {'native' if record['native_bf16'] else 'not native'}), python {record['python']}, "
             f"torch {record['torch']}, numpy {record['numpy']}")
+
+
+def print_header(script: str, threads: int | str | None = None) -> None:
+    """Print the two comment lines a benchmark's output starts with: the command as run
+    and :func:`provenance_line`, so that a saved output is a record."""
+    import sys
+
+    print("# python " + " ".join([script, *sys.argv[1:]]))
+    print("# " + provenance_line(provenance(threads)), flush=True)
+
+
+def cpu_slug() -> str:
+    """The CPU model as a file-name part (``amd_epyc``): benchmark records are kept per
+    kind of CPU."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "_", _cpu_model().lower()).strip("_") or "unknown"
