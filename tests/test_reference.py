@@ -50,6 +50,7 @@ def test_driver_trains_and_exports_without_optimiser(tmp_path, monkeypatch):
     assert yaml.safe_load((dest / "config.yaml").read_text())["method"] == "crac"
     summary = json.loads((dest / "summary.json").read_text())  # no paths of this machine
     assert summary["weights"] == "weights.pt" and summary["iterations"] == 2
+    assert {"commit", "cpu", "torch", "native_bf16"} <= set(summary["provenance"])  # what made it
     for name in ("summary.json", "config.yaml"):
         assert str(tmp_path) not in (dest / name).read_text(), name
     assert cfg.out_dir == "runs/reference/crac"

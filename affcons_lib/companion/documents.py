@@ -135,6 +135,9 @@ def learning_curves_block(root: Path = CHECKOUT / "data" / "reference") -> str:
     last = {m: by[m].tail(4).mean(numeric_only=True) for m in methods}
     lines += ["", "Mean of the last four checkpoints: " + "; ".join(
         f"`{m}` " + cell.format(**last[m]) for m in methods) + "."]
+    made = {m: _made_by(json.loads((Path(root) / m / "summary.json").read_text()))
+            for m in methods if (Path(root) / m / "summary.json").is_file()}
+    lines += ["", "Made by: " + "; ".join(f"`{m}` {w}" for m, w in made.items()) + "."]
     return "\n".join(lines + ["", LEARNING_CURVES_END])
 
 

@@ -97,10 +97,14 @@ def export_weights(ckpt_path, out_path, config_updates=None) -> Path:
 
 def export_summary(src, dest) -> Path:
     """Copy a run's ``summary.json`` without the paths of the machine that made it
-    (``out_dir``, ``checkpoint``): the committed summary names ``weights.pt``."""
+    (``out_dir``, ``checkpoint``), with what made it (commit, versions, CPU): the
+    committed summary names ``weights.pt``."""
+    from .provenance import provenance
+
     summary = json.loads(Path(src).read_text())
     summary = {k: v for k, v in summary.items() if k not in ("out_dir", "checkpoint")}
-    write_text(Path(dest), json.dumps({"weights": "weights.pt", **summary}, indent=2) + "\n")
+    made = provenance(os.environ.get("OMP_NUM_THREADS"), summary.get("seconds", 0) / 60)
+    write_text(Path(dest), json.dumps({"weights": "weights.pt", **summary, "provenance": made}, indent=2) + "\n")
     return Path(dest)
 
 
