@@ -21,6 +21,10 @@ AFFCONS_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)/.),$(SHARED_DATA),$(abspath d
 export AFFCONS_DATA_DIR
 # Keep pip quiet about the machine's optional local indexes; errors still show.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Python caches the bytecode of what it imports (its default; some machines switch it
+# off): the set-up then skips compiling every installed file (pip --no-compile, about
+# half the install's time) and each test process imports torch from the cache.
+export PYTHONDONTWRITEBYTECODE :=
 
 # JupyterLab: local only; --allow-root because containers often run as root.
 LAB_PORT ?= 8888
@@ -34,7 +38,7 @@ LAB_TOKEN_FLAG := $(if $(LAB_TOKEN),--IdentityProvider.token=$(LAB_TOKEN),)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel 2> >(grep -v "is ignored: it is neither" >&2)
-	PYTHONWARNINGS=ignore::UserWarning $(PY) -m pip install -q -e '.[test]' 2> >(grep -v "is ignored: it is neither" >&2)
+	PYTHONWARNINGS=ignore::UserWarning $(PY) -m pip install -q --no-compile -e '.[test]' 2> >(grep -v "is ignored: it is neither" >&2)
 	$(PY) -m ipykernel install --sys-prefix --name python3 > /dev/null
 	touch $@
 
