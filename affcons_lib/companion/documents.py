@@ -77,7 +77,7 @@ def claims_block(root: Path = CHECKOUT / "data") -> str:
     sources = [(_claims(nb, "train"), nb, stats.stable_verdicts(_claims(nb, "train"), *notebook_01_repeats(root)),
                 f"notebook 01 defaults: {draws} paired draws × {nb['iterations']} iterations (`make reproduce`)"),
                (_claims(paired, "reference"), paired, None,
-                f"paired reference runs: {len(paired['parameters']['seeds'])} seeds × {paired['iterations']} "
+                f"paired reference runs: {max(c['pairs'] for c in paired['claims'])} paired draws × {paired['iterations']} "
                 f"iterations, {paired['training_minutes']:.0f} min of training")]
     header = ("| claim | scale, source | test affinity error | test boundary AP (negated) | unlabeled-region error "
               "| unlabeled-region AP (negated) | VOI |")
@@ -159,7 +159,7 @@ def paired_reference_block(root: Path = CHECKOUT / "data" / "reference" / "paire
     means = scores.groupby("method")[["test_error", "test_ap", "voi"]].mean()
     p = record["parameters"]
     lines = [PAIRED_START, "",
-             f"Setting: {len(p['seeds'])} paired seeds × {p['iterations']} iterations, "
+             f"Setting: {max(c['pairs'] for c in record['claims'])} paired draws × {record['iterations']} iterations, "
              f"{record['training_minutes']:.0f} min of training. Mean test affinity error / test boundary AP / VOI: "
              + "; ".join(f"`{m}` {means.loc[m, 'test_error']:.3f} / {means.loc[m, 'test_ap']:.3f} / "
                          f"{means.loc[m, 'voi']:.2f}" for m in ("sparse_only", "crac", "full_supervision")
@@ -220,9 +220,12 @@ def plain_words_block(root: Path = CHECKOUT / "data") -> str:
         lines.append("- **One part changed at a time**: " + "; ".join(said) + ".")
     paired = json.loads((root / "reference" / "paired" / "claims.json").read_text())
     held_p, counted_p = breadth.holds_count(paired)
-    lines.append(f"- **Longer training, fewer draws** (the paired reference runs: {len(paired['parameters']['seeds'])} "
-                 f"draws, {paired['iterations']} iterations): `crac` beats `sparse_only` on {held_p} of {counted_p}"
-                 + (": more draws settle the claim sooner than more iterations." if held_p < held else "."))
+    draws_p = max(c["pairs"] for c in paired["claims"])
+    than = ("fewer than" if held_p < held else "more than" if held_p > held else "as many as")
+    lines.append(f"- **Longer training** (the paired reference runs: {draws_p} draws, {paired['iterations']} "
+                 f"iterations against notebook 01's {nb['iterations']}): `crac` beats `sparse_only` on {held_p} of "
+                 f"{counted_p}, {than} at notebook 01's defaults"
+                 + (" on the same draws" if draws_p == pairs else f" ({pairs} draws: they differ in draws too)") + ".")
     return "\n".join(lines + ["", PLAIN_END])
 
 
