@@ -70,6 +70,12 @@ def test_reproduce_records_results_and_run_times(tmp_path, monkeypatch):
     assert cli.main(["reproduce", "--notebooks", str(tmp_path / "nb"), "--runs", str(tmp_path / "runs"), "--figures",
                            str(tmp_path / "fig"), "--record", str(tmp_path / "only"), "--only", "01"]) == 0
     assert set(json.loads((tmp_path / "only" / "run_times.json").read_text())["seconds"]) == {"01_y"}
+    # a run of some notebooks into a whole run's record keeps the whole run's times
+    assert cli.main(["reproduce", "--notebooks", str(tmp_path / "nb"), "--runs", str(tmp_path / "runs"), "--figures",
+                     str(tmp_path / "fig"), "--record", str(tmp_path / "rec"), "--only", "01"]) == 0
+    kept = json.loads((tmp_path / "rec" / "run_times.json").read_text())
+    assert kept["seconds"] == times["seconds"] and kept["provenance"] == times["provenance"]
+    assert set(kept["reruns"]) == {"01_y"} and kept["reruns"]["01_y"]["seconds"] > 0
     with pytest.raises(SystemExit, match="--only 09: no notebook"):
         cli.main(["reproduce", "--notebooks", str(tmp_path / "nb"), "--only", "09"])
 

@@ -110,11 +110,22 @@ def _record(results: Path, dest: Path, timings: dict, params: dict) -> None:
     from .provenance import provenance
 
     minutes = sum(timings.values()) / 60
-    # the parameters each notebook ran with: its own defaults, replaced by those given (-p)
-    write_json(dest / "run_times.json", {"seconds": timings, "total_minutes": minutes,
-                                         "parameters": params or "each notebook's defaults",
-                                         "threads": os.environ.get("OMP_NUM_THREADS"),
-                                         "provenance": provenance(os.environ.get("OMP_NUM_THREADS"), minutes)})
+    threads = os.environ.get("OMP_NUM_THREADS")
+    previous = dest / "run_times.json"
+    whole = json.loads(previous.read_text()) if previous.is_file() else {}
+    if set(whole.get("seconds", {})) - set(timings):
+        # a run of some notebooks (--only) does not replace the times of a whole run: it is
+        # kept beside them, with what made it, and the run-times table stays the whole run's
+        made = provenance(threads, minutes)
+        whole.setdefault("reruns", {}).update({name: {"seconds": s, "parameters": params or "defaults",
+                                                      "commit": made["commit"], "date": made["date"]}
+                                               for name, s in timings.items()})
+        write_json(previous, whole)
+    else:
+        # the parameters each notebook ran with: its own defaults, replaced by those given (-p)
+        write_json(previous, {"seconds": timings, "total_minutes": minutes,
+                              "parameters": params or "each notebook's defaults", "threads": threads,
+                              "provenance": provenance(threads, minutes)})
     print(f"recorded numbers and run times -> {dest}")
 
 
