@@ -103,7 +103,7 @@ ALLOWED_NUMBERS = re.compile(r"f\(θ[12]\)|\b[23]D\b|\bbf16\b|\bfp32\b|\b0\db?\b
 
 #: The front page and every page of the book. (The data page, data/README.md, is left
 #: out: its table describes the external data sets, their sizes, licences and versions.)
-CHECKED_PROSE = (ROOT / "README.md",) + tuple(p for p in sorted(BOOK.glob("*.md")) if p.name != "library.md")
+CHECKED_PROSE = (ROOT / "README.md",) + tuple(sorted(BOOK.glob("*.md")))
 
 
 def _prose(text: str) -> str:
