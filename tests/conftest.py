@@ -17,6 +17,24 @@ def fibsem_path():
 
 
 @pytest.fixture(scope="session")
+def fibsem_test_part_noisy(fibsem_path):
+    """The FIB-SEM test part the notebooks score (its last 50 slices) and, for noisy
+    ground-truth targets widened and not (``reference.noisy_targets``), the targets and
+    their in-memory instrument scores (``evaluate_3d``, the recipe): computed once for the
+    instrument tests of test_evaluate.py and test_blockwise.py."""
+    from affcons_lib.companion.reference import noisy_targets
+    from affcons_lib.data import read_cremi
+    from affcons_lib.evaluation import evaluate
+
+    gt = read_cremi(fibsem_path)[1][200:]
+    scored = {}
+    for widen in (True, False):
+        affs = noisy_targets(gt, widen)
+        scored[widen] = (affs, evaluate.evaluate_3d(affs, gt))
+    return gt, scored
+
+
+@pytest.fixture(scope="session")
 def nuclei_dir():
     p = real_image_dir()
     if p is None:
