@@ -6,13 +6,14 @@ Clones the checkout's HEAD into a temporary folder (beside a link to ``../shared
 the checkout has one, so the real data are found as in CI), runs ``CI=true bash .ci/run``
 there (set-up of ``.venv`` included) and writes ``suite_<cpu>.json`` under ``--out``:
 the minutes in all and of pytest alone, pytest's summary line, its slowest tests and
-the provenance of the run (commit, CPU, versions). The book's time-to-claim page shows
+the provenance of the run (commit, CPU, versions), with the earlier runs' minutes kept. The book's time-to-claim page shows
 the record. Run it on a quiet machine: two cores shared with other work give other minutes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -52,7 +53,14 @@ def main(argv=None):
               "pytest_minutes": pytest_minutes, "summary": summary[-1],
               "slowest": [{"seconds": float(s), "phase": phase, "test": test} for s, phase, test in slowest],
               "provenance": provenance(os.environ.get("OMP_NUM_THREADS"), minutes)}
-    path = write_json(Path(args.out) / f"suite_{cpu_slug()}.json", record)
+    # the runs before this one on this kind of CPU stay in the record: their spread is part
+    # of the answer (a shared 2-core machine differs by minutes from one run to the next)
+    dest = Path(args.out) / f"suite_{cpu_slug()}.json"
+    earlier = json.loads(dest.read_text()) if dest.is_file() else None
+    record["earlier"] = ([] if earlier is None else earlier.get("earlier", []) +
+                         [{k: earlier[k] for k in ("minutes", "pytest_minutes", "summary")} |
+                          {"commit": earlier["provenance"]["commit"], "date": earlier["provenance"]["date"]}])
+    path = write_json(dest, record)
     print(f"{path}: {minutes:.1f} min in all, {pytest_minutes:.1f} min of pytest ({summary[-1]})")
 
 

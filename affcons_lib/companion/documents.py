@@ -342,7 +342,9 @@ def suite_block(root: Path = CHECKOUT / "benchmarks" / "results") -> str:
         slow = ", ".join(f"`{s['test'].split('::')[-1]}` {s['seconds']:.0f} s" for s in r["slowest"][:5])
         lines.append(f"- {p['cpu']} ({p['cores']} cores, bf16 {'native' if p['native_bf16'] else 'not native'}), "
                      f"commit `{p['commit'][:8]}`: **{r['minutes']:.1f} min** in all, {r['pytest_minutes']:.1f} min "
-                     f"of tests ({r['summary']}); slowest: {slow} (`{path.relative_to(CHECKOUT).as_posix()}`).")
+                     f"of tests ({r['summary']}); slowest: {slow} (`{path.relative_to(CHECKOUT).as_posix()}`)"
+                     + ("; earlier runs: " + ", ".join(f"{e['minutes']:.1f} min (`{e['commit'][:8]}`)"
+                                                       for e in r["earlier"]) if r.get("earlier") else "") + ".")
     if len(lines) == 2:
         lines.append("- no record yet: `python benchmarks/bench_suite.py` makes one.")
     return "\n".join(lines + ["", SUITE_END])
