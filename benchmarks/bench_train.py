@@ -22,7 +22,7 @@ another, against one process per core at one thread each, all at once
 ``--compile``: the networks alone again under ``torch.compile`` (what the fused kernels
 of inductor give at this scale, compile time apart). With
 ``--notebook EXECUTED.ipynb`` (a notebook papermill ran, e.g. ``make reproduce``'s
-``runs/notebooks/01_training.ipynb``): where its time went, cell by cell, with nothing
+``runs/01_training.ipynb``): where its time went, cell by cell, with nothing
 else timed. The precision only
 changes the networks' arithmetic; whether bf16 runs reach the scores of fp32 runs is a
 paired experiment (notebooks/book/time_to_claim.md), not a timing.
