@@ -43,6 +43,11 @@ COMPARISONS = ("crac beats sparse_only", "full_supervision beats sparse_only", "
 _NOTEBOOK_01_SETTING = {"lr_schedule=cosine", "warmup=0.1", "lr=0.003"}
 
 
+def _draws(record: dict) -> int:
+    """The paired draws a record's claims rest on."""
+    return max(c["pairs"] for c in record["claims"])
+
+
 def _claims(record: dict, source: str) -> list:
     return [stats.Claim(**{"source": source, **c}) for c in record["claims"]]
 
@@ -77,7 +82,7 @@ def claims_block(root: Path = CHECKOUT / "data") -> str:
     sources = [(_claims(nb, "train"), nb, stats.stable_verdicts(_claims(nb, "train"), *notebook_01_repeats(root)),
                 f"notebook 01 defaults: {draws} paired draws × {nb['iterations']} iterations (`make reproduce`)"),
                (_claims(paired, "reference"), paired, None,
-                f"paired reference runs: {max(c['pairs'] for c in paired['claims'])} paired draws × {paired['iterations']} "
+                f"paired reference runs: {_draws(paired)} paired draws × {paired['iterations']} "
                 f"iterations, {paired['training_minutes']:.0f} min of training")]
     header = ("| claim | scale, source | test affinity error | test boundary AP (negated) | unlabeled-region error "
               "| unlabeled-region AP (negated) | VOI |")
@@ -159,7 +164,7 @@ def paired_reference_block(root: Path = CHECKOUT / "data" / "reference" / "paire
     means = scores.groupby("method")[["test_error", "test_ap", "voi"]].mean()
     p = record["parameters"]
     lines = [PAIRED_START, "",
-             f"Setting: {max(c['pairs'] for c in record['claims'])} paired draws × {record['iterations']} iterations, "
+             f"Setting: {_draws(record)} paired draws × {record['iterations']} iterations, "
              f"{record['training_minutes']:.0f} min of training. Mean test affinity error / test boundary AP / VOI: "
              + "; ".join(f"`{m}` {means.loc[m, 'test_error']:.3f} / {means.loc[m, 'test_ap']:.3f} / "
                          f"{means.loc[m, 'voi']:.2f}" for m in ("sparse_only", "crac", "full_supervision")
@@ -185,7 +190,7 @@ def plain_words_block(root: Path = CHECKOUT / "data") -> str:
     3D and 2D, the method's parts, and the longer paired reference runs."""
     root = Path(root)
     nb = json.loads((root / "reproduce" / "01_claims.json").read_text())
-    pairs = max(c["pairs"] for c in nb["claims"])
+    pairs = _draws(nb)
     held, counted = breadth.holds_count(nb)
     upper = [(other, *breadth.holds_count(nb, f"full_supervision beats {other}")) for other in ("sparse_only", "crac")]
     lines = [PLAIN_START, "",
@@ -220,7 +225,7 @@ def plain_words_block(root: Path = CHECKOUT / "data") -> str:
         lines.append("- **One part changed at a time**: " + "; ".join(said) + ".")
     paired = json.loads((root / "reference" / "paired" / "claims.json").read_text())
     held_p, counted_p = breadth.holds_count(paired)
-    draws_p = max(c["pairs"] for c in paired["claims"])
+    draws_p = _draws(paired)
     than = ("fewer than" if held_p < held else "more than" if held_p > held else "as many as")
     lines.append(f"- **Longer training** (the paired reference runs: {draws_p} draws, {paired['iterations']} "
                  f"iterations against notebook 01's {nb['iterations']}): `crac` beats `sparse_only` on {held_p} of "
