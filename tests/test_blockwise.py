@@ -26,6 +26,7 @@ from affcons_lib.training import inference, train
 from affcons_lib.training.checkpoint import load_checkpoint
 from affcons_lib.training.config import load_config
 from affcons_lib.training.sampling import prepare_data
+from affcons_lib.companion.reference import noisy_targets
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -303,8 +304,8 @@ def test_launched_workers_give_the_same_segmentation(em_affs, tmp_path):
 
 
 def _noisy_targets(gt, widen):
-    t = affinity.training_targets(gt, affinity.OFFSETS_3D, widen=widen)[0][:3]
-    return np.clip(0.9 * t + 0.05 + np.random.default_rng(0).normal(0, 0.1, t.shape), 0, 1).astype(np.float32)
+    """The instrument's noisy targets (``reference.noisy_targets``), nearest-neighbour channels."""
+    return noisy_targets(gt, widen)[:3]
 
 
 def _blockwise_matches_the_instrument(gt, block, tmp_path, scored=None):
