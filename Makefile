@@ -55,8 +55,11 @@ reproduce-fp32: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(PY) -m affcons_lib reproduce --notebooks notebooks --only 01 \
 		-p precision fp32 --runs runs/fp32 --figures runs/fp32/figures --record data/reproduce/fp32
 
+# The tests in one worker per core (pytest-xdist); each session fixture stays in one
+# worker (tests/conftest.py). TEST_WORKERS=0 runs them in this process, one after another.
+TEST_WORKERS ?= $(shell nproc)
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 lab: setup
 	@echo "JupyterLab with the project's kernel; data from $(AFFCONS_DATA_DIR). Open the http://127.0.0.1 link below; Ctrl-C twice stops it."
@@ -87,7 +90,7 @@ reference-paired: setup
 # The breadth reference runs under data/reference/breadth/: the grids its config.yaml
 # declares (annotation budgets in 3D and 2D, the method's parts), ten paired draws each,
 # two processes at one thread; resumes where a previous call stopped (runs/breadth/).
-BREADTH_GRIDS ?= budgets_3d budgets_2d ablation_3d
+BREADTH_GRIDS ?= budgets_3d budgets_2d ablation_3d sizes_3d
 reference-breadth: setup
 	$(PY) -m affcons_lib reference --breadth $(BREADTH_GRIDS) --workers 2 --work runs/breadth
 

@@ -7,6 +7,32 @@ import pytest
 
 from affcons_lib.data import (FIBSEM_FILE, ISBI_DIR, NUCLEI_DIR, data_dir, real_image_dir, real_isbi_dir, real_volume_path)
 
+#: session fixtures that cost tens of seconds: under pytest-xdist (``make test`` runs
+#: ``-n 2 --dist loadgroup``) every test that uses one goes to the same worker, which
+#: computes it once; each other test goes with its file, so a module fixture is built once too
+SHARED_FIXTURES = ("smoke_runs", "fibsem_test_part_noisy")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the test ids
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("dist", "no") == "loadgroup":
+        return
+    for item in items:
+        shared = [name for name in SHARED_FIXTURES if name in getattr(item, "fixturenames", ())]
+        item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.path.stem))
+
+
+def pytest_configure(config):
+    """Workers of pytest-xdist share the cores: each runs torch at its share of them
+    (two workers on two cores: one thread each) instead of every worker at all of them."""
+    import os
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // workers))
+
 
 @pytest.fixture(scope="session")
 def fibsem_path():

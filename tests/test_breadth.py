@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from affcons_lib.companion import breadth
 
@@ -64,3 +65,42 @@ def test_export_states_verdicts_and_gap_shares(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="crac draw 9"):
         breadth.export(SPEC, "budgets", [r for r in rows if not (r["method"] == "crac" and r["seed"] == 9)],
                        tmp_path / "again")
+
+
+SIZES = {"base": {"iterations": 2},
+         "grids": {"sizes": {"tag": "vol", "data": {"dim": 3}, "budget": 0.01,
+                             "annotations": ["small", "random", "large"]}}}
+
+
+def test_size_grid_trains_crac_on_each_set_and_claims_random_beats_each_other(tmp_path):
+    runs = breadth.grid_runs(SIZES, "sizes")
+    assert len(runs) == 10 * 3 and {r.method for r in runs} == {"crac"}  # no dense run: no gap to share
+    keys = {r.variant: dict(r.overrides) for r in runs[:3]}
+    assert {k: v["annotation"] for k, v in keys.items()} == {"small": "small", "random": "random", "large": "large"}
+    assert all(v["seed"] == v["annotation_seed"] == 0 and v["voxel_budget"] == 0.01 for v in keys.values())
+    assert breadth.grid_claims(SIZES["grids"]["sizes"]) == ("random beats small", "random beats large")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"base": {}, "grids": {"x": {"budgets": [0.1], "annotations": ["small"]}}}))
+    with pytest.raises(ValueError, match="grid 'x': expected exactly one of budgets, variants, annotations"):
+        breadth.load_grids(path)
+
+
+def test_size_grid_export_judges_the_sets(tmp_path, monkeypatch):
+    monkeypatch.setattr(breadth, "instrument", lambda spec, name: [])
+    rng = np.random.default_rng(1)
+    # random better than small by 0.05 (steady), equal to large up to noise
+    error = {"small": 0.35, "random": 0.30, "large": 0.30}
+    rows = [dict(method="crac", budget=0.01, variant=a, seed=d, test_error=error[a] + rng.normal(0, 0.01),
+                 test_cut_share=0.35, test_ap=0.6, voi=3.0) for d in range(10) for a in error]
+    record = json.loads((breadth.export(SIZES, "sizes", rows, tmp_path / "sizes_3d", minutes=2.0) / "claims.json").read_text())
+    assert record["claims"] == ["random beats small", "random beats large"]
+    (setting,) = record["settings"]
+    verdict = {c["claim"]: c["verdict"] for c in setting["claims"] if c["measure"] == "test_error"}
+    assert verdict["random beats small"] == "holds" and verdict["random beats large"] == "inconclusive"
+    assert set(setting["means"]) == {"small", "random", "large"}
+    assert breadth.holds_count(setting, "random beats small") == (1, 2)  # test error holds; AP, equal for all, does not
+    block = breadth.readme_block(tmp_path)
+    assert "`random` beats `small` and `random` beats `large` holds on" in block
+    assert "| 0.01: random beats small |" in block and "| 0.01: random beats large |" in block
+    assert "- **which instances to annotate (3D, 1 %, crac)**: holds on `random beats small` 1 of 2" in \
+        breadth.readme_headline(tmp_path)

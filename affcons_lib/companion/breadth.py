@@ -7,8 +7,9 @@
 The grids are declared in ``data/reference/breadth/config.yaml`` before any run:
 each names its data, its annotation budgets (``voxel_budget``: a share of the
 instance voxels) or its ablation ``variants`` (config keys that change), and the
-base setting (notebook 01's defaults). A run is one (method, budget, variant,
-draw); draw ``d`` is the training seed and the annotation draw, so runs of one draw
+base setting (notebook 01's defaults), or the annotation sets it compares
+(``annotations``: which complete instances are annotated, supplementary §2). A run is one
+(method, budget, variant, draw); draw ``d`` is the training seed and the annotation draw, so runs of one draw
 are paired. ``full_supervision`` ignores the annotation, so one run per draw serves
 every budget of a data set; runs that two grids share (the ablation's ``crac`` and
 ``sparse_only`` at its budget) are trained once.
@@ -68,9 +69,22 @@ def load_grids(path=CONFIG) -> dict:
     """The declared grids (``grids``), the base setting (``base``) and the protocol's draws."""
     spec = yaml.safe_load(Path(path).read_text())
     for name, grid in spec["grids"].items():
-        if ("budgets" in grid) == ("variants" in grid):
-            raise ValueError(f"{path}: grid {name!r}: expected either budgets or variants")
+        if sum(k in grid for k in GRID_KINDS) != 1:
+            raise ValueError(f"{path}: grid {name!r}: expected exactly one of {', '.join(GRID_KINDS)}")
     return spec
+
+
+#: What a grid varies: the annotation budget (every method), the method's parts (crac with
+#: keys changed) or which instances are annotated (crac on each annotation set)
+GRID_KINDS = ("budgets", "variants", "annotations")
+
+
+def grid_claims(grid: dict) -> tuple:
+    """The claims a grid tests: ``crac`` beats ``sparse_only`` (budgets, variants), or
+    the paper's reading of its size ablation, ``random`` beats each other annotation set."""
+    if "annotations" in grid:
+        return tuple(f"random beats {a}" for a in grid["annotations"] if a != "random")
+    return ("crac beats sparse_only",)
 
 
 def grid_runs(spec: dict, name: str, protocol: Protocol = PROTOCOL) -> list[Run]:
@@ -88,6 +102,12 @@ def grid_runs(spec: dict, name: str, protocol: Protocol = PROTOCOL) -> list[Run]
                 for method in ("sparse_only", "crac"):
                     runs.append(Run(grid["tag"], method, budget, method, draw,
                                     tuple({**seeded, "method": method, "voxel_budget": budget}.items())))
+        elif "annotations" in grid:  # crac on each annotation set; no dense run: no gap to share
+            for annotation in grid["annotations"]:
+                runs.append(Run(grid["tag"], "crac", grid["budget"], annotation, draw,
+                                tuple({**seeded, "method": "crac", "voxel_budget": grid["budget"],
+                                       "annotation": annotation}.items())))
+            continue
         else:
             budget = grid["budget"]
             for method in ("sparse_only", "crac"):
@@ -146,6 +166,8 @@ def _settings(spec: dict, name: str) -> list[tuple[str, dict]]:
         return [(f"{b:g}", {"sparse_only": (b, "sparse_only"), "crac": (b, "crac"),
                             "full_supervision": (None, "full_supervision")}) for b in grid["budgets"]]
     b = grid["budget"]
+    if "annotations" in grid:  # one setting; its "methods" are the annotation sets
+        return [(f"{b:g}", {a: (b, a) for a in grid["annotations"]})]
     base = {"sparse_only": (b, "sparse_only"), "full_supervision": (None, "full_supervision")}
     return [(v, {**base, "crac": (b, v)}) for v in ("crac", *grid["variants"])]
 
@@ -177,28 +199,36 @@ def export(spec: dict, name: str, rows: list[dict], dest=None, *, minutes: float
 
     grid = spec["grids"][name]
     dest = Path(dest) if dest is not None else BREADTH_DIR / name
+    by_annotation = "annotations" in grid
+    if by_annotation:  # compared: the annotation sets, each trained by crac
+        rows = [{**r, "method": r["variant"]} for r in rows]
     by = {(r["method"], r["budget"], r["variant"], int(r["seed"])): r for r in rows}
+    claimed = grid_claims(grid)
     settings = []
     for label, chosen in _settings(spec, name):
         picked = [by[(method, *which, d)] for method, which in chosen.items() if which is not None
                   for d in protocol.draws if (method, *which, d) in by]
-        comparisons = [c for c in protocol.comparisons if set(c) <= {r["method"] for r in picked}]
+        comparisons = ([tuple(c.split(" beats ")) for c in claimed] if by_annotation else
+                       [c for c in protocol.comparisons if set(c) <= {r["method"] for r in picked}])
         claims = protocol.claims(picked, "reference", comparisons)
         floors = stats.affinity_floors(picked)
         beyond = stats.beyond_floors(picked, floors) if floors else None
-        meta = dict(data=grid["tag"], dim=grid["data"]["dim"], voxel_budget=chosen["crac"][0],
-                    variant=chosen["crac"][1])
+        first = next(iter(chosen.values()))
+        meta = (dict(data=grid["tag"], dim=grid["data"]["dim"], voxel_budget=first[0], variant="annotation sets")
+                if by_annotation else
+                dict(data=grid["tag"], dim=grid["data"]["dim"], voxel_budget=chosen["crac"][0],
+                     variant=chosen["crac"][1]))
         shares = protocol.gap_shares(picked) if "full_supervision" in {r["method"] for r in picked} else []
         settings.append(dict(setting=label, **meta, claims=[{**c.as_record(), **meta} for c in claims],
                              gap_shares=[g.as_record() for g in shares], floors=floors, beyond_floors=beyond,
-                             summary=stats.claim_summary(claims, "crac beats sparse_only", beyond=beyond),
+                             summary=" ".join(stats.claim_summary(claims, c, beyond=beyond) for c in claimed),
                              means={m: {k: float(pd.DataFrame([r for r in picked if r["method"] == m])[k].mean())
                                         for k in (*protocol.measures, "fragments_voi") if k in picked[0]}
                                     for m in dict.fromkeys(r["method"] for r in picked)}))
     dest.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(rows).drop(columns=["data"], errors="ignore")
     write_text(dest / "scores.csv", table.to_csv(index=False))
-    record = dict(grid=name, declared=grid, base=spec["base"], protocol=protocol.rule(),
+    record = dict(grid=name, declared=grid, base=spec["base"], protocol=protocol.rule(), claims=list(claimed),
                   provenance=provenance(threads=1, minutes=minutes), instrument=instrument(spec, name),
                   settings=settings)
     write_json(dest / "claims.json", record, default=str)
@@ -251,7 +281,13 @@ README_START = ("<!-- breadth: generated by `python -m affcons_lib book --docume
                 "data/reference/breadth; do not edit -->")
 README_END = "<!-- breadth: end -->"
 GRID_TITLES = {"budgets_3d": "FIB-SEM, 3D: annotation budget", "budgets_2d": "ISBI 2012, 2D: annotation budget",
-               "ablation_3d": "FIB-SEM, 3D, 5 %: the method with one part changed"}
+               "ablation_3d": "FIB-SEM, 3D, 5 %: the method with one part changed",
+               "sizes_3d": "FIB-SEM, 3D, 1 %: which instances are annotated (crac on each set)"}
+
+
+def _claims_of(record) -> list:
+    """The claims a grid's record tests (records made before grids named them: crac's)."""
+    return record.get("claims", ["crac beats sparse_only"])
 
 
 def readme_block(root=None) -> str:
@@ -265,15 +301,24 @@ def readme_block(root=None) -> str:
         except FileNotFoundError:
             lines += ["", f"**{title}**: not run yet (`make reference-breadth`)."]
             continue
-        table = verdict_table(record)
+        import pandas as pd
+
+        claims = _claims_of(record)
+        tables = [verdict_table(record, c) for c in claims]
+        if len(claims) > 1:  # one row per setting and claim
+            for t, c in zip(tables, claims):
+                t["setting"] = t["setting"] + f": {c}"
+        table = pd.concat(tables, ignore_index=True)
         p = record["provenance"]
-        held = [(s["setting"], *holds_count(s)) for s in record["settings"]]
+        held = [(s["setting"] + (f" ({c})" if len(claims) > 1 else ""), *holds_count(s, c))
+                for c in claims for s in record["settings"]]
         said = "; ".join(f"{label}: {h} of {n}" for label, h, n in held)
         ref = {r["name"]: r for r in record.get("instrument", [])}
         ceiling = next((r for n, r in ref.items() if n.endswith("(ceiling)")), None)
         seen = (f" Instrument: VOI one object {ref['one object']['voi']:.2f}, ceiling {ceiling['voi']:.3f}."
                 if ceiling is not None and "one object" in ref else "")
-        lines += ["", f"**{title}** — `crac` beats `sparse_only` holds on (affinity-level measures above their "
+        named = " and ".join("`{}` beats `{}`".format(*c.split(" beats ")) for c in claims)
+        lines += ["", f"**{title}** — {named} holds on (affinity-level measures above their "
                       f"floors) {said}.{seen} Ten paired draws per setting; {p['cpu']}, one thread per run, "
                       f"{'bf16' if p['native_bf16'] else 'fp32'}, {p['minutes']:.0f} min for the grid, commit "
                       f"{p['commit'][:8]}.", ""]
@@ -290,14 +335,15 @@ HEADLINE_START = ("<!-- breadth headline: generated by `python -m affcons_lib bo
 HEADLINE_END = "<!-- breadth headline: end -->"
 SHORT_TITLES = {"budgets_3d": "3D (FIB-SEM), by annotation budget",
                 "budgets_2d": "2D (ISBI 2012 EM), by annotation budget",
-                "ablation_3d": "the method's parts (3D, 5 %), one changed at a time"}
+                "ablation_3d": "the method's parts (3D, 5 %), one changed at a time",
+                "sizes_3d": "which instances to annotate (3D, 1 %, crac)"}
 
 
 def readme_headline(root=None) -> str:
     """The front page's lines on the breadth grids (also on the results page): per grid, on how many
-    affinity-level measures above their floors "crac beats sparse_only" holds at
-    each setting over all ten draws, its VOI verdict, and the share of the gap
-    closed on the test affinity error."""
+    affinity-level measures above their floors each of its claims ("crac beats sparse_only";
+    the size grid's "random beats small / large") holds at each setting over all ten
+    draws, its VOI verdict, and the share of the gap closed on the test affinity error."""
     lines = [HEADLINE_START]
     for name, title in SHORT_TITLES.items():
         try:
@@ -306,17 +352,18 @@ def readme_headline(root=None) -> str:
             lines.append(f"- **{title}**: not run yet.")
             continue
         parts = []
-        for s in record["settings"]:
-            held, counted = holds_count(s)
+        claims = _claims_of(record)
+        for s, claim in ((s, c) for s in record["settings"] for c in claims):
+            held, counted = holds_count(s, claim)
             g = next((g for g in s.get("gap_shares", []) if g["measure"] == "test_error"), None)
             share = ""
             if g is not None:
                 bounded = math.isfinite(g["low"]) and math.isfinite(g["high"])
                 share = (f", gap closed {g['share']:.0%} [{g['low']:.0%}, {g['high']:.0%}]" if bounded
                          else f", gap closed {g['share']:.0%} (unbounded)")
-            label = f"{float(s['setting']):.0%}" if "budgets" in name else f"`{s['setting']}`"
-            voi = next((c["verdict"] for c in s["claims"] if c["claim"] == "crac beats sparse_only"
-                        and c["measure"] == "voi"), None)
+            label = (f"`{claim}`" if len(claims) > 1 else
+                     f"{float(s['setting']):.0%}" if "budgets" in name else f"`{s['setting']}`")
+            voi = next((c["verdict"] for c in s["claims"] if c["claim"] == claim and c["measure"] == "voi"), None)
             parts.append(f"{label} {held} of {counted}" + (f" (VOI: {voi})" if voi else "") + share)
         lines.append(f"- **{title}**: holds on " + "; ".join(parts) + ".")
     lines.append(HEADLINE_END)

@@ -199,7 +199,7 @@ def plain_words_block(root: Path = CHECKOUT / "data") -> str:
              "bound, "
              "beats " + " and ".join(f"`{o}` on {h} of {n}" for o, h, n in upper) + "."]
     grids = {}
-    for name in ("budgets_3d", "budgets_2d", "ablation_3d"):
+    for name in ("budgets_3d", "budgets_2d", "ablation_3d", "sizes_3d"):
         try:
             grids[name] = breadth.load_breadth(name, root / "reference" / "breadth")[1]["settings"]
         except FileNotFoundError:
@@ -223,6 +223,12 @@ def plain_words_block(root: Path = CHECKOUT / "data") -> str:
         said += [f"it shrinks to some measures {words(part)}"] if part else []
         said += [f"it vanishes {words(lost)}"] if lost else []
         lines.append("- **One part changed at a time**: " + "; ".join(said) + ".")
+    if "sizes_3d" in grids:  # the size ablation's claims, not crac's: random against each other set
+        sizes = grids["sizes_3d"][0]
+        counts = [(c.split()[-1], *breadth.holds_count(sizes, c)) for c in ("random beats small", "random beats large")]
+        lines.append("- **Which instances to annotate** (`crac` on small, random or large bodies at one voxel "
+                     "budget; the paper finds random best): `random` beats "
+                     + " and ".join(f"`{o}` on {h} of {n}" for o, h, n in counts) + " counted measures.")
     paired = json.loads((root / "reference" / "paired" / "claims.json").read_text())
     held_p, counted_p = breadth.holds_count(paired)
     draws_p = _draws(paired)
