@@ -5,6 +5,7 @@ affinity level, with the minutes they took and the verdicts they give.
         [--methods sparse_only crac] [--out data/reference/time_to_claim]
     python benchmarks/time_to_claim.py --table                  # the book's time-to-claim table
     python benchmarks/time_to_claim.py --compare A:B [C:D ...]   # setting A against B, paired by method and seed
+    python benchmarks/time_to_claim.py --remake [NAME ...] [--workers 2]   # run recorded settings again
 
 Each seed is a training seed and an annotation draw (notebook 01's: random complete
 bodies of at least 1000 voxels up to 5 % of the instance voxels, unless --set says
@@ -17,6 +18,12 @@ an affinity error equal to the share of cuts, and a random ranking an AP equal t
 Writes NAME.csv (one row per run) and NAME.json (setting, minutes, floors, claims as
 ``stats.Claim`` records) under --out, atomically. Minutes are the wall time of this
 process, training and scoring, at the thread count it ran with (printed).
+
+``--remake`` runs the settings of the records under --out again (all, or the NAMEs
+given) with the keys, seeds and methods each record names, ``--workers`` settings at a
+time, each in a process of its own at one thread, longest first (as the records were
+made: two processes sharing a 2-core machine); each record is replaced as its setting
+finishes, with the provenance of the new run.
 """
 
 from __future__ import annotations
@@ -55,6 +62,8 @@ def main(argv=None):
     ap.add_argument("--minutes", type=float, help="with --summarize: the minutes those runs took")
     ap.add_argument("--threads", type=int, default=1, help="with --summarize: the threads those runs had")
     ap.add_argument("--table", action="store_true", help="no training: the book's time-to-claim table of every NAME.json in --out")
+    ap.add_argument("--remake", nargs="*", metavar="NAME", help="run the recorded settings again (all without NAMEs)")
+    ap.add_argument("--workers", type=int, default=2, help="with --remake: settings at a time")
     ap.add_argument("--compare", nargs="+", metavar="A:B",
                     help="no training: runs of setting A against the same method and seed of setting B (NAME.csv "
                          "under --out), pooled over the pairs A:B given, e.g. bf16 against fp32")
@@ -65,8 +74,11 @@ def main(argv=None):
     if args.compare:
         compare(args.out, [pair.split(":") for pair in args.compare])
         return
+    if args.remake is not None:
+        remake(args.out, args.remake, args.workers, args.runs)
+        return
     if not args.name:
-        ap.error("give the setting's NAME (or --table / --compare)")
+        ap.error("give the setting's NAME (or --table / --compare / --remake)")
     if args.summarize:
         rows = pd.read_csv(args.summarize).to_dict("records")
         report(args, rows, sorted({int(r["seed"]) for r in rows}), args.threads, args.minutes)
@@ -98,6 +110,38 @@ def main(argv=None):
             print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in rows[-1].items()),
                   flush=True)
     report(args, rows, seeds, threads, (time.time() - t_start) / 60)
+
+
+def remake(out, names, workers, runs):
+    """Run the settings recorded under ``out`` (``names``, or all) again, ``workers`` at a
+    time, each by this script in a process of its own at one thread."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    records = {p.stem: json.loads(p.read_text()) for p in sorted(Path(out).glob("*.json"))}
+    unknown = sorted(set(names) - set(records))
+    if unknown:
+        raise SystemExit(f"--remake: no record {unknown} under {out} (recorded: {', '.join(records)})")
+    chosen = sorted((records[n] for n in (names or records)), key=lambda r: -r["minutes"])  # longest first
+
+    def run(rec):
+        argv = [sys.executable, __file__, rec["name"], "--seeds", ",".join(map(str, rec["seeds"])),
+                "--methods", *rec["methods"], "--out", str(out), "--runs", str(runs)]
+        argv += [a for kv in rec["set"] for a in ("--set", kv)]
+        t0 = time.time()
+        done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        status = "done" if done.returncode == 0 else f"FAILED (exit {done.returncode}): {done.stderr[-2000:]}"
+        print(f"{rec['name']}: {status} ({(time.time() - t0) / 60:.1f} min)", flush=True)
+        return done.returncode
+
+    print(f"remaking {len(chosen)} settings, {workers} at a time: {', '.join(r['name'] for r in chosen)}", flush=True)
+    with ThreadPoolExecutor(workers) as pool:
+        failed = sum(code != 0 for code in pool.map(run, chosen))
+    if failed:
+        raise SystemExit(f"{failed} of {len(chosen)} settings failed")
 
 
 def compare(out, pairs):

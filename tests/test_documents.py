@@ -164,7 +164,8 @@ def _time_to_claim_record(root, name, minutes, provenance):
     pd.DataFrame(rows).to_csv(root / f"{name}.csv", index=False)
     claim = lambda measure, mean, verdict: dict(claim="crac beats sparse_only", measure=measure, mean=mean,
                                                 low=mean - 0.01, high=mean + 0.01, pairs=2, verdict=verdict)
-    record = {"name": name, "set": [f"lr={minutes}"], "seeds": [0, 1], "threads": 1, "minutes": minutes,
+    record = {"name": name, "set": [f"lr={minutes}"], "seeds": [0, 1], "methods": ["sparse_only", "crac"], "threads": 1,
+              "minutes": minutes,
               "beyond_floors": {"test_error": ["crac"], "unlabeled_ap": ["crac", "sparse_only"]},
               "claims": [claim("test_error", -0.1, "holds"), claim("-unlabeled_ap", -0.1, "holds")],
               "provenance": provenance}
@@ -190,3 +191,23 @@ def test_setting_difference_pairs_by_method_and_draw(tmp_path):
     assert d["pairs"] == 4
     assert d["difference"]["test_error"].mean == pytest.approx(0.0)  # the same scores in both settings
     assert d["time_ratio"] == pytest.approx({"crac": 0.5, "sparse_only": 0.5})  # b trains twice as long
+
+
+def test_time_to_claim_remake_runs_each_recorded_setting_again(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("time_to_claim", ROOT / "benchmarks" / "time_to_claim.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    for name, minutes in (("short", 1.0), ("long", 2.0)):
+        _time_to_claim_record(tmp_path, name, minutes, {})
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda argv, **kw: calls.append((argv, kw["env"]["OMP_NUM_THREADS"]))
+                        or subprocess.CompletedProcess(argv, 0, "", ""))
+    script.main(["--remake", "--workers", "1", "--out", str(tmp_path), "--runs", str(tmp_path / "runs")])
+    assert [argv[2] for argv, _ in calls] == ["long", "short"]  # longest first, each at one thread
+    argv, threads = calls[0]
+    assert threads == "1" and argv[argv.index("--seeds") + 1] == "0,1" and argv[argv.index("--set") + 1] == "lr=2.0"
+    assert argv[argv.index("--methods") + 1:argv.index("--out")] == ["sparse_only", "crac"]
+    with pytest.raises(SystemExit, match="no record"):
+        script.main(["--remake", "nope", "--out", str(tmp_path)])
