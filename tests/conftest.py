@@ -13,11 +13,10 @@ from affcons_lib.data import (FIBSEM_FILE, ISBI_DIR, NUCLEI_DIR, data_dir, real_
 SHARED_FIXTURES = ("smoke_runs", "fibsem_test_part_noisy")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups into the test ids
-def pytest_collection_modifyitems(config, items):
-    if not config.getoption("dist", "no") == "loadgroup":
-        return
-    for item in items:
+def pytest_itemcollected(item):
+    # marked as each test is collected, before xdist's pytest_collection_modifyitems reads the
+    # groups into the test ids (in a worker, whose option dist reads "no" and loadgroup True)
+    if getattr(item.config.option, "loadgroup", False):
         shared = [name for name in SHARED_FIXTURES if name in getattr(item, "fixturenames", ())]
         item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.path.stem))
 

@@ -4,6 +4,8 @@ training loop stays short enough to read top to bottom."""
 import ast
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "affcons_lib"
 
 
@@ -199,3 +201,11 @@ def test_a_module_lists_only_its_own_names():
         if p.name != "__init__.py":
             hits += [f"{p.relative_to(PACKAGE)}: {name}" for name in listed if name not in defined]
     assert not hits, hits
+
+
+def test_under_xdist_each_test_keeps_its_group(request):
+    # make test's workers compute a session fixture once only if its tests stay in one group
+    # (tests/conftest.py); pytest 9.2 with xdist 3.8 drops the groups without a word
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("not under pytest-xdist --dist loadgroup (make test runs it so)")
+    assert request.node.nodeid.endswith("@test_layout")
