@@ -207,7 +207,7 @@ def test_region_graphs_of_blocks_with_margins_add_up_to_the_whole():
 
 
 def test_bad_input(checkpoint, raw_h5, tmp_path):
-    path, _ = raw_h5
+    path, raw = raw_h5
     with pytest.raises(FileNotFoundError, match="none.h5"):
         open_volume(tmp_path / "none.h5", "raw")
     with pytest.raises(KeyError, match="volumes/raw"):
@@ -223,13 +223,16 @@ def test_bad_input(checkpoint, raw_h5, tmp_path):
         blockwise_predict.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "taken.zarr", block=(8, 32, 32),
                                     tile=(8, 32, 32), workers=0)
     # a rerun with another raw range (or checkpoint, tiling) would mix two predictions: refused, naming it
+    # (on one block of the volume: the refusal does not depend on its size)
+    with h5py.File(tmp_path / "one_block.h5", "w") as f:
+        f["raw"] = raw[:8, :32, :32]
+    one_block = f"{tmp_path / 'one_block.h5'}:raw"
     first = dict(block=(8, 32, 32), tile=(8, 32, 32), workers=0)
-    blockwise_predict.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "p.zarr", raw_range=(30, 217), **first)
+    blockwise_predict.predict_blockwise(checkpoint, one_block, tmp_path / "p.zarr", raw_range=(30, 217), **first)
     with pytest.raises(ValueError, match=r"p.zarr: exists, made with other settings \(raw_range: \[30, 217\] -> \[0, 255\]"):
-        blockwise_predict.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "p.zarr", raw_range=(0, 255),
-                                    **first)
-    again = blockwise_predict.predict_blockwise(checkpoint, f"{path}:volumes/raw", tmp_path / "p.zarr", raw_range=(0, 255),
-                                        overwrite=True, **first)
+        blockwise_predict.predict_blockwise(checkpoint, one_block, tmp_path / "p.zarr", raw_range=(0, 255), **first)
+    again = blockwise_predict.predict_blockwise(checkpoint, one_block, tmp_path / "p.zarr", raw_range=(0, 255),
+                                                overwrite=True, **first)
     assert again["blocks"]["predict"]["skipped"] == 0
     with pytest.raises(ValueError, match="threshold"):
         blockwise_segment.segment_blockwise(tmp_path / "taken.zarr", tmp_path / "s", threshold=1.5)
