@@ -355,7 +355,7 @@ def suite_block(root: Path = CHECKOUT / "benchmarks" / "results") -> str:
     for path in sorted(Path(root).glob("suite_*.json")):
         r = json.loads(path.read_text())
         p = r["provenance"]
-        slow = ", ".join(f"`{s['test'].split('::')[-1]}` {s['seconds']:.0f} s" for s in r["slowest"][:5])
+        slow = ", ".join(f"`{s['test'].split('::')[-1].split('@')[0]}` {s['seconds']:.0f} s" for s in r["slowest"][:5])
         lines.append(f"- {p['cpu']} ({p['cores']} cores, bf16 {'native' if p['native_bf16'] else 'not native'}), "
                      f"commit `{p['commit'][:8]}`: **{r['minutes']:.1f} min** in all, {r['pytest_minutes']:.1f} min "
                      f"of tests ({r['summary']}); slowest: {slow} (`{path.relative_to(CHECKOUT).as_posix()}`)"
