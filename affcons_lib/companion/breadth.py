@@ -39,7 +39,8 @@ from ..evaluation.protocol import PROTOCOL, Protocol
 from .side_by_side import run_side_by_side
 
 __all__ = ["BREADTH_DIR", "Run", "load_grids", "grid_runs", "run_grid", "instrument", "export",
-           "load_breadth", "grid_minutes", "verdict_table", "holds_count", "readme_block", "readme_headline"]
+           "load_breadth", "grid_minutes", "verdict_table", "holds_count", "record_claims", "grid_claims",
+           "GRID_KINDS", "readme_block", "readme_headline"]
 
 #: Where the declared grids and their exported records live.
 BREADTH_DIR = CHECKOUT / "data" / "reference" / "breadth"
@@ -285,7 +286,7 @@ GRID_TITLES = {"budgets_3d": "FIB-SEM, 3D: annotation budget", "budgets_2d": "IS
                "sizes_3d": "FIB-SEM, 3D, 1 %: which instances are annotated (crac on each set)"}
 
 
-def _claims_of(record) -> list:
+def record_claims(record) -> list:
     """The claims a grid's record tests (records made before grids named them: crac's)."""
     return record.get("claims", ["crac beats sparse_only"])
 
@@ -294,6 +295,8 @@ def readme_block(root=None) -> str:
     """The breadth section of the results page, generated from the exported grids: per grid a
     table of "crac beats sparse_only" per setting, a line of what holds, and where
     the runs ran. Grids not exported yet are named as such."""
+    import pandas as pd
+
     lines = [README_START]
     for name, title in GRID_TITLES.items():
         try:
@@ -301,9 +304,7 @@ def readme_block(root=None) -> str:
         except FileNotFoundError:
             lines += ["", f"**{title}**: not run yet (`make reference-breadth`)."]
             continue
-        import pandas as pd
-
-        claims = _claims_of(record)
+        claims = record_claims(record)
         tables = [verdict_table(record, c) for c in claims]
         if len(claims) > 1:  # one row per setting and claim
             for t, c in zip(tables, claims):
@@ -352,7 +353,7 @@ def readme_headline(root=None) -> str:
             lines.append(f"- **{title}**: not run yet.")
             continue
         parts = []
-        claims = _claims_of(record)
+        claims = record_claims(record)
         for s, claim in ((s, c) for s in record["settings"] for c in claims):
             held, counted = holds_count(s, claim)
             g = next((g for g in s.get("gap_shares", []) if g["measure"] == "test_error"), None)

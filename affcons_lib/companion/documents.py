@@ -201,12 +201,13 @@ def plain_words_block(root: Path = CHECKOUT / "data") -> str:
              f"{counted} affinity-level measures on which both methods beat the floor; `full_supervision`, the upper "
              "bound, "
              "beats " + " and ".join(f"`{o}` on {h} of {n}" for o, h, n in upper) + "."]
-    grids = {}
+    records = {}
     for name in ("budgets_3d", "budgets_2d", "ablation_3d", "sizes_3d"):
         try:
-            grids[name] = breadth.load_breadth(name, root / "reference" / "breadth")[1]["settings"]
+            records[name] = breadth.load_breadth(name, root / "reference" / "breadth")[1]
         except FileNotFoundError:
             continue
+    grids = {name: record["settings"] for name, record in records.items()}
     whole = lambda setting: breadth.holds_count(setting)[0] == breadth.holds_count(setting)[1] > 0
     budgets = []
     for name, where in (("budgets_3d", "3D"), ("budgets_2d", "2D")):
@@ -228,7 +229,8 @@ def plain_words_block(root: Path = CHECKOUT / "data") -> str:
         lines.append("- **One part changed at a time**: " + "; ".join(said) + ".")
     if "sizes_3d" in grids:  # the size ablation's claims, not crac's: random against each other set
         sizes = grids["sizes_3d"][0]
-        counts = [(c.split()[-1], *breadth.holds_count(sizes, c)) for c in ("random beats small", "random beats large")]
+        counts = [(c.split(" beats ")[1], *breadth.holds_count(sizes, c))
+                  for c in breadth.record_claims(records["sizes_3d"])]
         lines.append("- **Which instances to annotate** (`crac` on small, random or large bodies at one voxel "
                      "budget; the paper finds random best): `random` beats "
                      + " and ".join(f"`{o}` on {h} of {n}" for o, h, n in counts) + " counted measures.")
