@@ -140,3 +140,43 @@ def test_thin_instance_is_not_swallowed():
     frags = fragments.fragments(affs)
     assert metrics.voi(frags, gt)[1] == pytest.approx(0.0, abs=1e-9)
     assert not set(np.unique(frags[gt == 3])) & set(np.unique(frags[gt != 3]))
+
+
+def highest_within_by_search(strong, height, radius):
+    """Step 3 as the module docstring states it, by a breadth-first search of each
+    voxel's ball of ``radius`` strong-edge steps (plain Python)."""
+    shape = height.shape
+    out = np.empty(height.size, np.int64)
+    for p in range(height.size):
+        v = np.unravel_index(p, shape)
+        seen, frontier = {v}, [v]
+        for _ in range(radius):
+            nxt = []
+            for u in frontier:
+                for c in range(3):
+                    lower, upper = list(u), list(u)
+                    lower[c] -= 1
+                    upper[c] += 1
+                    # the edge to the lower neighbour is stored at u, to the upper one at upper
+                    for w, edge_at in ((tuple(lower), u), (tuple(upper), tuple(upper))):
+                        if 0 <= w[c] < shape[c] and edge_at[c] > 0 and strong[c][edge_at] and w not in seen:
+                            seen.add(w)
+                            nxt.append(w)
+            frontier = nxt
+        out[p] = max((np.ravel_multi_index(w, shape) for w in seen),
+                     key=lambda q: (height.ravel()[q], -q))
+    return out
+
+
+@pytest.mark.parametrize("radius", [1, 3])
+def test_highest_within_equals_a_search_of_each_ball(radius):
+    # random strong edges and heights with many ties: the neighbour-maximum sweeps of
+    # the compiled kernel against a search of every voxel's ball
+    from affcons_lib.segmentation._fragments import _highest_within
+
+    rng = np.random.default_rng(radius)
+    shape = (5, 7, 6)
+    strong = rng.random((3,) + shape) < 0.6
+    height = rng.integers(0, 4, shape).astype(np.float32)
+    np.testing.assert_array_equal(_highest_within(strong, height, radius),
+                                  highest_within_by_search(strong, height, radius))

@@ -1,22 +1,34 @@
-"""The compiled kernels of affcons_lib.segmentation (_kernels, _radix, _graph),
+"""The compiled kernels of affcons_lib.segmentation (_kernels, _keysort, _graph),
 each against a hand-computed answer or numpy's own."""
 
 import numpy as np
 import pytest
 
-from affcons_lib.segmentation import _graph, _kernels, _radix
+from affcons_lib.segmentation import _graph, _kernels, _keysort
 
 
-def test_radix_sort_is_numpys_stable_sort():
+def test_key_sort_is_numpys_stable_sort_for_increasing_ids():
     rng = np.random.default_rng(0)
     keys = rng.integers(0, 1 << 32, 300_000, dtype=np.uint64).astype(np.uint32)
-    keys[::7] = keys[0]  # many ties: their payloads must keep their order
-    got_keys, got_ids = _radix.sort_by_key(keys, np.arange(keys.size))
+    keys[::7] = keys[0]  # many ties: their ids must keep their order
+    keys[1] = np.uint32(0xFFFFFFFF)  # the largest key, packed into the high half
     order = np.argsort(keys, kind="stable")
-    np.testing.assert_array_equal(got_keys, keys[order])
-    np.testing.assert_array_equal(got_ids, order)
+    for ids in (np.arange(keys.size), np.arange(keys.size, dtype=np.int32)):
+        got_keys, got_ids = _keysort.sort_by_key(keys, ids)
+        np.testing.assert_array_equal(got_keys, keys[order])
+        np.testing.assert_array_equal(got_ids, order)
+        assert got_ids.dtype == ids.dtype
+    # ties ordered by payload, whatever their input order; a payload past 32 bits too
+    tied = np.array([3, 1, 3, 1], np.uint32)
+    for payload in (np.array([9, 8, 7, 6]), np.array([9, 8, 7, 6]) + (1 << 40)):
+        got_keys, got_payload = _keysort.sort_by_key(tied, payload)
+        np.testing.assert_array_equal(got_keys, [1, 1, 3, 3])
+        np.testing.assert_array_equal(got_payload - payload.min() + 6, [6, 8, 7, 9])
+    np.testing.assert_array_equal(_keysort.sort_by_key(tied, np.array([1, 0, 0, 1], bool))[1], [0, 1, 0, 1])
     with pytest.raises(ValueError, match="one length"):
-        _radix.sort_by_key(keys, np.arange(3))
+        _keysort.sort_by_key(keys, np.arange(3))
+    with pytest.raises(ValueError, match="integers"):
+        _keysort.sort_by_key(tied, np.ones(4))
 
 
 def test_hash_table_insert_contains_and_grow():

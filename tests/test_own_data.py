@@ -202,6 +202,33 @@ def test_thread_setting(monkeypatch):
         torch.set_num_threads(before)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux")
+def test_kept_freed_memory_spares_the_page_faults():
+    # the same 3D convolution again and again, as a forward pass makes and frees its
+    # tensors: without keep_freed_memory each comes as fresh pages that the kernel faults
+    # in, with it from the heap already faulted in. Fresh processes: the setting is
+    # process-wide.
+    code = """
+import resource, sys, torch
+from affcons_lib.training import checkpoint
+assert checkpoint.keep_freed_memory() if sys.argv[1] == "keep" else True
+x, w = torch.ones(1, 16, 16, 128, 128), torch.ones(16, 16, 3, 3, 3)
+torch.nn.functional.conv3d(x, w, padding=1).sum()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    torch.nn.functional.conv3d(x, w, padding=1).sum()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+    faults = {}
+    for mode in ("keep", "free"):
+        out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert out.returncode == 0, out.stderr
+        faults[mode] = int(out.stdout.split()[-1])
+    # five 16 MB outputs are 20 k pages: given back and faulted in again unless kept
+    assert faults["free"] > 20_000 and faults["keep"] < faults["free"] / 4, faults
+
+
 def test_one_thread_stays_one_after_numba_parallel_code():
     # numba's OpenMP layer shares torch's runtime: with OMP_NUM_THREADS set, its first
     # parallel call used to raise torch to every core (a fresh process, as a launcher starts one)

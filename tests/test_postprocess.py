@@ -278,8 +278,8 @@ def test_merge_small_objects():
         pp.merge_small_objects(seg, 5, heightmap=np.zeros((2, 2)))
 
 
-def test_radix_edge_order_matches_lexsort():
-    """The compiled (parallel) sort gives decreasing weight, ties by increasing id."""
+def test_edge_order_matches_lexsort():
+    """The key sort gives decreasing weight, ties by increasing id."""
     from affcons_lib.segmentation._mws import edges_by_decreasing_weight
 
     rng = np.random.default_rng(0)

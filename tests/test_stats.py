@@ -58,18 +58,18 @@ def test_boundary_ap_hand_computed():
     assert metrics.boundary_ap(np.full(4, 0.5), target) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="positives: none"):
         metrics.boundary_ap(pred, np.ones(4))
-    # the float32 path (a radix sort of bit patterns) gives the hand-computed values too
+    # the float32 path (a sort of bit patterns) gives the hand-computed values too
     assert metrics.boundary_ap(pred.astype(np.float32), target) == pytest.approx(0.5 + 0.5 * 2 / 3)
     assert metrics.boundary_ap(np.full(4, 0.5, np.float32), target) == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("n_values", [3, 50, None])
 def test_precision_recall_float32_path_equals_the_comparison_sort(n_values):
-    """float32 scores take a radix sort of their bit patterns; float64 ones a
+    """float32 scores take a sort of their bit patterns; float64 ones a
     stable comparison sort. Same curve and AP, ties (few distinct values),
     negatives and signed zeros included."""
     rng = np.random.default_rng(n_values or 0)
-    n = 300_000  # above the size where the radix sort splits into chunks
+    n = 300_000
     x = rng.normal(size=n).astype(np.float32)
     if n_values:
         x = rng.integers(-n_values // 2, n_values // 2 + 1, n).astype(np.float32) / 4

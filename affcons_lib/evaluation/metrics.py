@@ -23,7 +23,7 @@ from numba import njit, prange
 from scipy import sparse
 
 from ..segmentation._kernels import EMPTY, grown_with, probe
-from ..segmentation._radix import sort_by_key
+from ..segmentation._keysort import sort_by_key
 from ..segmentation.labels import dense_ids
 from ..method.affinity import wrong_side
 
@@ -543,10 +543,11 @@ def precision_recall(scores, positives):
     if not np.isfinite(scores).all():
         raise ValueError("scores: expected finite numbers, got NaN or infinity")
     if scores.dtype == np.float32:
-        # affinities and error maps come as float32: a radix sort of their bit
-        # patterns (3 passes) instead of a comparison sort (with the pass below, the
-        # whole AP about 10x faster at tens of millions of edges, bench_metrics); same
-        # curve, ties included
+        # affinities and error maps come as float32: their bit patterns as uint32 keys,
+        # sorted with the flags packed beside them (_keysort), instead of a comparison
+        # sort of the floats (with the pass below, the whole AP many times faster at
+        # tens of millions of edges, bench_metrics); same curve, ties included, since
+        # only each distinct score's last item is read
         keys, e = sort_by_key(_descending_keys(scores.view(np.uint32)), positives.view(np.uint8))
         # one pass for the running count at each distinct score's last item: the
         # numpy cumsum / diff / nonzero / gather it replaces took twice the sort

@@ -9,7 +9,7 @@
 - :mod:`.labels`: distinct ids and consecutive relabelling (the one relabelling);
 - :mod:`.recipe`: one settings object, :class:`~.recipe.Recipe`, for affinities →
   fragments → segmentations;
-- ``_kernels``, ``_radix``, ``_fragments``, ``_graph``, ``_mws``: the compiled kernels
+- ``_kernels``, ``_keysort``, ``_fragments``, ``_graph``, ``_mws``: the compiled kernels
   (numba) behind them.
 
 Imports: :mod:`affcons_lib.method` (offsets and edges) and the top-level helpers only;

@@ -39,7 +39,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ._kernels import EMPTY, contains, grown, insert
-from ._radix import sort_by_key
+from ._keysort import sort_by_key
 
 
 @intrinsic
@@ -258,6 +258,6 @@ def _weight_keys(affs_flat, n_pixels, n_attractive, edge_ids):  # pragma: no cov
 
 def edges_by_decreasing_weight(affs_flat, n_pixels, n_attractive, edge_ids):
     """``edge_ids`` (increasing) sorted by decreasing weight, ties by increasing
-    id: a stable LSD radix sort on three 11-bit digits of the weight keys."""
+    id (the ids, increasing, break the ties of :func:`._keysort.sort_by_key`)."""
     keys = _weight_keys(affs_flat, n_pixels, n_attractive, edge_ids)
     return sort_by_key(keys, edge_ids)[1]

@@ -189,7 +189,7 @@ def _valid_edges(shape, offsets, n_attractive, strides, randomize_strides, mask,
 
 def _edges_by_decreasing_weight(affs, n_attractive, valid) -> np.ndarray:
     """Ids of the valid edges, by decreasing weight, ties by increasing id (a
-    stable radix sort of the weights' bit patterns: see ``_mws``). int32 ids
+    sort of the weights' bit patterns with the ids: see ``_mws``). int32 ids
     while they fit: the sort and the union-find then move half the memory."""
     from ._mws import MAX_INT32, edges_by_decreasing_weight
 
