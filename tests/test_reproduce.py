@@ -81,8 +81,9 @@ def test_reproduce_records_results_and_run_times(tmp_path, monkeypatch):
 
 
 def test_run_times_table_reads_each_record(tmp_path):
-    """One row per record with notebook 01 and a provenance; its verdict counts only the
-    measures both methods beat the floor of."""
+    """One row per record with notebook 01 and a provenance; where its runs' time went
+    (prediction apart where the record has it); its verdict counts only the measures both
+    methods beat the floor of."""
     from affcons_lib.companion import reproduce
 
     prov = dict(cpu="Some CPU", cores=2, threads="2", native_bf16=False, commit="0123456789abcdef")
@@ -96,13 +97,15 @@ def test_run_times_table_reads_each_record(tmp_path):
                                         ("unlabeled_error", -0.01, "holds"), ("voi", -0.05, "holds"))]
         (d / "01_claims.json").write_text(json.dumps({"claims": claims, "precision": "fp32", "beyond_floors": {
             "test_error": ["sparse_only", "crac"], "test_ap": ["sparse_only", "crac"], "unlabeled_error": ["crac"]}}))
-        (d / "01_training.json").write_text(json.dumps({"scores": [{"seed": s} for s in range(10)]}))
+        # 6 s training, 1 s prediction, 3 s scoring a run; the fp32 record from before prediction was timed apart
+        seconds = dict(train_seconds=6.0, score_seconds=3.0, **({} if sub else dict(predict_seconds=1.0)))
+        (d / "01_training.json").write_text(json.dumps({"scores": [{"seed": s, **seconds} for s in range(10)]}))
     (tmp_path / "data" / "reproduce" / "old").mkdir()  # a record without provenance: left out
     (tmp_path / "data" / "reproduce" / "old" / "run_times.json").write_text(json.dumps({"seconds": {"01_training": 1}}))
     block = reproduce.run_times_block(tmp_path / "data" / "reproduce")
     rows = [line for line in block.splitlines() if line.startswith("| `data/")]
     assert len(rows) == 2
-    assert rows[0].startswith("| `data/reproduce/` | Some CPU (2, 2) | no | fp32, 10 | 10.0 | holds on 1 of 2; "
-                              "VOI -0.100 [-0.200, -0.050] holds |")
-    assert "| `data/reproduce/fp32/` |" in rows[1] and "| 12.0 |" in rows[1]
+    assert rows[0].startswith("| `data/reproduce/` | Some CPU (2, 2) | no | fp32, 10 | 10.0 | 60%, 10%, 30% | "
+                              "holds on 1 of 2; VOI -0.100 [-0.200, -0.050] holds |")
+    assert "| `data/reproduce/fp32/` |" in rows[1] and "| 12.0 | 67%, 33% (prediction and scoring together) |" in rows[1]
     assert "| `01_training` | 10.0 | 12.0 |" in block  # each notebook's minutes per record

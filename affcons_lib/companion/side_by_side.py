@@ -31,7 +31,8 @@ _PREPARED: dict = {}
 def train_and_score(cfg, prepared, *, train_crop=(96, 96), examples: bool = False) -> dict:
     """Train one run and score it as notebook 01 does (:func:`affcons_lib.training.predict.score_run`):
     its score row with ``seed`` (the annotation draw), ``checkpoint``, the precision
-    it ran at and the seconds each part took. ``examples``: also its first test
+    it ran at and the seconds each part took (``train_seconds``, ``predict_seconds``:
+    the networks on the scored parts, ``score_seconds``: segmentation and measures). ``examples``: also its first test
     segmentation, f(θ2)'s entropy and affinities there (arrays, for figures)."""
     from ..training import train
     from ..training.predict import score_run
@@ -42,7 +43,8 @@ def train_and_score(cfg, prepared, *, train_crop=(96, 96), examples: bool = Fals
     scored = score_run(summary["checkpoint"], prepared, train_crop=train_crop if cfg.dim == 3 else None,
                        with_entropy=examples)
     row = dict(seed=cfg.annotation_seed, **scored.scores, precision=summary["precision"],
-               checkpoint=str(summary["checkpoint"]), train_seconds=t1 - t0, score_seconds=time.time() - t1)
+               checkpoint=str(summary["checkpoint"]), train_seconds=t1 - t0,
+               predict_seconds=scored.seconds["predict"], score_seconds=scored.seconds["score"])
     if examples:
         row["examples"] = dict(segmentation=scored.segmentations[0], entropy=scored.prediction.entropy[0],
                                affinities=scored.prediction.affinities[0])
@@ -145,7 +147,8 @@ def run_side_by_side(runs: list[dict], *, workers: int = 0, test_crop=None, test
 
     def done(i, row, k):
         rows[i] = row
-        log(f"[{k}/{len(runs)}] {names[i]}: train {row['train_seconds']:.0f} s, score {row['score_seconds']:.0f} s "
+        log(f"[{k}/{len(runs)}] {names[i]}: train {row['train_seconds']:.0f} s, predict {row['predict_seconds']:.0f} s, "
+            f"score {row['score_seconds']:.0f} s "
             f"({(time.time() - t0) / 60:.1f} min)")
         if on_row is not None:
             on_row(i, row)

@@ -18,6 +18,7 @@ a zarr array, never holding the volume (:mod:`affcons_lib.blockwise.predict`).
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -109,11 +110,15 @@ class ScoredRun:
         (None unless asked for) and the dense labels.
     segmentations : list
         The scored segmentation of each.
+    seconds : dict
+        Where the time went: ``predict`` (the networks on the test part and the
+        training crop) and ``score`` (segmentation and measures).
     """
 
     scores: dict
     prediction: Prediction
     segmentations: list
+    seconds: dict = dataclasses.field(default_factory=dict)
 
 
 def score_run(checkpoint, prepared: PreparedData, *, train_crop=None, with_entropy: bool = False) -> ScoredRun:
@@ -129,31 +134,46 @@ def score_run(checkpoint, prepared: PreparedData, *, train_crop=None, with_entro
         raise ValueError("score_run: the test part holds a sparse annotation (labels_are_sparse without a "
                          "test_dataset), not dense labels to score against; give test_dataset and test_labels, "
                          "or predict and look (python -m affcons_lib predict)")
-    pred = predict_part(checkpoint, "test", prepared=prepared, with_entropy=with_entropy)
+    clock = _Clock()
+    pred = clock("predict", predict_part, checkpoint, "test", prepared=prepared, with_entropy=with_entropy)
     affs, labels, offsets = pred.affinities, pred.labels, pred.offsets
     if not prepared.collection:  # one volume or image
         affs, labels = affs[0], labels[0]
     background = {} if prepared.dim == 3 else {"background": prepared.background}
-    s = score_prediction(affs, labels, offsets, **background)
+    s = clock("score", score_prediction, affs, labels, offsets, **background)
     if prepared.dim == 3:
         row = dict(voi=s["voi"], voi_split=s["voi_split"], voi_merge=s["voi_merge"], arand=s["arand"],
                    threshold=s["threshold"], fragments_voi=s["fragments"]["voi"])
     else:
         row = {k: s[k] for k in SCORES_2D}
         row["fragments_voi"] = s["fragments"]["voi"]
-    a = affinity_scores(affs, labels, offsets, **background)
+    a = clock("score", affinity_scores, affs, labels, offsets, **background)
     row.update(test_error=a["affinity_error"], test_ap=a["boundary_ap"], test_cut_share=a["boundary_share"])
     segs = s["segmentation"] if prepared.collection else [s["segmentation"]]
     if prepared.sparse_given:  # no dense truth of the training part: its unlabeled region cannot be scored
-        return ScoredRun(row, pred, segs)
+        return ScoredRun(row, pred, segs, clock.seconds)
     view = prepared.crop_train(train_crop)
-    train_affs = predict_part(checkpoint, "train", prepared=view, with_entropy=False).affinities
-    u = affinity_scores(train_affs if prepared.collection else train_affs[0],
+    train_affs = clock("predict", predict_part, checkpoint, "train", prepared=view, with_entropy=False).affinities
+    u = clock("score", affinity_scores, train_affs if prepared.collection else train_affs[0],
                         view.labels_train if prepared.collection else view.labels_train[0], offsets,
                         sparse_labels=view.sparse_train if prepared.collection else view.sparse_train[0], **background)
     row.update(unlabeled_error=u["affinity_error"], unlabeled_ap=u["boundary_ap"],
                unlabeled_cut_share=u["boundary_share"])
-    return ScoredRun(row, pred, segs)
+    return ScoredRun(row, pred, segs, clock.seconds)
+
+
+class _Clock:
+    """Calls a function and adds its wall time to ``seconds[part]``."""
+
+    def __init__(self):
+        self.seconds = {}
+
+    def __call__(self, part, fn, *args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - t
 
 
 def write_prediction(path, prediction: Prediction) -> Path:
