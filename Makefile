@@ -76,15 +76,19 @@ reference: setup
 
 # The paired reference runs under data/reference/paired/: notebook 01 itself, with
 # a longer schedule than a reader's first run (PAIRED_PARAMETERS: its ten paired draws at 600 iterations), then
-# exported small (scores, claims, weights, loss logs). Notebook 01 shows them.
+# exported small (scores, claims, weights, loss logs) to data/reference/PAIRED_NAME/. Notebook 01
+# shows them. The longer runs with the earlier defaults, data/reference/paired_1500/:
+#   make reference-paired PAIRED_NAME=paired_1500 PAIRED_PARAMETERS='{iterations: 1500, lr: 0.001,
+#     lr_schedule: constant, warmup: 0, precision: fp32, seeds: [0, 1, 2], methods: [sparse_only, crac]}'
 PAIRED_PARAMETERS ?= {iterations: 600}
+PAIRED_NAME ?= paired
 PAIRED_WORK := $(abspath runs/paired_reference)
 reference-paired: setup
 	rm -rf $(PAIRED_WORK) && mkdir -p $(PAIRED_WORK)
 	AFFCONS_RUNS_DIR=$(PAIRED_WORK) AFFCONS_RESULTS_DIR=$(PAIRED_WORK)/results AFFCONS_FIGURES_DIR=$(PAIRED_WORK)/figures \
 	AFFCONS_STATIC=1 $(VENV)/bin/papermill notebooks/01_training.ipynb $(PAIRED_WORK)/01_training.ipynb \
 		--cwd notebooks -y "$(PAIRED_PARAMETERS)"
-	$(PY) -m affcons_lib reference --export-paired $(PAIRED_WORK) --parameters \
+	$(PY) -m affcons_lib reference --export-paired $(PAIRED_WORK) --paired-name $(PAIRED_NAME) --parameters \
 		"$$($(PY) -c 'import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.argv[1])))' '$(PAIRED_PARAMETERS)')"
 
 # The breadth reference runs under data/reference/breadth/: the grids its config.yaml

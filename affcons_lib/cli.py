@@ -400,7 +400,9 @@ def reference(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key, e.g. --set iterations=2000")
     ap.add_argument("--export-paired", metavar="WORK",
-                    help="export the notebook 01 run under WORK (its AFFCONS_RUNS_DIR) to OUT/paired and stop")
+                    help="export the notebook 01 run under WORK (its AFFCONS_RUNS_DIR) to OUT/NAME and stop")
+    ap.add_argument("--paired-name", default="paired", metavar="NAME",
+                    help="with --export-paired: the folder under OUT (default paired; paired_1500: the longer runs)")
     ap.add_argument("--parameters", default="{}", help="the notebook parameters of that run, as JSON (recorded)")
     ap.add_argument("--rescore-paired", action="store_true",
                     help="score the paired reference runs under OUT/paired again with the current instrument and stop")
@@ -443,7 +445,7 @@ def reference(argv=None) -> int:
         print(f"rescored -> {ref.rescore_paired(args.out)}")
         return 0
     if args.export_paired:
-        out = ref.export_paired(args.export_paired, Path(args.out) / "paired", json.loads(args.parameters))
+        out = ref.export_paired(args.export_paired, Path(args.out) / args.paired_name, json.loads(args.parameters))
         print(f"paired reference runs -> {out}")
         return 0
     for method in args.methods:

@@ -164,6 +164,10 @@ def test_paired_export_round_trip_and_notebook_shows_it(tmp_path, monkeypatch, s
             assert str(tmp_path) not in f.read_text() and str(smoke) not in f.read_text(), f
     nets, cfg, ckpt = checkpoint.load_checkpoint(dest / "crac_seed0" / "weights.pt")
     assert "optimizer" not in ckpt and set(nets) == {"embedding", "affinity"}
+    # another setting beside it (make reference-paired PAIRED_NAME=...)
+    assert cli.main(["reference", "--out", str(tmp_path / "reference"), "--export-paired", str(work),
+                     "--paired-name", "paired_long", "--parameters", json.dumps(params)]) == 0
+    assert (tmp_path / "reference" / "paired_long" / "scores.csv").read_text() == (dest / "scores.csv").read_text()
     # a reader's run shows them: the verdict line and Figure 1.5
     pm.execute_notebook(str(notebooks / "01_training.ipynb"), str(tmp_path / "b.ipynb"), parameters=params,
                         cwd=str(notebooks), progress_bar=False, kernel_name="python3")
