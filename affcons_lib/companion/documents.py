@@ -156,7 +156,8 @@ def paired_markers(name: str) -> tuple[str, str]:
             f"data/reference/{name}/; do not edit -->", f"<!-- {label}: end -->")
 
 
-PAIRED_START, PAIRED_END = paired_markers("paired")
+PAIRED_START = paired_markers("paired")[0]
+PAIRED_END = paired_markers("paired")[1]
 #: paired runs kept besides data/reference/paired/, each with a generated part of its own
 PAIRED_OTHERS = ("paired_1500",)
 

@@ -155,8 +155,8 @@ def score_run(checkpoint, prepared: PreparedData, *, train_crop=None, with_entro
     view = prepared.crop_train(train_crop)
     train_affs = clock("predict", predict_part, checkpoint, "train", prepared=view, with_entropy=False).affinities
     u = clock("score", affinity_scores, train_affs if prepared.collection else train_affs[0],
-                        view.labels_train if prepared.collection else view.labels_train[0], offsets,
-                        sparse_labels=view.sparse_train if prepared.collection else view.sparse_train[0], **background)
+              view.labels_train if prepared.collection else view.labels_train[0], offsets,
+              sparse_labels=view.sparse_train if prepared.collection else view.sparse_train[0], **background)
     row.update(unlabeled_error=u["affinity_error"], unlabeled_ap=u["boundary_ap"],
                unlabeled_cut_share=u["boundary_share"])
     return ScoredRun(row, pred, segs, clock.seconds)
