@@ -31,9 +31,10 @@ _PREPARED: dict = {}
 def train_and_score(cfg, prepared, *, train_crop=(96, 96), examples: bool = False) -> dict:
     """Train one run and score it as notebook 01 does (:func:`affcons_lib.training.predict.score_run`):
     its score row with ``seed`` (the annotation draw), ``checkpoint``, the precision
-    it ran at and the seconds each part took (``train_seconds``, ``predict_seconds``:
-    the networks on the scored parts, ``score_seconds``: segmentation and measures). ``examples``: also its first test
-    segmentation, f(θ2)'s entropy and affinities there (arrays, for figures)."""
+    it ran at and the seconds each part took (``train_seconds``; ``predict_seconds``:
+    the networks on the scored parts; ``score_seconds``: segmentation and measures).
+    ``examples``: also its first test segmentation, f(θ2)'s entropy and affinities
+    there (arrays, for figures)."""
     from ..training import train
     from ..training.predict import score_run
 

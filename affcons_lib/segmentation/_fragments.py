@@ -17,8 +17,8 @@ def _highest_within(strong, height, radius):  # pragma: no cover - compiled
     its strong neighbours, so the highest voxel in it is the highest of their
     highest ones: ``radius`` sweeps of a neighbour maximum, each over every voxel
     once, give what a search of each voxel's ball gives. (That search, up to
-    7^3 voxels per voxel at radius 3, was the costliest step of scoring a run:
-    1.5 s of notebook 01's 10 s at one thread.)
+    7^3 voxels per voxel at radius 3, was the costliest step of segmenting notebook
+    01's test part: 1.5 s of the 10 s that scoring one run took at one thread.)
     """
     Z, Y, X = height.shape
     sz, sy = Y * X, X

@@ -9,6 +9,7 @@ everything :func:`affcons_lib.training.train.train` needs to resume exactly.
 from __future__ import annotations
 
 import csv
+import functools
 import os
 from pathlib import Path
 
@@ -115,11 +116,12 @@ def set_threads(threads: int = 0) -> int:
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Let the C allocator keep freed memory for the next allocation instead of
     giving it back to the system (glibc: ``mallopt``; elsewhere nothing is done).
     Returns whether it applied. Called by :func:`set_threads`, the start of every
-    training or scoring process.
+    training or scoring process; the setting is the process's, so once is enough.
 
     Why: a CPU forward pass allocates and frees tensors of tens of megabytes again
     and again. glibc serves such sizes by ``mmap`` and returns them on ``free``, so
@@ -131,16 +133,15 @@ def keep_freed_memory() -> bool:
     tensors, which its peak had needed anyway.
     """
     import ctypes
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the process already runs on
     except (OSError, AttributeError):  # not glibc (macOS, Windows, musl without mallopt)
         return False
     # large blocks from the heap, not mmap; the heap's top neither trimmed nor grown by less than 1 GiB
-    return all(mallopt(option, value) == 1 for option, value in
-               ((_M_MMAP_THRESHOLD, 2**31 - 1), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 1 << 30)))
+    applied = [mallopt(option, value) == 1 for option, value in
+               ((_M_MMAP_THRESHOLD, 2**31 - 1), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_TOP_PAD, 1 << 30))]
+    return all(applied)
 
 
 def _launcher_threads() -> int | None:
