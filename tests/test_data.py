@@ -175,6 +175,36 @@ def test_generator_bad_shape():
         data.make_nuclei_image(radius_range=(5, 2))
 
 
+# ------------------------------------------------------- raw normalisation
+def _stretched_by_definition(raw):
+    """normalize_raw's definition, written out: the float32 data stretched between
+    its 0.1th and 99.9th percentiles and clipped to [0, 1]."""
+    x = raw.astype(np.float32)
+    lo, hi = (float(v) for v in np.percentile(x, [0.1, 99.9]))
+    return np.clip((x - lo) / (hi - lo), 0, 1).astype(np.float32)
+
+
+def test_normalize_raw_stretches_between_the_percentiles():
+    raw = np.arange(1001, dtype=np.uint16)
+    got = data.normalize_raw(raw)  # percentiles 1 and 999 by hand: position 0.001 * 1000, 0.999 * 1000
+    assert got.dtype == np.float32 and got[0] == got[1] == 0 and got[-2] == got[-1] == 1
+    assert got[500] == np.float32((500 - 1) / np.float32(998))
+    np.testing.assert_array_equal(data.normalize_raw(raw, (0, 1000)), raw.astype(np.float32) / 1000)
+
+
+@pytest.mark.parametrize("dtype, high", [(np.uint8, 256), (np.uint8, 3), (np.uint16, 4096), (np.int16, 600),
+                                         (np.float32, 1)])
+def test_normalize_raw_equals_its_definition(dtype, high):
+    """Integer data take a partition of the raw values (where the neighbours of each
+    percentile are one value) and fall back to np.percentile elsewhere: both give the
+    definition's values exactly, on small and large arrays alike."""
+    rng = np.random.default_rng(high)
+    for shape in [(5,), (3, 7, 9), (20, 64, 64)]:
+        raw = (rng.random(shape) * high).astype(dtype) if dtype == np.float32 else \
+            rng.integers(-high // 4 if dtype == np.int16 else 0, high, shape).astype(dtype)
+        np.testing.assert_array_equal(data.normalize_raw(raw), _stretched_by_definition(raw), err_msg=str(shape))
+
+
 # ------------------------------------------------------- sparse annotation
 @pytest.fixture(scope="module")
 def dense_labels():
@@ -191,6 +221,18 @@ def test_annotate_fraction_keeps_complete_instances(dense_labels):
     assert sparse.dtype == dense_labels.dtype
     np.testing.assert_array_equal(sparse, data.annotate_instances(dense_labels, "random", fraction=0.25, seed=3))
     assert not np.array_equal(sparse, data.annotate_instances(dense_labels, "random", fraction=0.25, seed=4))
+
+
+def test_instance_sizes_count_as_unique_does():
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 50, (6, 20, 20)).astype(np.uint64)  # counted by id
+    sparse_ids = small * np.uint64(1 << 40)  # ids far above the voxel count: sorted
+    for labels in (small, sparse_ids, small.astype(np.int32), np.zeros((3, 3), np.uint16)):
+        ids, sizes = data.instance_sizes(labels)
+        want_ids, want_sizes = np.unique(labels[labels != 0], return_counts=True)
+        np.testing.assert_array_equal(ids, want_ids)
+        np.testing.assert_array_equal(sizes, want_sizes)
+        assert ids.dtype == labels.dtype
 
 
 def test_annotate_small_large_by_median(dense_labels):
