@@ -1,6 +1,7 @@
 # Two commands, nothing by hand:
 #   make reproduce   set up .venv, then run every notebook (small scale), figures -> figures/
 #   make reproduce-fp32   notebook 01 alone in fp32 (as a CPU without bf16 runs it), recorded
+#   make reproduce-avx2   notebook 01 alone with AVX2 kernels (as a CPU without AVX-512 runs it), recorded
 #   make test        set up .venv, then run the test suite
 # and for readers:
 #   make lab         set up .venv, then JupyterLab on the notebooks (Ctrl-C stops it)
@@ -31,7 +32,7 @@ LAB_PORT ?= 8888
 LAB_TOKEN ?=
 LAB_TOKEN_FLAG := $(if $(LAB_TOKEN),--IdentityProvider.token=$(LAB_TOKEN),)
 
-.PHONY: setup reproduce reproduce-fp32 test lab book report bench reference reference-paired reference-breadth clean
+.PHONY: setup reproduce reproduce-fp32 reproduce-avx2 test lab book report bench reference reference-paired reference-breadth clean
 
 # setuptools warns on every editable install that a folder named like the package
 # could shadow it; here that folder is the package itself (UserWarnings of the build only).
@@ -54,6 +55,14 @@ reproduce: setup
 reproduce-fp32: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(PY) -m affcons_lib reproduce --notebooks notebooks --only 01 \
 		-p precision fp32 --runs runs/fp32 --figures runs/fp32/figures --record data/reproduce/fp32
+
+# Notebook 01 as a CPU without AVX-512 (and so without native bf16: AMD before Zen 4, Intel
+# before Ice Lake) runs it: this machine with torch, oneDNN, numpy and numba held to their
+# AVX2 kernels (precision "auto" then runs fp32); recorded in data/reproduce/avx2/.
+AVX2_KERNELS := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" NUMBA_CPU_NAME=haswell
+reproduce-avx2: setup
+	$(AVX2_KERNELS) OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(PY) -m affcons_lib reproduce --notebooks notebooks --only 01 \
+		--runs runs/avx2 --figures runs/avx2/figures --record data/reproduce/avx2
 
 # The tests in one worker per core (pytest-xdist); each session fixture stays in one
 # worker (tests/conftest.py). TEST_WORKERS=0 runs them in this process, one after another.

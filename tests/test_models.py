@@ -120,3 +120,26 @@ def test_activation_bytes_grows_linearly():
     b = complexity.activation_bytes(net, (1, 1, 4, 16, 16))
     assert a > 4 * 2 * 16 * 16
     assert 1.9 * a < b <= 2 * a  # per-voxel tensors double; per-channel statistics do not
+
+
+def test_kernels_held_to_avx2_run_fp32_and_say_so():
+    """make reproduce-avx2's settings: torch and oneDNN held to AVX2 in a fresh process
+    (torch reads them at start) give no native bf16, so "auto" runs fp32, and the
+    provenance of its records names the settings."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json; from affcons_lib.method import models; from affcons_lib.companion import provenance as p; "
+            "r = p.provenance(1); print(json.dumps([models.resolve_precision('auto', 'cpu'), r, p.provenance_line(r), "
+            "p.kind_of_cpu(r)]))")
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    precision, record, line, kind = json.loads(out.stdout)
+    assert precision == "fp32" and record["native_bf16"] is False and record["kernels"] == "AVX2"
+    assert record["kernel_caps"] == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert "AVX2 kernels (held below the CPU's)" in line and "as without AVX-512" in kind
+    here = models.cpu_kernels()  # this process: nothing held unless the environment says so
+    assert set(here) == {"capability", "native_bf16", "caps"}
+    assert here["native_bf16"] == (models.resolve_precision("auto", "cpu") == "bf16")

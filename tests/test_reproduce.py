@@ -87,11 +87,12 @@ def test_run_times_table_reads_each_record(tmp_path):
     from affcons_lib.companion import reproduce
 
     prov = dict(cpu="Some CPU", cores=2, threads="2", native_bf16=False, commit="0123456789abcdef")
-    for sub, minutes in (("", 10.0), ("fp32", 12.0)):
+    held = dict(prov, kernels="AVX2", kernel_caps={"ATEN_CPU_CAPABILITY": "avx2"})  # make reproduce-avx2
+    for sub, minutes, made in (("", 10.0, prov), ("fp32", 12.0, prov), ("avx2", 14.0, held)):
         d = tmp_path / "data" / "reproduce" / sub
         d.mkdir(parents=True, exist_ok=True)
         (d / "run_times.json").write_text(json.dumps({"seconds": {"01_training": 60 * minutes},
-                                                      "total_minutes": minutes, "provenance": prov}))
+                                                      "total_minutes": minutes, "provenance": made}))
         claims = [dict(claim="crac beats sparse_only", measure=m, mean=-0.1, low=-0.2, high=v, verdict=verdict)
                   for m, v, verdict in (("test_error", -0.05, "holds"), ("-test_ap", 0.01, "inconclusive"),
                                         ("unlabeled_error", -0.01, "holds"), ("voi", -0.05, "holds"))]
@@ -104,8 +105,9 @@ def test_run_times_table_reads_each_record(tmp_path):
     (tmp_path / "data" / "reproduce" / "old" / "run_times.json").write_text(json.dumps({"seconds": {"01_training": 1}}))
     block = reproduce.run_times_block(tmp_path / "data" / "reproduce")
     rows = [line for line in block.splitlines() if line.startswith("| `data/")]
-    assert len(rows) == 2
+    assert len(rows) == 3
     assert rows[0].startswith("| `data/reproduce/` | Some CPU (2, 2) | no | fp32, 10 | 10.0 | 60%, 10%, 30% | "
                               "holds on 1 of 2; VOI -0.100 [-0.200, -0.050] holds |")
-    assert "| `data/reproduce/fp32/` |" in rows[1] and "| 12.0 | 67%, 33% (prediction and scoring together) |" in rows[1]
-    assert "| `01_training` | 10.0 | 12.0 |" in block  # each notebook's minutes per record
+    assert rows[1].startswith("| `data/reproduce/avx2/` | Some CPU (2, 2), as without AVX-512 (AVX2 kernels) | no |")
+    assert "| `data/reproduce/fp32/` |" in rows[2] and "| 12.0 | 67%, 33% (prediction and scoring together) |" in rows[2]
+    assert "| `01_training` | 10.0 | 14.0 | 12.0 |" in block  # each notebook's minutes per record

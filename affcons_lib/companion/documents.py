@@ -56,8 +56,9 @@ def _claims(record: dict, source: str) -> list:
 
 def notebook_01_repeats(root: Path = CHECKOUT / "data") -> list[list]:
     """Runs of notebook 01's setting on its own draws, other than its record: the
-    time-to-claim records of that setting and draws, and ``make reproduce-fp32``'s
-    record. A verdict that differs between them and the record is *unstable*."""
+    time-to-claim records of that setting and draws, and the records of ``make
+    reproduce-fp32`` and ``make reproduce-avx2`` (``data/reproduce/*/``). A verdict that
+    differs between them and the record is *unstable*."""
     root = Path(root)
     draws = sorted({r["seed"] for r in json.loads((root / "reproduce" / "01_training.json").read_text())["scores"]})
     repeats = []
@@ -67,9 +68,8 @@ def notebook_01_repeats(root: Path = CHECKOUT / "data") -> list[list]:
         if _NOTEBOOK_01_SETTING <= settings and record["seeds"] == draws and \
                 not any(s.startswith("iterations=") and s != "iterations=120" for s in settings):
             repeats.append(_claims(record, "train"))
-    fp32 = root / "reproduce" / "fp32" / "01_claims.json"
-    if fp32.is_file():
-        repeats.append(_claims(json.loads(fp32.read_text()), "train"))
+    for other in sorted((root / "reproduce").glob("*/01_claims.json")):  # fp32/, avx2/: other precisions, kernels
+        repeats.append(_claims(json.loads(other.read_text()), "train"))
     return repeats
 
 

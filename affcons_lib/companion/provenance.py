@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .._paths import CHECKOUT
 
-__all__ = ["provenance", "provenance_line", "print_header", "cpu_slug"]
+__all__ = ["provenance", "provenance_line", "kind_of_cpu", "print_header", "cpu_slug"]
 
 
 #: what a record's commit is about: an uncommitted change here makes it ``-dirty``
@@ -34,13 +34,16 @@ def provenance(threads: int | str | None = None, minutes: float | None = None) -
     """The commit (``-dirty`` when the code has uncommitted changes: the library, notebooks,
     benchmarks or set-up; the figures and records a run writes do not count), the UTC date,
     Python, torch and numpy versions, the CPU model, its core count, whether it
-    computes bf16 natively (then ``precision="auto"`` runs bf16), the threads and
-    the minutes the record's runs took."""
+    computes bf16 natively (then ``precision="auto"`` runs bf16), torch's kernels
+    (``"AVX512"``, ``"AVX2"``) and, where a run held them below what the CPU has, the
+    settings that did (``kernel_caps``: ``make reproduce-avx2``), the threads and the
+    minutes the record's runs took."""
     import numpy
     import torch
 
-    from ..method.models import resolve_precision
+    from ..method.models import cpu_kernels
 
+    kernels = cpu_kernels()
     root = CHECKOUT
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
@@ -53,8 +56,9 @@ def provenance(threads: int | str | None = None, minutes: float | None = None) -
         commit = "unknown"
     return dict(commit=commit, date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 python=platform.python_version(), torch=torch.__version__, numpy=numpy.__version__,
-                cpu=_cpu_model(), cores=os.cpu_count(), threads=threads,
-                native_bf16=resolve_precision("auto", torch.device("cpu")) == "bf16", minutes=minutes)
+                cpu=_cpu_model(), cores=os.cpu_count(), threads=threads, native_bf16=kernels["native_bf16"],
+                kernels=kernels["capability"], **({"kernel_caps": kernels["caps"]} if kernels["caps"] else {}),
+                minutes=minutes)
 
 
 def provenance_line(record: dict) -> str:
@@ -62,8 +66,22 @@ def provenance_line(record: dict) -> str:
     ``commit 1a2b3c4d, 2026-12-07T05:00:26+00:00, AMD EPYC (2 cores, 1 threads, bf16 native), torch 2.13.0``."""
     return (f"commit {record['commit'][:8]}{'-dirty' if record['commit'].endswith('-dirty') else ''}, "
             f"{record['date']}, {record['cpu']} ({record['cores']} cores, {record['threads']} threads, "
-            f"bf16 {'native' if record['native_bf16'] else 'not native'}), python {record['python']}, "
+            f"bf16 {'native' if record['native_bf16'] else 'not native'}{_held(record)}), python {record['python']}, "
             f"torch {record['torch']}, numpy {record['numpy']}")
+
+
+def _held(record: dict) -> str:
+    """``, AVX2 kernels (held below the CPU's)`` for a record whose run held the kernels
+    below what its CPU has; empty otherwise (and for records from before this was noted)."""
+    return f", {record['kernels']} kernels (held below the CPU's)" if record.get("kernel_caps") else ""
+
+
+def kind_of_cpu(record: dict) -> str:
+    """A record's CPU in a few words: ``AMD EPYC (2 cores, bf16 native)``, or ``AMD EPYC as
+    without AVX-512 (AVX2 kernels, no bf16)`` where the run held the kernels below the CPU's."""
+    if record.get("kernel_caps"):
+        return f"{record['cpu']} as without AVX-512 ({record['kernels']} kernels, no bf16)"
+    return f"{record['cpu']} ({record['cores']} cores, bf16 {'native' if record['native_bf16'] else 'not native'})"
 
 
 def print_header(script: str, threads: int | str | None = None) -> None:

@@ -183,8 +183,9 @@ def run_times_block(root=None) -> str:
                  if len(times["seconds"]) > 1 else "-")
         name = f"`{here.relative_to(root.parent.parent).as_posix()}/`"
         per_notebook[name] = times["seconds"]
+        held = f", as without AVX-512 ({prov['kernels']} kernels)" if prov.get("kernel_caps") else ""
         lines.append(f"| {name} | {prov['cpu']} ({prov['cores']}, "
-                     f"{prov['threads']}) | {'yes' if prov['native_bf16'] else 'no'} | {claims['precision']}, {draws} | "
+                     f"{prov['threads']}){held} | {'yes' if prov['native_bf16'] else 'no'} | {claims['precision']}, {draws} | "
                      f"{times['seconds']['01_training'] / 60:.1f} | {run_parts(rows)} | {verdict} | {every} | "
                      f"`{prov['commit'][:8]}{'-dirty' if prov['commit'].endswith('-dirty') else ''}` |")
     notebooks = sorted({n for seconds in per_notebook.values() for n in seconds})

@@ -29,7 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ResidualUNet", "McDropout", "build", "MODEL_NAMES", "valid_sizes", "n_parameters", "autocast", "resolve_precision"]
+__all__ = ["ResidualUNet", "McDropout", "build", "MODEL_NAMES", "valid_sizes", "n_parameters", "autocast", "resolve_precision",
+           "cpu_kernels", "KERNEL_CAPS"]
 
 WIDTHS_3D = (28, 36, 48, 64, 80)
 WIDTHS_2D = (16, 32, 64, 128, 256)
@@ -293,9 +294,32 @@ def resolve_precision(precision: str, device) -> str:
     dev = torch.device(device)
     if dev.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    native = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
+    return "bf16" if cpu_kernels()["native_bf16"] else "fp32"
+
+
+#: oneDNN's instruction sets below AVX512-BF16 (``ONEDNN_MAX_CPU_ISA``): capped there,
+#: its convolutions have no native bfloat16
+_ONEDNN_BELOW_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+#: the settings with which a run holds the libraries' kernels below what the CPU has
+#: (``make reproduce-avx2``: this CPU as one without AVX-512 runs)
+KERNEL_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "NPY_DISABLE_CPU_FEATURES", "NUMBA_CPU_NAME")
+
+
+def cpu_kernels() -> dict:
+    """What the CPU kernels of this process may use: torch's vector instruction set
+    (``"AVX512"``, ``"AVX2"``, ...), whether bfloat16 is native (AVX512-BF16 or AMX
+    in the CPU, and neither torch's kernels nor oneDNN's held below them) and the
+    settings in force that hold kernels below what the CPU has (:data:`KERNEL_CAPS`)."""
+    import os
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    in_cpu = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
         getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    return "bf16" if native else "fp32"
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    held = onednn in _ONEDNN_BELOW_BF16 or not capability.startswith("AVX512")  # (no bf16 in the CPU off x86)
+    return {"capability": capability, "native_bf16": bool(in_cpu and not held),
+            "caps": {k: os.environ[k] for k in KERNEL_CAPS if os.environ.get(k)}}
 
 
 def autocast(precision: str, device) -> torch.autocast:
