@@ -450,7 +450,9 @@ def parts() -> list[tuple[str, str, callable]]:
             (BLOCKWISE_START, BLOCKWISE_END, blockwise_block),
             (breadth.HEADLINE_START, breadth.HEADLINE_END, breadth.readme_headline),
             (breadth.README_START, breadth.README_END, breadth.readme_block),
-            (reproduce.RUN_TIMES_START, reproduce.RUN_TIMES_END, reproduce.run_times_block)] + [
+            (reproduce.RUN_TIMES_START, reproduce.RUN_TIMES_END, reproduce.run_times_block),
+            (reproduce.NOTEBOOK_01_MINUTES_START, reproduce.NOTEBOOK_01_MINUTES_END,
+             reproduce.notebook_01_minutes_block)] + [
             (*quoted_findings_markers(n), lambda n=n: quoted_findings_block(n)) for n in QUOTED_FINDINGS]
 
 
