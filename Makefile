@@ -56,7 +56,7 @@ reproduce-fp32: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(PY) -m affcons_lib reproduce --notebooks notebooks --only 01 \
 		-p precision fp32 --runs runs/fp32 --figures runs/fp32/figures --record data/reproduce/fp32
 
-# Notebook 01 as a CPU without AVX-512 (and so without native bf16: AMD before Zen 4, Intel
+# Notebook 01 as a CPU without AVX-512 (and so without native bf16: AMD EPYC before Genoa, Intel Xeon
 # before Ice Lake) runs it: this machine with torch, oneDNN, numpy and numba held to their
 # AVX2 kernels (precision "auto" then runs fp32); recorded in data/reproduce/avx2/.
 AVX2_KERNELS := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" NUMBA_CPU_NAME=haswell
