@@ -84,7 +84,8 @@ _SMOKE_ORDER = ("06_blockwise", "01_training", "02_size_distribution", "07_bread
 def smoke_runs(tmp_path_factory):
     """Every notebook executed once at its smoke parameters (notebooks/smoke.yaml),
     two at a time, each by papermill in a process of its own at one thread, with
-    its own runs, results and figures folders (notebook 01 with no reference runs in sight).
+    its own runs, results and figures folders (and the committed reference runs in sight, as
+    a reader's run has them).
     A notebook whose cells are marked NBVAL_CHECK_OUTPUT is then checked by nbval.
     Returns {notebook name: (folder, the last completed process)}; the folder holds the
     executed copy, ``work`` (runs, ``work/results``) and ``figures``.
@@ -110,8 +111,6 @@ def smoke_runs(tmp_path_factory):
         env = {**os.environ, "AFFCONS_RUNS_DIR": str(folder / "work"), "AFFCONS_RESULTS_DIR": str(folder / "work" / "results"),
                "AFFCONS_FIGURES_DIR": str(folder / "figures"), "AFFCONS_STATIC": "1", "OMP_NUM_THREADS": "1",
                "NUMBA_NUM_THREADS": "1"}
-        if name == "01_training.ipynb":  # the runs tests/test_reference.py exports: none in sight yet
-            env["AFFCONS_REFERENCE_DIR"] = str(folder / "no_reference")
         done = subprocess.run([sys.executable, "-m", "papermill", str(notebooks / name), str(folder / name), "-f",
                                str(folder / "parameters.yaml"), "--cwd", str(notebooks), "-k", "python3",
                                "--no-progress-bar"], capture_output=True, text=True, env=env)
