@@ -65,10 +65,12 @@ reproduce-avx2: setup
 		--runs runs/avx2 --figures runs/avx2/figures --record data/reproduce/avx2
 
 # The tests in one worker per core (pytest-xdist); each session fixture stays in one
-# worker (tests/conftest.py). TEST_WORKERS=0 runs them in this process, one after another.
+# worker (tests/conftest.py), the longest groups dealt first (--no-loadscope-reorder keeps
+# conftest's order; xdist's own orders them by their number of tests). TEST_WORKERS=0 runs
+# them in this process, one after another.
 TEST_WORKERS ?= $(shell nproc)
 test: setup
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 lab: setup
 	@echo "JupyterLab with the project's kernel; data from $(AFFCONS_DATA_DIR). Open the http://127.0.0.1 link below; Ctrl-C twice stops it."
