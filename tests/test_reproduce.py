@@ -110,12 +110,14 @@ def test_run_times_table_reads_each_record(tmp_path):
                               "holds on 1 of 2; VOI -0.100 [-0.200, -0.050] holds |")
     assert rows[1].startswith("| `data/reproduce/avx2/` | Some CPU (2, 2), as without AVX-512 (AVX2 kernels) | no |")
     assert "| `data/reproduce/fp32/` |" in rows[2] and "| 12.0 | 67%, 33% (prediction and scoring together) |" in rows[2]
-    assert "| `01_training` | 10.0 | 14.0 | 12.0 |" in block
+    assert "| `01_training` | 10.0 | 14.0 | 12.0 |" in block  # each notebook's minutes per record
     front = reproduce.notebook_01_minutes_block(tmp_path / "data" / "reproduce").splitlines()[2:-2]  # the front page's
-    assert front == ["- Some CPU (2 cores, bf16 not native), fp32: **10.0 min** for 10 paired draws; `crac` beats "
-                     "`sparse_only` holds on 1 of 2 affinity-level measures, VOI holds (`data/reproduce/`)",
-                     "- Some CPU as without AVX-512 (AVX2 kernels, no bf16), fp32: **14.0 min** for 10 paired draws; "
-                     "`crac` beats `sparse_only` holds on 1 of 2 affinity-level measures, VOI holds "
-                     "(`data/reproduce/avx2/`)",
-                     "- Some CPU (2 cores, bf16 not native), fp32: **12.0 min** for 10 paired draws; `crac` beats "
-                     "`sparse_only` holds on 1 of 2 affinity-level measures, VOI holds (`data/reproduce/fp32/`)"]  # each notebook's minutes per record
+    assert front == [
+        "- Some CPU (2 cores, bf16 not native), fp32: **10.0 min** for 10 paired draws (1.00 min a draw, so 10 in "
+        "ten minutes); `crac` beats `sparse_only` holds on 1 of 2 affinity-level measures, VOI holds (`data/reproduce/`)",
+        "- Some CPU as without AVX-512 (AVX2 kernels, no bf16), fp32: **14.0 min** for 10 paired draws (1.40 min a "
+        "draw, so 7 in ten minutes); `crac` beats `sparse_only` holds on 1 of 2 affinity-level measures, VOI holds "
+        "(`data/reproduce/avx2/`)",
+        "- Some CPU (2 cores, bf16 not native), fp32: **12.0 min** for 10 paired draws (1.20 min a draw, so 8 in ten "
+        "minutes); `crac` beats `sparse_only` holds on 1 of 2 affinity-level measures, VOI holds "
+        "(`data/reproduce/fp32/`)"]

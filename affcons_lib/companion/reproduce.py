@@ -217,13 +217,16 @@ NOTEBOOK_01_MINUTES_END = "<!-- notebook 01 minutes: end -->"
 
 def notebook_01_minutes_block(root=None) -> str:
     """The front page's run times: notebook 01 at its defaults per kind of CPU and
-    precision, with its central verdicts, one line per record of :func:`notebook_01_records`."""
+    precision, its minutes a paired draw (the notebook's minutes over its draws, set-up
+    included) and the draws that fit in ten minutes at that pace (the frontier where ten
+    do not), with its central verdicts, one line per record of :func:`notebook_01_records`."""
     from .provenance import kind_of_cpu
 
     lines = [NOTEBOOK_01_MINUTES_START, ""]
     for r in notebook_01_records(root):
         voi = r["voi"]["verdict"] if r["voi"] else "not scored"
         lines.append(f"- {kind_of_cpu(r['provenance'])}, {r['precision']}: **{r['minutes']:.1f} min** for "
-                     f"{r['draws']} paired draws; `crac` beats `sparse_only` holds on {r['holds']} of "
+                     f"{r['draws']} paired draws ({r['minutes'] / r['draws']:.2f} min a draw, so "
+                     f"{int(10 // (r['minutes'] / r['draws']))} in ten minutes); `crac` beats `sparse_only` holds on {r['holds']} of "
                      f"{r['counted']} affinity-level measures, VOI {voi} ({r['name']})")
     return "\n".join(lines + ["", NOTEBOOK_01_MINUTES_END])
