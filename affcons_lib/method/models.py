@@ -283,8 +283,8 @@ def resolve_precision(precision: str, device) -> str:
     """``precision`` ("auto", "bf16" or "fp32") as the one to run on ``device``.
 
     "auto" is bf16 where the device computes bfloat16 natively (a CPU with AVX512-BF16
-    or AMX, a CUDA GPU that supports it) and fp32 elsewhere, where autocast would only
-    emulate bf16 and run slower. On this project's CPUs bf16 made a small-scale crac
+    or AMX whose kernels are not held below them, :func:`cpu_kernels`; a CUDA GPU that
+    supports it) and fp32 elsewhere, where autocast would only emulate bf16 and run slower. On this project's CPUs bf16 made a small-scale crac
     step 1.5x faster and reached the fp32 runs' scores within +-0.006 over 10 paired
     runs (the book, notebooks/book/time_to_claim.md)."""
     if precision not in ("auto", "fp32", "bf16"):
@@ -317,7 +317,8 @@ def cpu_kernels() -> dict:
     in_cpu = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or \
         getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
     onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
-    held = onednn in _ONEDNN_BELOW_BF16 or not capability.startswith("AVX512")  # (no bf16 in the CPU off x86)
+    # off x86 torch names no AVX512 capability, and the CPU has neither check's bf16 anyway
+    held = onednn in _ONEDNN_BELOW_BF16 or not capability.startswith("AVX512")
     return {"capability": capability, "native_bf16": bool(in_cpu and not held),
             "caps": {k: os.environ[k] for k in KERNEL_CAPS if os.environ.get(k)}}
 
