@@ -209,3 +209,5 @@ def test_under_xdist_each_test_keeps_its_group(request):
     if not getattr(request.config.option, "loadgroup", False):
         pytest.skip("not under pytest-xdist --dist loadgroup (make test runs it so)")
     assert request.node.nodeid.endswith("@test_layout")
+    # and they go out in conftest's order, longest first (LONGEST_GROUPS), not xdist's by test count
+    assert request.config.option.loadscopereorder is False, "make test passes --no-loadscope-reorder"
