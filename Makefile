@@ -52,9 +52,11 @@ reproduce: setup
 
 # Notebook 01 alone in fp32 (a CPU without native bf16 runs that): its minutes and
 # verdicts recorded in data/reproduce/fp32/ beside make reproduce's (README, "Run times").
+# On another kind of CPU, FP32_RECORD=data/reproduce/NAME records beside it instead of over it.
+FP32_RECORD ?= data/reproduce/fp32
 reproduce-fp32: setup
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} $(PY) -m affcons_lib reproduce --notebooks notebooks --only 01 \
-		-p precision fp32 --runs runs/fp32 --figures runs/fp32/figures --record data/reproduce/fp32
+		-p precision fp32 --runs runs/fp32 --figures runs/fp32/figures --record $(FP32_RECORD)
 
 # Notebook 01 as a CPU without AVX-512 (and so without native bf16: AMD EPYC before Genoa, Intel Xeon
 # before Ice Lake) runs it: this machine with torch, oneDNN, numpy and numba held to their
