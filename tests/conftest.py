@@ -13,9 +13,9 @@ from affcons_lib.data import (FIBSEM_FILE, ISBI_DIR, NUCLEI_DIR, data_dir, real_
 SHARED_FIXTURES = ("smoke_runs", "fibsem_test_part_noisy")
 
 
-#: the groups that take longest, in the order the workers get them (the suite's record,
-#: benchmarks/results/suite_*.json): longest first, so that short groups fill the end and
-#: the two workers finish together instead of one waiting on a long group dealt last
+#: the groups that take longest, in the order the workers get them (each group's seconds
+#: summed over its tests in a run of the suite): longest first, so that short groups fill
+#: the end and the two workers finish together instead of one waiting on a long group dealt last
 LONGEST_GROUPS = ("smoke_runs", "test_blockwise", "test_own_data", "test_distributed", "test_train",
                   "fibsem_test_part_noisy", "test_reference", "test_side_by_side", "test_sweep", "test_reproduce")
 

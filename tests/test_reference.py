@@ -141,6 +141,8 @@ def test_paired_export_round_trip_and_notebook_shows_it(tmp_path, monkeypatch, s
     matplotlib.use("Agg")
     from pathlib import Path
 
+    import matplotlib.pyplot as plt
+
     from affcons_lib.companion import viz
 
     notebooks = Path(__file__).resolve().parent.parent / "notebooks"
@@ -171,7 +173,8 @@ def test_paired_export_round_trip_and_notebook_shows_it(tmp_path, monkeypatch, s
     assert "optimizer" not in ckpt and set(nets) == {"embedding", "affinity"}
     # what notebook 01's paired-runs cell reads of an export, and its Figure 1.5 drawn from it
     assert {"training_minutes", "precision", "floors", "reference_scores"} <= set(record)
-    viz.paired_panels(scores.to_dict("records"), params["methods"], record["floors"], record["reference_scores"])
+    plt.close(viz.paired_panels(scores.to_dict("records"), params["methods"], record["floors"],
+                                record["reference_scores"]))
     # another setting beside it (make reference-paired PAIRED_NAME=...)
     assert cli.main(["reference", "--out", str(tmp_path / "reference"), "--export-paired", str(work),
                      "--paired-name", "paired_long", "--parameters", json.dumps(params)]) == 0

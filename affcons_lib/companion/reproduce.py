@@ -225,8 +225,9 @@ def notebook_01_minutes_block(root=None) -> str:
     lines = [NOTEBOOK_01_MINUTES_START, ""]
     for r in notebook_01_records(root):
         voi = r["voi"]["verdict"] if r["voi"] else "not scored"
+        per_draw = r["minutes"] / r["draws"]
         lines.append(f"- {kind_of_cpu(r['provenance'])}, {r['precision']}: **{r['minutes']:.1f} min** for "
-                     f"{r['draws']} paired draws ({r['minutes'] / r['draws']:.2f} min a draw, so "
-                     f"{int(10 // (r['minutes'] / r['draws']))} in ten minutes); `crac` beats `sparse_only` holds on {r['holds']} of "
-                     f"{r['counted']} affinity-level measures, VOI {voi} ({r['name']})")
+                     f"{r['draws']} paired draws ({per_draw:.2f} min a draw, so {int(10 // per_draw)} in ten "
+                     f"minutes); `crac` beats `sparse_only` holds on {r['holds']} of {r['counted']} "
+                     f"affinity-level measures, VOI {voi} ({r['name']})")
     return "\n".join(lines + ["", NOTEBOOK_01_MINUTES_END])
